@@ -1,0 +1,46 @@
+# `make demo`: set up .venv and run the demo grid. `make test`: set up .venv and run the tests.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+CORES  ?= 2
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+# torch first: with a GPU, PyPI's default build; without one, the CPU build (a local wheel that
+# pip's find-links offer, else PyTorch's CPU index) so that no multi-GB CUDA build is pulled.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "kdgrid needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(BIN)/pip install torch==2.13.0; \
+	else \
+	  $(BIN)/pip install --no-index --no-deps torch==2.13.0 2>/dev/null \
+	  || $(BIN)/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(BIN)/pip install -r requirements.txt
+	$(BIN)/pip install --no-deps -e .
+	$(BIN)/python -c 'import torch, sentencepiece, sacrebleu, eflomal, snakemake; print("torch", torch.__version__)'
+	touch $@
+
+demo: setup
+	$(BIN)/snakemake --cores $(CORES) --show-failed-logs
+	@echo
+	@cat results/demo/grid.md
+	@echo
+	@echo "Report files: results/demo/grid.md, results/demo/grid.csv, results/demo/scores.csv, results/demo/grid.png"
+	@echo "Per-job logs: results/demo/logs/   timings: results/demo/benchmarks/"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests bench workflow/config_check.py
+
+bench: setup
+	$(BIN)/python bench/teacher_speed.py
+
+clean:
+	rm -rf results/demo .snakemake

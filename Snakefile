@@ -1,0 +1,19 @@
+# kdgrid: teacher x decoding method x NAT student, as one workflow (see README.md).
+# Rules only wire files to `python -m kdgrid VERB`; settings live in the validated config.
+
+configfile: workflow.basedir + "/workflow/defaults.yaml"
+if not workflow.config_settings.configfiles:  # no --configfile given: the demo config
+    configfile: workflow.basedir + "/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/teacher.smk"
+include: "workflow/rules/student.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.aggregate.output,

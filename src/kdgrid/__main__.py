@@ -1,0 +1,3 @@
+from kdgrid.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""Self-describing model files: kind, config, vocabulary and provenance travel with the weights.
+
+A trained model file can be loaded (and used to translate) with nothing else: it holds the
+sentencepiece model bytes it was trained with, and records the seed and training settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from kdgrid.errors import KdgridError, atomic_output
+from kdgrid.models import build
+
+FORMAT = "kdgrid-model/1"
+
+
+def save_model(path, model, meta: dict) -> None:
+    payload = {"format": FORMAT, "kind": model.kind, "config": dataclasses.asdict(model.cfg),
+               "state_dict": model.state_dict(), "meta": meta}
+    with atomic_output(path, "path") as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path, device: str = "cpu"):
+    try:
+        payload = torch.load(path, map_location=device, weights_only=False)
+    except FileNotFoundError:
+        raise KdgridError(f"{path}: model file not found") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
+        raise KdgridError(f"{path}: not a readable model file ({type(e).__name__}: {e}); "
+                          "retrain it (rerun its rule)") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise KdgridError(f"{path}: not a kdgrid model file (format {FORMAT} expected)")
+    model = build(payload["kind"], payload["config"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model.to(device), payload["meta"]

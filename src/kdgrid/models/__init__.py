@@ -1,0 +1,3 @@
+from kdgrid.models.registry import MODELS, build
+
+__all__ = ["MODELS", "build"]

@@ -1,0 +1,189 @@
+"""Shared Transformer parts: one attention, one feed-forward block, one layer stack for every model.
+
+Attention goes through torch's scaled_dot_product_attention. A per-layer cache dict holds projected
+keys/values, so autoregressive decoding projects each new token once (self-attention) and the
+source memory once (cross-attention) instead of recomputing the whole prefix at every step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sinusoidal_positions(length: int, dim: int, start: int = 0) -> torch.Tensor:
+    """Vaswani et al.'s fixed sin/cos position table, rows start..start+length-1."""
+    half = dim // 2
+    freq = torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(10000.0) / max(half - 1, 1)))
+    pos = torch.arange(start, start + length, dtype=torch.float32)[:, None] * freq[None, :]
+    table = torch.cat([torch.sin(pos), torch.cos(pos)], dim=1)
+    if dim % 2:
+        table = torch.cat([table, torch.zeros(length, 1)], dim=1)
+    return table
+
+
+def key_mask(key_pad: torch.Tensor) -> torch.Tensor:
+    """(B, S) True-at-padding -> (B, 1, 1, S) True-where-attention-is-allowed."""
+    return ~key_pad[:, None, None, :]
+
+
+def causal_mask(length: int, device) -> torch.Tensor:
+    return torch.ones(length, length, dtype=torch.bool, device=device).tril()[None, None]
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model: int, heads: int, dropout: float):
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model {d_model} is not divisible by heads {heads}")
+        self.heads, self.head_dim, self.dropout = heads, d_model // heads, dropout
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x, source, mask=None, cache: dict | None = None, static: bool = False):
+        """x: (B, T, d) queries; source: (B, S, d) what keys/values are projected from.
+
+        cache: updated in place. static=True (cross-attention): keys/values are projected from
+        `source` once and reused. static=False (self-attention): the new keys/values are appended.
+        """
+        q = self._split(self.q(x))
+        if cache is not None and static and "k" in cache:
+            k, v = cache["k"], cache["v"]
+        else:
+            k, v = (self._split(t) for t in self.kv(source).chunk(2, dim=-1))
+            if cache is not None:
+                if not static and "k" in cache:
+                    k = torch.cat([cache["k"], k], dim=2)
+                    v = torch.cat([cache["v"], v], dim=2)
+                cache["k"], cache["v"] = k, v
+        drop = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        b, h, t, d = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, t, h * d))
+
+
+class FeedForward(nn.Module):
+    """No dropout inside (fairseq's activation_dropout 0): the residual dropout regularizes, and
+    masking the wide hidden layer costs ~10% of a CPU training step."""
+
+    def __init__(self, d_model: int, ffn: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d_model, ffn), nn.Linear(ffn, d_model)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Self-attention, optional cross-attention, feed-forward; pre- or post-norm residuals."""
+
+    def __init__(self, d_model, ffn, heads, dropout, attention_dropout, pre_norm: bool, cross: bool):
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.self_attn = Attention(d_model, heads, attention_dropout)
+        self.cross_attn = Attention(d_model, heads, attention_dropout) if cross else None
+        self.ffn = FeedForward(d_model, ffn)
+        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(3 if cross else 2))
+        self.dropout = nn.Dropout(dropout)
+
+    def _residual(self, x, norm, fn):
+        if self.pre_norm:
+            return x + self.dropout(fn(norm(x)))
+        return norm(x + self.dropout(fn(x)))
+
+    def forward(self, x, self_mask, memory=None, memory_mask=None, cache: dict | None = None):
+        self_cache = None if cache is None else cache.setdefault("self", {})
+        x = self._residual(x, self.norms[0], lambda h: self.self_attn(h, h, self_mask, self_cache))
+        if self.cross_attn is not None:
+            cross_cache = None if cache is None else cache.setdefault("cross", {})
+            x = self._residual(
+                x, self.norms[1],
+                lambda h: self.cross_attn(h, memory, memory_mask, cross_cache, static=True),
+            )
+        return self._residual(x, self.norms[-1], self.ffn)
+
+
+class Stack(nn.Module):
+    """N blocks (+ a final LayerNorm when pre-norm). `cache` is a list with one dict per layer."""
+
+    def __init__(self, layers, d_model, ffn, heads, dropout, attention_dropout, pre_norm, cross):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            Block(d_model, ffn, heads, dropout, attention_dropout, pre_norm, cross) for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
+
+    def forward(self, x, self_mask, memory=None, memory_mask=None, cache: list | None = None):
+        if cache is not None and not cache:
+            cache.extend({} for _ in self.layers)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, self_mask, memory, memory_mask, None if cache is None else cache[i])
+        return self.norm(x)
+
+
+def reorder_cache(cache: list, rows: torch.Tensor) -> None:
+    """Keep/duplicate cached rows (beam reordering, dropping finished sentences), in place."""
+    for layer in cache:
+        for part in layer.values():
+            for key in ("k", "v"):
+                if key in part:
+                    part[key] = part[key].index_select(0, rows)
+
+
+class Embedding(nn.Module):
+    """Token embedding scaled by sqrt(d) plus fixed sinusoidal positions.
+
+    One table serves encoder input, decoder input and the output projection (shared embeddings
+    over a joint vocabulary)."""
+
+    def __init__(self, vocab_size: int, d_model: int, pad: int, dropout: float):
+        super().__init__()
+        self.table = nn.Embedding(vocab_size, d_model, padding_idx=pad)
+        nn.init.normal_(self.table.weight, mean=0.0, std=d_model**-0.5)
+        with torch.no_grad():
+            self.table.weight[pad].zero_()
+        self.scale = math.sqrt(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("positions", sinusoidal_positions(256, d_model), persistent=False)
+
+    def tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.table(ids) * self.scale
+
+    def add_positions(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        end = start + x.size(1)
+        if end > self.positions.size(0):
+            self.positions = sinusoidal_positions(2 * end, x.size(-1)).to(self.positions.device)
+        return self.dropout(x + self.positions[start:end].to(x.dtype))
+
+    def forward(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        return self.add_positions(self.tokens(ids), start)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.table.weight.t()
+
+
+def init_linear(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def smoothed_nll(logits: torch.Tensor, target: torch.Tensor, pad: int, smoothing: float):
+    """Token-mean label-smoothed cross-entropy over non-pad targets.
+
+    Returns (loss, nll, ntokens); nll is the unsmoothed mean, the number to compare runs by."""
+    lprobs = F.log_softmax(logits.float(), dim=-1)
+    keep = target.ne(pad)
+    lp = lprobs[keep]
+    nll = -lp.gather(-1, target[keep].unsqueeze(-1)).squeeze(-1)
+    loss = (1.0 - smoothing) * nll - smoothing * lp.mean(-1) if smoothing else nll
+    return loss.mean(), nll.mean().detach(), int(keep.sum())

@@ -1,0 +1,90 @@
+"""Autoregressive Transformer (Vaswani et al. 2017): the teachers and the AT students."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kdgrid import search
+from kdgrid.models.layers import (
+    Embedding,
+    Stack,
+    causal_mask,
+    init_linear,
+    key_mask,
+    reorder_cache,
+    smoothed_nll,
+)
+
+
+@dataclass
+class TransformerConfig:
+    vocab_size: int
+    pad: int
+    bos: int
+    eos: int
+    d_model: int = 512
+    ffn: int = 2048
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    heads: int = 8
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    pre_norm: bool = True
+
+
+class Transformer(nn.Module):
+    kind = "transformer"
+    config_class = TransformerConfig
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embedding(cfg.vocab_size, cfg.d_model, cfg.pad, cfg.dropout)
+        args = (cfg.d_model, cfg.ffn, cfg.heads, cfg.dropout, cfg.attention_dropout, cfg.pre_norm)
+        self.encoder = Stack(cfg.encoder_layers, *args, cross=False)
+        self.decoder = Stack(cfg.decoder_layers, *args, cross=True)
+        init_linear(self)
+
+    # -- the two faces every model has ------------------------------------------------------
+    def loss(self, batch: dict, label_smoothing: float = 0.0):
+        memory, src_pad = self.encode(batch["src"])
+        logits = self.decode(batch["tgt_in"], memory, src_pad)
+        loss, nll, n = smoothed_nll(logits, batch["tgt_out"], self.cfg.pad, label_smoothing)
+        return loss, {"loss": loss.detach(), "nll": nll, "ntokens": n}
+
+    @torch.no_grad()
+    def generate(self, src: torch.Tensor, method: str = "beam", **options) -> list[list[int]]:
+        """Token ids per sentence, without bos/eos. method: beam | greedy | sample | sample_topk."""
+        return search.generate(self, src, method, **options)
+
+    # -- pieces the search uses -------------------------------------------------------------
+    def encode(self, src: torch.Tensor):
+        src_pad = src.eq(self.cfg.pad)
+        return self.encoder(self.embed(src), key_mask(src_pad)), src_pad
+
+    def decode(self, prev: torch.Tensor, memory, src_pad) -> torch.Tensor:
+        """Teacher-forced logits (B, T, V) for every position of `prev` (bos + target)."""
+        h = self.decoder(self.embed(prev), causal_mask(prev.size(1), prev.device),
+                         memory, key_mask(src_pad))
+        return self.embed.logits(h)
+
+    def decode_step(self, prev: torch.Tensor, memory, src_pad, cache: list | None) -> torch.Tensor:
+        """Log-probabilities (B, V) of the next token after the prefixes `prev` (B, t).
+
+        With a cache only the last token is run through the decoder (keys/values of earlier
+        steps are in the cache); without one the whole prefix is recomputed. Both must agree."""
+        if cache is None:
+            logits = self.decode(prev, memory, src_pad)[:, -1]
+        else:
+            x = self.embed(prev[:, -1:], start=prev.size(1) - 1)
+            h = self.decoder(x, None, memory, key_mask(src_pad), cache)
+            logits = self.embed.logits(h)[:, -1]
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    @staticmethod
+    def reorder(cache: list | None, rows: torch.Tensor) -> None:
+        if cache is not None:
+            reorder_cache(cache, rows)

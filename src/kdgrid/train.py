@@ -1,0 +1,271 @@
+"""One Trainer for every model kind.
+
+The Trainer only calls `model.loss(batch, label_smoothing) -> (loss, logs)`; it knows nothing of
+model kinds. It owns: Adam with inverse-sqrt warmup, token-budget batches, gradient accumulation,
+validation with best-checkpoint keeping, atomic checkpoints and exact resume (model, optimizer,
+position in the epoch and RNG state), SIGTERM handling, and a progress line in the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdgrid import checkpoint
+from kdgrid.batching import Ids, collate, token_batches
+from kdgrid.errors import KdgridError, atomic_output
+from kdgrid.progress import Progress, log
+
+
+@dataclass
+class TrainConfig:
+    max_tokens: int = 4096
+    update_freq: int = 1
+    lr: float = 5e-4
+    warmup_updates: int = 4000
+    warmup_init_lr: float = 1e-7
+    adam_betas: tuple = (0.9, 0.98)
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float = 0.0
+    label_smoothing: float = 0.1
+    max_updates: int = 0  # 0: no limit
+    max_epochs: int = 0  # 0: no limit
+    valid_every: int = 1000
+    patience: int = 0  # stop after this many validations without improvement; 0: never
+    log_every: int = 100
+    max_len: int = 256  # training pairs with a longer side are skipped (counted in the log)
+    seed: int = 1
+
+    def __post_init__(self):
+        self.adam_betas = tuple(self.adam_betas)
+        if self.max_updates <= 0 and self.max_epochs <= 0:
+            raise ValueError("set max_updates or max_epochs (> 0), or training never stops")
+        for name in ("max_tokens", "update_freq", "valid_every", "log_every", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+def train_config(params: dict) -> TrainConfig:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        raise KdgridError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+    try:
+        return TrainConfig(**params)
+    except ValueError as e:
+        raise KdgridError(f"training options: {e}") from None
+
+
+def learning_rate(cfg: TrainConfig, update: int) -> float:
+    if update < cfg.warmup_updates:
+        return cfg.warmup_init_lr + (cfg.lr - cfg.warmup_init_lr) * update / cfg.warmup_updates
+    return cfg.lr * math.sqrt(max(cfg.warmup_updates, 1) / max(update, 1))
+
+
+class Trainer:
+    def __init__(self, model, train: tuple[Ids, Ids], valid: tuple[Ids, Ids], cfg: TrainConfig,
+                 work_dir, meta: dict):
+        self.model, self.cfg, self.meta = model, cfg, meta
+        self.specials = (model.cfg.pad, model.cfg.bos, model.cfg.eos)
+        self.train_src, self.train_tgt, self.keep = self._usable(*train, "training")
+        self.valid = valid
+        self.work = Path(work_dir)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.fingerprint = hashlib.sha256(json.dumps(
+            {"train": dataclasses.asdict(cfg), "model": meta.get("model_config"), "kind": model.kind},
+            sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.optim = torch.optim.Adam(model.parameters(), lr=cfg.warmup_init_lr, betas=cfg.adam_betas,
+                                      eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        self.state = {"update": 0, "epoch": 1, "batch": 0, "best": math.inf, "bad_valids": 0,
+                      "history": []}
+        self._stop_signal = None
+
+    def _usable(self, src: Ids, tgt: Ids, what: str):
+        if len(src) != len(tgt):
+            raise KdgridError(f"{what} data: {len(src)} source but {len(tgt)} target sentences")
+        sl, tl = src.lengths, tgt.lengths
+        keep = np.flatnonzero((sl > 0) & (tl > 0) & (sl <= self.cfg.max_len) & (tl <= self.cfg.max_len))
+        if len(keep) == 0:
+            raise KdgridError(f"{what} data: no usable sentence pair (all empty or longer than "
+                              f"max_len {self.cfg.max_len})")
+        if len(keep) < len(src):
+            log(f"{what} data: skipping {len(src) - len(keep)} of {len(src)} pairs "
+                f"(empty, or a side longer than max_len {self.cfg.max_len})")
+        return src, tgt, keep
+
+    # -- batches ----------------------------------------------------------------------------
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        k = self.keep
+        batches = token_batches(self.train_src.lengths[k], self.train_tgt.lengths[k],
+                                self.cfg.max_tokens, seed=self.cfg.seed * 100003 + epoch)
+        return [k[b] for b in batches]
+
+    def _collate(self, src: Ids, tgt: Ids, idx) -> dict:
+        return collate([src[i] for i in idx], [tgt[i] for i in idx], *self.specials)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _save_state(self) -> None:
+        payload = {"fingerprint": self.fingerprint, "state": self.state,
+                   "model": self.model.state_dict(), "optim": self.optim.state_dict(),
+                   "rng": torch.get_rng_state()}
+        last, prev = self.work / "last.pt", self.work / "prev.pt"
+        with atomic_output(self.work / "last.pt.new", "path") as tmp:
+            torch.save(payload, tmp)
+        if last.exists():
+            last.replace(prev)  # keep one older checkpoint in case `last` is ever unreadable
+        (self.work / "last.pt.new").replace(last)
+
+    def _resume(self) -> None:
+        for name in ("last.pt", "prev.pt"):
+            path = self.work / name
+            if not path.exists():
+                continue
+            try:
+                payload = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as e:  # noqa: BLE001 - any unreadable file: fall back to the older one
+                log(f"WARNING: checkpoint {path} is unreadable ({type(e).__name__}: {e}); "
+                    "trying the previous one")
+                continue
+            if payload.get("fingerprint") != self.fingerprint:
+                log(f"checkpoint {path} was written for different settings; starting a fresh run "
+                    f"(old checkpoints kept in {self.work}/stale/)")
+                stale = self.work / "stale"
+                stale.mkdir(exist_ok=True)
+                for f in ("last.pt", "prev.pt", "best.pt"):
+                    if (self.work / f).exists():
+                        (self.work / f).replace(stale / f)
+                return
+            self.model.load_state_dict(payload["model"])
+            self.optim.load_state_dict(payload["optim"])
+            torch.set_rng_state(payload["rng"])
+            self.state = payload["state"]
+            s = self.state
+            log(f"resuming from {path}: update {s['update']}, epoch {s['epoch']}, "
+                f"batch {s['batch']}, best valid loss {s['best']:.4f}")
+            return
+        if any((self.work / n).exists() for n in ("last.pt", "prev.pt")):
+            raise KdgridError(f"{self.work}: every checkpoint there is unreadable; delete the "
+                              "directory to start over, or restore a checkpoint")
+
+    # -- validation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict:
+        self.model.eval()
+        src, tgt = self.valid
+        totals, weight = {}, 0
+        for idx in token_batches(src.lengths, tgt.lengths, self.cfg.max_tokens):
+            _, logs = self.model.loss(self._collate(src, tgt, idx), label_smoothing=0.0)
+            n = logs.pop("ntokens")
+            weight += n
+            for k, v in logs.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * n
+        self.model.train()
+        return {k: v / max(weight, 1) for k, v in totals.items()}
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _on_sigterm(self, signum, frame):
+        self._stop_signal = signum
+
+    def _done(self) -> bool:
+        s, c = self.state, self.cfg
+        if c.max_updates and s["update"] >= c.max_updates:
+            return True
+        if c.max_epochs and s["epoch"] > c.max_epochs:
+            return True
+        return bool(c.patience) and s["bad_valids"] >= c.patience
+
+    def _validate_and_save(self) -> None:
+        scores = self.validate()
+        s = self.state
+        if not math.isfinite(scores["loss"]):
+            raise KdgridError(f"validation loss is {scores['loss']} at update {s['update']}: "
+                              "training diverged; lower lr or raise warmup_updates")
+        improved = scores["loss"] < s["best"]
+        if improved:
+            s["best"], s["bad_valids"] = scores["loss"], 0
+            with atomic_output(self.work / "best.pt", "path") as tmp:
+                torch.save(self.model.state_dict(), tmp)
+        else:
+            s["bad_valids"] += 1
+        s["history"].append({"update": s["update"], "epoch": s["epoch"], **scores})
+        shown = " ".join(f"{k} {v:.4f}" for k, v in scores.items())
+        log(f"valid | update {s['update']} | {shown}{' | best' if improved else ''}")
+        self._save_state()
+
+    def run(self, output) -> dict:
+        self._resume()
+        if self.state["update"] == 0:
+            torch.manual_seed(self.cfg.seed)  # dropout stream; a resumed run restores its own
+        self.model.train()
+        old = signal.signal(signal.SIGTERM, self._on_sigterm)
+        batches_per_epoch = len(self._epoch_batches(1))
+        total = self.cfg.max_updates or (self.cfg.max_epochs * math.ceil(batches_per_epoch / self.cfg.update_freq))
+        progress = Progress("train", total, done=self.state["update"])
+        log(f"training {self.model.kind}: {sum(p.numel() for p in self.model.parameters()):,} "
+            f"parameters, {len(self.keep):,} pairs, {batches_per_epoch} batches/epoch, "
+            f"{total} updates planned, {torch.get_num_threads()} threads")
+        try:
+            while not self._done() and self._stop_signal is None:
+                self._train_epoch(progress)
+            if self._stop_signal is not None:
+                log(f"received signal {self._stop_signal}: checkpoint saved at update "
+                    f"{self.state['update']}; rerun to resume")
+                self._save_state()
+                sys.exit(143)
+            if not self.state["history"] or self.state["history"][-1]["update"] != self.state["update"]:
+                self._validate_and_save()
+        finally:
+            signal.signal(signal.SIGTERM, old)
+        best = torch.load(self.work / "best.pt", map_location="cpu", weights_only=True)
+        self.model.load_state_dict(best)
+        checkpoint.save_model(output, self.model, {**self.meta, "train_config": dataclasses.asdict(self.cfg),
+                                                   "history": self.state["history"],
+                                                   "updates": self.state["update"]})
+        for name in ("last.pt", "prev.pt", "best.pt"):  # the run is complete: a rerun starts over
+            (self.work / name).unlink(missing_ok=True)
+        with atomic_output(self.work / "history.json") as f:
+            json.dump(self.state["history"], f, indent=1)
+        return self.state
+
+    def _train_epoch(self, progress: Progress) -> None:
+        s, c = self.state, self.cfg
+        batches = self._epoch_batches(s["epoch"])
+        while s["batch"] < len(batches):
+            group = batches[s["batch"]: s["batch"] + c.update_freq]
+            self.optim.zero_grad(set_to_none=True)
+            logs_sum, ntok = {}, 0
+            for idx in group:
+                loss, logs = self.model.loss(self._collate(self.train_src, self.train_tgt, idx),
+                                             label_smoothing=c.label_smoothing)
+                (loss / len(group)).backward()
+                n = logs.pop("ntokens")
+                ntok += n
+                for k, v in logs.items():
+                    logs_sum[k] = logs_sum.get(k, 0.0) + float(v) * n
+            if c.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
+            s["update"] += 1
+            for group_ in self.optim.param_groups:
+                group_["lr"] = learning_rate(c, s["update"])
+            self.optim.step()
+            s["batch"] += len(group)
+            progress.step(tokens=ntok)
+            if s["update"] % c.log_every == 0:
+                shown = " ".join(f"{k} {v / ntok:.3f}" for k, v in logs_sum.items())
+                progress.report(f"epoch {s['epoch']} | {shown} | lr {learning_rate(c, s['update']):.2e}")
+            if s["update"] % c.valid_every == 0:
+                self._validate_and_save()
+            if self._done() or self._stop_signal is not None:
+                return
+        s["epoch"] += 1
+        s["batch"] = 0

@@ -1,0 +1,42 @@
+"""Translate sentences with any trained model, in length-sorted token-budget batches."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from kdgrid.batching import pad_stack, token_batches
+from kdgrid.progress import Progress, log
+from kdgrid.vocab import EOS, PAD, Vocab
+
+
+def translate(model, vocab: Vocab, lines: list[str], options: dict, max_tokens: int = 4096,
+              threads: int = 1, what: str = "decode", report_every: float = 15.0):
+    """Returns (translations, stats). `options` go to model.generate; a `seed` in them is
+    offset per batch so sampling draws fresh random numbers for every batch."""
+    device = next(model.parameters()).device
+    ids = vocab.encode(lines, threads=threads)
+    lengths = [len(x) for x in ids]
+    batches = token_batches(lengths, lengths, max_tokens)
+    out: list[list[int] | None] = [None] * len(ids)
+    progress = Progress(what, len(ids), unit="sent")
+    last = start = time.perf_counter()
+    for number, batch in enumerate(batches):
+        src = pad_stack([ids[i] for i in batch], PAD, suffix=EOS).to(device)
+        opts = dict(options)
+        if opts.get("seed") is not None:
+            opts["seed"] = int(opts["seed"]) * 1_000_003 + number
+        for i, hyp in zip(batch, model.generate(src, **opts)):
+            out[i] = hyp
+        progress.step(len(batch), tokens=len(batch))
+        if time.perf_counter() - last > report_every:
+            progress.report()
+            last = time.perf_counter()
+    seconds = time.perf_counter() - start
+    texts = vocab.decode(out)
+    stats = {"sentences": len(lines), "seconds": round(seconds, 3),
+             "sentences_per_second": round(len(lines) / max(seconds, 1e-9), 2),
+             "threads": torch.get_num_threads(), "device": str(device)}
+    log(f"{what}: {len(lines)} sentences in {seconds:.1f}s ({stats['sentences_per_second']} sent/s)")
+    return texts, stats

@@ -1,0 +1,92 @@
+"""Shared helpers: running the workflow in a scratch directory, tiny vocabularies for models."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def env() -> dict:
+    """Jobs run `python -m kdgrid`: put this interpreter's bin directory first on PATH."""
+    e = dict(os.environ)
+    e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
+    return e
+
+
+def snakemake(workdir: Path, *args, configfile: Path | None = None, check: bool = True, timeout=900):
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
+    if configfile is not None:
+        cmd.append(f"--configfile={configfile}")  # "=": the option takes several values
+    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, env=env(), timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse Snakemake's 'Job stats' table into {rule: count}."""
+    counts, inside = {}, False
+    for line in output.splitlines():
+        if line.startswith("Job stats:"):
+            inside, counts = True, {}
+            continue
+        if inside:
+            m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+            if m and m.group(1) != "total":
+                counts[m.group(1)] = int(m.group(2))
+            elif m:
+                inside = False
+    return counts
+
+
+def write_config(path: Path, base: Path | None = None, **overrides) -> Path:
+    """A config file: `base` (a YAML file) deep-updated with `overrides`."""
+    cfg = yaml.safe_load(base.read_text()) if base else {}
+
+    def merge(a, b):
+        for k, v in b.items():
+            a[k] = merge(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+        return a
+
+    path.write_text(yaml.safe_dump(merge(cfg, overrides), sort_keys=False))
+    return path
+
+
+TOY = ROOT / "tests" / "configs" / "toy.yaml"
+
+
+@pytest.fixture
+def toy_config():
+    return TOY
+
+
+def model_config(kind: str, vocab_size: int = 40, d: int = 64, layers: int = 2, **extra) -> dict:
+    cfg = dict(vocab_size=vocab_size, pad=0, bos=2, eos=3, d_model=d, ffn=2 * d, encoder_layers=layers,
+               decoder_layers=layers, heads=4, dropout=0.0)
+    if kind != "transformer":
+        cfg["mask"] = 4
+    cfg.update(extra)
+    return cfg
+
+
+def toy_pairs(n: int = 8, vocab_size: int = 40, seed: int = 0):
+    """n source/target id sequences with reordering, a length change and word-level mapping."""
+    import random
+
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        src = [rng.randint(5, vocab_size - 1) for _ in range(rng.randint(3, 7))]
+        tgt = [(t * 7) % (vocab_size - 5) + 5 for t in reversed(src)] + ([9] if len(src) % 2 else [])
+        pairs.append((src, tgt))
+    return pairs

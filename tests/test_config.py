@@ -1,0 +1,83 @@
+"""Config validation: every bad value is reported with its key, before anything runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, TOY, snakemake, write_config
+
+sys.path.insert(0, str(ROOT / "workflow"))
+from config_check import ConfigError, check  # noqa: E402
+
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def merged(*layers: dict) -> dict:
+    def merge(a, b):
+        for k, v in b.items():
+            a[k] = merge(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+        return a
+
+    cfg = yaml.safe_load((ROOT / "workflow" / "defaults.yaml").read_text())
+    for layer in layers:
+        cfg = merge(cfg, layer)
+    return cfg
+
+
+TOY_CFG = yaml.safe_load(TOY.read_text())
+
+
+@pytest.mark.parametrize("config_file", [ROOT / "config.yaml", TOY, *sorted((ROOT / "configs").glob("*.yaml")),
+                                         *sorted((ROOT / "tests" / "configs").glob("*.yaml"))])
+def test_shipped_configs_are_valid(config_file):
+    check(merged(yaml.safe_load(Path(config_file).read_text())), SCHEMA, [str(config_file)])
+
+
+BAD = [
+    ({"grid": {"teachers": ["huge"]}}, r"grid.teachers\[0\]: 'huge' is not defined under teacher_sizes"),
+    ({"grid": {"methods": ["beam", "nucleus"]}}, r"grid.methods\[1\]: 'nucleus' is not defined under methods"),
+    ({"grid": {"students": ["levt"]}}, r"grid.students\[0\]: 'levt' is not defined under students"),
+    ({"grid": {"students": ["nat", "nat"]}}, r"grid.students: .*non-unique"),
+    ({"grid": {"students": []}}, r"grid.students: \[\] should be non-empty"),
+    ({"methods": {"beam": {"kind": "beam", "beam": 0}}}, r"methods.beam.beam: 0 is less than the minimum of 1"),
+    ({"methods": {"wide": {"kind": "beem"}}}, r"methods.wide.kind: 'beem' is not one of"),
+    ({"vocab": {"size": -5}}, r"vocab.size: -5 is less than the minimum of 16"),
+    ({"teacher_sizes": {"toy": {"d_model": 30, "heads": 4}}},
+     r"teacher_sizes.toy: d_model 30 is not divisible by heads 4"),
+    ({"teacher_sizes": {"bad.name": {"d_model": 8, "ffn": 8, "heads": 2, "layers": 1}}},
+     r"teacher_sizes: name 'bad.name' may only use"),
+    ({"techers": {}}, r"\(top level\): unknown keys are not allowed \('techers' was unexpected\)"),
+    ({"student": {"train": {"max_updates": 0, "max_epochs": 0}}}, r"student.train: set max_updates or max_epochs"),
+    ({"student": {"train": {"lr": -1}}}, r"student.train.lr: -1 is less than or equal to the minimum of 0"),
+    ({"corpus": {"synthetic": {"min_len": 9, "max_len": 5}}}, r"corpus.synthetic.max_len: 5 is below min_len 9"),
+    ({"corpus": {"source": "files"}}, r"corpus.files: source is 'files' but train, valid, test"),
+    ({"distill": {"shards": 0}}, r"distill.shards: 0 is less than the minimum of 1"),
+    ({"students": {"nat": {"kind": "nat", "model": {"heads": 3}}}},
+     r"students.nat.model: d_model 32 is not divisible by heads 3"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD)
+def test_bad_config_names_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        check(merged(TOY_CFG, override), SCHEMA, ["toy.yaml"])
+
+
+def test_all_problems_are_reported_at_once():
+    with pytest.raises(ConfigError) as e:
+        check(merged(TOY_CFG, {"vocab": {"size": 1}, "distill": {"shards": 0}}), SCHEMA, ["x.yaml"])
+    assert "vocab.size" in str(e.value) and "distill.shards" in str(e.value)
+    assert "from x.yaml" in str(e.value)
+
+
+def test_config_error_surfaces_in_a_dry_run_without_traceback(tmp_path):
+    cfg = write_config(tmp_path / "bad.yaml", TOY, grid={"teachers": ["toy", "huge"]})
+    proc = snakemake(tmp_path, "-n", configfile=cfg, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "grid.teachers[1]: 'huge' is not defined under teacher_sizes" in out
+    assert "Traceback" not in out
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,103 @@
+"""Validate the merged kdgrid config: the JSON schema, then cross-key rules the schema cannot say.
+
+Every problem is reported at once, each naming its config key, so a dry run shows them all.
+Plain Python (no Snakemake, no torch) so tests can call it directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def key_path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _schema_problems(config: dict, schema_path) -> list[str]:
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        where = key_path(err.absolute_path)
+        if err.validator == "additionalProperties":
+            where = key_path(err.absolute_path) if err.absolute_path else "(top level)"
+            problems.append(f"{where}: {err.message.replace('Additional properties', 'unknown keys')}"
+                            " (check the spelling; workflow/defaults.yaml lists every setting)")
+        elif err.validator == "pattern":  # only names have a pattern: they become path parts
+            problems.append(f"{where}: name {err.instance!r} may only use letters, digits, _ and -")
+        else:
+            problems.append(f"{where}: {err.message}")
+    return problems
+
+
+def _semantic_problems(c: dict) -> list[str]:
+    problems = []
+    grid = c["grid"]
+    for key, defined, where in (("teachers", c["teacher_sizes"], "teacher_sizes"),
+                                ("methods", c["methods"], "methods"),
+                                ("students", c["students"], "students")):
+        for i, name in enumerate(grid[key]):
+            if name not in defined:
+                problems.append(f"grid.{key}[{i}]: {name!r} is not defined under {where} "
+                                f"(defined: {', '.join(sorted(defined))})")
+    if grid["methods"] and not grid["teachers"]:
+        problems.append("grid.methods: methods are listed but grid.teachers is empty")
+    for name in grid["teachers"]:
+        size = c["teacher_sizes"].get(name)
+        if size is None:
+            continue
+        if size["d_model"] % size["heads"]:
+            problems.append(f"teacher_sizes.{name}: d_model {size['d_model']} is not divisible "
+                            f"by heads {size['heads']}")
+        if "layers" not in size and not {"encoder_layers", "decoder_layers"} <= set(size):
+            problems.append(f"teacher_sizes.{name}: set layers (or encoder_layers and decoder_layers)")
+    for name in grid["students"]:
+        st = c["students"].get(name)
+        if st is None:
+            continue
+        model = st["model"]
+        if "d_model" in model and "heads" in model and model["d_model"] % model["heads"]:
+            problems.append(f"students.{name}.model: d_model {model['d_model']} is not divisible "
+                            f"by heads {model['heads']}")
+    corpus = c["corpus"]
+    if corpus["source"] == "synthetic":
+        syn = corpus.get("synthetic", {})
+        if syn.get("max_len", 4) < syn.get("min_len", 4):
+            problems.append(f"corpus.synthetic.max_len: {syn['max_len']} is below min_len {syn['min_len']}")
+    else:
+        missing = [s for s in ("train", "valid", "test") if s not in corpus.get("files", {})]
+        if missing:
+            problems.append(f"corpus.files: source is 'files' but {', '.join(missing)} "
+                            "{src: PATH, tgt: PATH} are missing")
+    for section in ("teacher", "student"):
+        problems += _train_problems(c[section]["train"], f"{section}.train")
+    for name, st in c["students"].items():
+        if name in grid["students"]:
+            problems += _train_problems({**c["student"]["train"], **st.get("train", {})},
+                                        f"students.{name}.train (merged with student.train)")
+    return problems
+
+
+def _train_problems(train: dict, where: str) -> list[str]:
+    if train.get("max_updates", 0) <= 0 and train.get("max_epochs", 0) <= 0:
+        return [f"{where}: set max_updates or max_epochs above 0, or training never stops"]
+    return []
+
+
+def check(config: dict, schema_path, sources: list[str]) -> None:
+    problems = _schema_problems(config, schema_path)
+    if not problems:  # cross-key rules assume the shapes the schema guarantees
+        problems = _semantic_problems(config)
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"invalid configuration (from {' + '.join(sources)}):\n{listed}")

@@ -1,0 +1,56 @@
+# NAT (and AT) students: one model per grid cell, trained on raw or distilled targets.
+
+
+def student_targets(wildcards):
+    if wildcards.data == "raw":
+        return f"{R}/vocab/train.tgt.npz"
+    return f"{R}/distill/{wildcards.data}/train.tgt.npz"
+
+
+rule train_student:
+    input:
+        vocab=VOCAB,
+        train_src=f"{R}/vocab/train.src.npz",
+        train_tgt=student_targets,
+        valid_src=f"{R}/vocab/valid.src.npz",
+        valid_tgt=f"{R}/vocab/valid.tgt.npz",
+    output:
+        f"{R}/students/{{student}}/{{data}}/model.pt",
+    params:
+        kind=lambda w: config["students"][w.student]["kind"],
+        model=lambda w: q(config["students"][w.student]["model"]),
+        train=lambda w: q(student_train(w.student)),
+        labels=lambda w: q({"role": "student", **data_labels(w.student, w.data)}),
+        work=lambda w: f"{R}/students/{w.student}/{w.data}/train",
+    threads: THREADS
+    log:
+        f"{R}/logs/train_student/{{student}}.{{data}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_student/{{student}}.{{data}}.tsv"
+    shell:
+        "python -m kdgrid train --kind {params.kind} --model-params {params.model}"
+        " --train-params {params.train} --labels {params.labels} --vocab {input.vocab}"
+        " --train-src {input.train_src} --train-tgt {input.train_tgt}"
+        " --valid-src {input.valid_src} --valid-tgt {input.valid_tgt}"
+        " --out {output} --work-dir {params.work} --threads {threads} 2> {log}"
+
+
+rule evaluate_student:
+    input:
+        model=f"{R}/students/{{student}}/{{data}}/model.pt",
+        vocab=VOCAB,
+        src=f"{R}/data/test.src",
+        ref=f"{R}/data/test.tgt",
+    output:
+        scores=f"{R}/students/{{student}}/{{data}}/scores.json",
+        hyp=f"{R}/students/{{student}}/{{data}}/test.hyp",
+    params:
+        decode=lambda w: q(student_decode(w.student)),
+        labels=lambda w: q(data_labels(w.student, w.data)),
+    threads: THREADS
+    log:
+        f"{R}/logs/evaluate_student/{{student}}.{{data}}.log",
+    shell:
+        "python -m kdgrid evaluate --model {input.model} --vocab {input.vocab} --src {input.src}"
+        " --ref {input.ref} --hyp {output.hyp} --scores {output.scores} --params {params.decode}"
+        " --labels {params.labels} --threads {threads} 2> {log}"
