@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 from kdgrid import synthetic
 from kdgrid.batching import Ids, collate, token_batches
 from kdgrid.models import build
+
+warnings.filterwarnings("ignore", message="enable_nested_tensor")
 
 D, FFN, LAYERS, HEADS, VOCAB = 256, 1024, 3, 4, 4000
 

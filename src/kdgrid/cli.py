@@ -131,6 +131,8 @@ def cmd_distill(a) -> None:
     lo, hi = a.shard * len(lines) // a.shards, (a.shard + 1) * len(lines) // a.shards
     opts = {k: p[k] for k in p if k not in ("kind", "max_tokens")}
     opts["method"] = p["kind"]
+    if "seed" in opts:  # each shard draws its own random numbers
+        opts["seed"] = int(opts["seed"]) * 100_003 + a.shard
     texts, _ = translate(model, v, lines[lo:hi], opts, p["max_tokens"], a.threads,
                          what=f"distill shard {a.shard + 1}/{a.shards}")
     write_lines(a.out, texts)

@@ -15,7 +15,7 @@ def heatmap(grid: dict, path, metric: str = "bleu", title: str = "") -> None:
     students, cols = grid["students"], grid["columns"]
     values = np.array([[np.nan if grid["cells"][s][c] is None else grid["cells"][s][c][metric]
                         for c in cols] for s in students], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(cols), 1.0 + 0.6 * len(students)))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(cols), max(2.8, 1.6 + 0.6 * len(students))))
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto")
     ax.set_xticks(range(len(cols)), labels=cols, rotation=30, ha="right")

@@ -76,6 +76,7 @@ class Trainer:
     def __init__(self, model, train: tuple[Ids, Ids], valid: tuple[Ids, Ids], cfg: TrainConfig,
                  work_dir, meta: dict):
         self.model, self.cfg, self.meta = model, cfg, meta
+        self.device = next(model.parameters()).device
         self.specials = (model.cfg.pad, model.cfg.bos, model.cfg.eos)
         self.train_src, self.train_tgt, self.keep = self._usable(*train, "training")
         self.valid = valid
@@ -111,7 +112,8 @@ class Trainer:
         return [k[b] for b in batches]
 
     def _collate(self, src: Ids, tgt: Ids, idx) -> dict:
-        return collate([src[i] for i in idx], [tgt[i] for i in idx], *self.specials)
+        batch = collate([src[i] for i in idx], [tgt[i] for i in idx], *self.specials)
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     # -- checkpoints ------------------------------------------------------------------------
     def _save_state(self) -> None:

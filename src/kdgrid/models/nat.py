@@ -86,8 +86,10 @@ class NAT(nn.Module):
         lengths = (predicted[:, None] + shifts[None]).clamp(min=1).flatten()  # (n * beam)
         rows = torch.arange(n, device=src.device).repeat_interleave(beam)
         tgt_pad = torch.arange(int(lengths.max()), device=src.device)[None] >= lengths[:, None]
-        logits = self.decode(src[rows], src_pad[rows], memory[rows], tgt_pad)
-        lprobs, tokens = torch.log_softmax(logits.float(), -1).max(-1)
+        logits = self.decode(src[rows], src_pad[rows], memory[rows], tgt_pad).float()
+        special = [self.cfg.pad, self.cfg.bos, self.cfg.eos, self.cfg.mask]
+        logits[..., special] = float("-inf")  # never emitted as words
+        lprobs, tokens = torch.log_softmax(logits, -1).max(-1)
         score = lprobs.masked_fill(tgt_pad, 0).sum(1) / lengths
         best = score.view(n, beam).argmax(1) + torch.arange(n, device=src.device) * beam
         return [tokens[r, : lengths[r]].tolist() for r in best.tolist()]
