@@ -8,6 +8,7 @@ source memory once (cross-attention) instead of recomputing the whole prefix at 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -187,3 +188,38 @@ def smoothed_nll(logits: torch.Tensor, target: torch.Tensor, pad: int, smoothing
     nll = -lp.gather(-1, target[keep].unsqueeze(-1)).squeeze(-1)
     loss = (1.0 - smoothing) * nll - smoothing * lp.mean(-1) if smoothing else nll
     return loss.mean(), nll.mean().detach(), int(keep.sum())
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """What every model kind shares: vocabulary ids and the Transformer body's sizes."""
+
+    vocab_size: int
+    pad: int
+    bos: int
+    eos: int
+    d_model: int = 512
+    ffn: int = 2048
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    heads: int = 8
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    pre_norm: bool = True
+
+
+class EncoderDecoder(nn.Module):
+    """Shared embeddings, an encoder and a decoder stack with cross-attention; kinds add heads."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embedding(cfg.vocab_size, cfg.d_model, cfg.pad, cfg.dropout)
+        args = (cfg.d_model, cfg.ffn, cfg.heads, cfg.dropout, cfg.attention_dropout, cfg.pre_norm)
+        self.encoder = Stack(cfg.encoder_layers, *args, cross=False)
+        self.decoder = Stack(cfg.decoder_layers, *args, cross=True)
+
+    def encode(self, src: torch.Tensor):
+        """Encoder states (B, S, d) and the source padding mask (B, S), True at padding."""
+        src_pad = src.eq(self.cfg.pad)
+        return self.encoder(self.embed(src), key_mask(src_pad)), src_pad

@@ -13,24 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdgrid.models.layers import Embedding, Stack, init_linear, key_mask, smoothed_nll
+from kdgrid.models.layers import EncoderDecoder, ModelConfig, init_linear, key_mask, smoothed_nll
 
 
-@dataclass
-class NATConfig:
-    vocab_size: int
-    pad: int
-    bos: int
-    eos: int
+@dataclass(kw_only=True)
+class NATConfig(ModelConfig):
     mask: int
-    d_model: int = 512
-    ffn: int = 2048
-    encoder_layers: int = 6
-    decoder_layers: int = 6
-    heads: int = 8
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
-    pre_norm: bool = True
     decoder_input: str = "copy"  # copy | mask
     length_classes: int = 256
     length_loss_weight: float = 0.1
@@ -43,17 +31,12 @@ class NATConfig:
             raise ValueError(f"length_beam must be positive, got {self.length_beam}")
 
 
-class NAT(nn.Module):
+class NAT(EncoderDecoder):
     kind = "nat"
     config_class = NATConfig
 
     def __init__(self, cfg: NATConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.embed = Embedding(cfg.vocab_size, cfg.d_model, cfg.pad, cfg.dropout)
-        args = (cfg.d_model, cfg.ffn, cfg.heads, cfg.dropout, cfg.attention_dropout, cfg.pre_norm)
-        self.encoder = Stack(cfg.encoder_layers, *args, cross=False)
-        self.decoder = Stack(cfg.decoder_layers, *args, cross=True)
+        super().__init__(cfg)
         self.length_head = nn.Linear(cfg.d_model, cfg.length_classes)
         init_linear(self)
         self.offset = cfg.length_classes // 2
@@ -94,11 +77,7 @@ class NAT(nn.Module):
         best = score.view(n, beam).argmax(1) + torch.arange(n, device=src.device) * beam
         return [tokens[r, : lengths[r]].tolist() for r in best.tolist()]
 
-    # -- pieces ----------------------------------------------------------------------------
-    def encode(self, src):
-        src_pad = src.eq(self.cfg.pad)
-        return self.encoder(self.embed(src), key_mask(src_pad)), src_pad
-
+    # -- pieces (encode() comes from EncoderDecoder) ----------------------------------------
     def length_logits(self, memory, src_pad):
         keep = (~src_pad).unsqueeze(-1).to(memory.dtype)
         pooled = (memory * keep).sum(1) / keep.sum(1).clamp(min=1)

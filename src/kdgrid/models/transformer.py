@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from kdgrid import search
 from kdgrid.models.layers import (
-    Embedding,
-    Stack,
+    EncoderDecoder,
+    ModelConfig,
     causal_mask,
     init_linear,
     key_mask,
@@ -19,33 +18,17 @@ from kdgrid.models.layers import (
 )
 
 
-@dataclass
-class TransformerConfig:
-    vocab_size: int
-    pad: int
-    bos: int
-    eos: int
-    d_model: int = 512
-    ffn: int = 2048
-    encoder_layers: int = 6
-    decoder_layers: int = 6
-    heads: int = 8
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
-    pre_norm: bool = True
+@dataclass(kw_only=True)
+class TransformerConfig(ModelConfig):
+    """The shared body only: encoder, causal decoder, tied output layer."""
 
 
-class Transformer(nn.Module):
+class Transformer(EncoderDecoder):
     kind = "transformer"
     config_class = TransformerConfig
 
     def __init__(self, cfg: TransformerConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.embed = Embedding(cfg.vocab_size, cfg.d_model, cfg.pad, cfg.dropout)
-        args = (cfg.d_model, cfg.ffn, cfg.heads, cfg.dropout, cfg.attention_dropout, cfg.pre_norm)
-        self.encoder = Stack(cfg.encoder_layers, *args, cross=False)
-        self.decoder = Stack(cfg.decoder_layers, *args, cross=True)
+        super().__init__(cfg)
         init_linear(self)
 
     # -- the two faces every model has ------------------------------------------------------
@@ -60,11 +43,7 @@ class Transformer(nn.Module):
         """Token ids per sentence, without bos/eos. method: beam | greedy | sample | sample_topk."""
         return search.generate(self, src, method, **options)
 
-    # -- pieces the search uses -------------------------------------------------------------
-    def encode(self, src: torch.Tensor):
-        src_pad = src.eq(self.cfg.pad)
-        return self.encoder(self.embed(src), key_mask(src_pad)), src_pad
-
+    # -- pieces the search uses (and encode() from EncoderDecoder) ---------------------------
     def decode(self, prev: torch.Tensor, memory, src_pad) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for every position of `prev` (bos + target)."""
         h = self.decoder(self.embed(prev), causal_mask(prev.size(1), prev.device),
