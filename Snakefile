@@ -10,6 +10,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/student.smk"
+include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -26,7 +26,8 @@ def prepare_files(tmp_path, src_lines, tgt_lines, raw_src: bytes | None = None):
     if raw_src is not None:
         (tmp_path / "train.s").write_bytes(raw_src)
     out = tmp_path / "out"
-    params = json.dumps({"source": "files", "files": files})
+    clean = {"normalize": "NFC", "drop_empty": True, "max_words": 250, "max_ratio": 3.0, "dedup": False}
+    params = json.dumps({"source": "files", "files": files, "clean": clean})
     proc = kdgrid("prepare", "--params", params, "--train", out / "tr.s", out / "tr.t",
                   "--valid", out / "va.s", out / "va.t", "--test", out / "te.s", out / "te.t",
                   "--stats", out / "stats.json")
@@ -53,6 +54,7 @@ def test_prepare_from_files(tmp_path):
 @pytest.mark.parametrize("src,tgt,raw,fragments", [
     (["a", "b", "c"], ["x", "y"], None, ["train.s: has 3 lines but", "train.t has 2"]),
     ([], [], None, ["empty corpus"]),
+    (["", " "], ["x", "y"], None, ["empty corpus after cleaning"]),
     (["a"], ["x"], b"ok\n\xc3\x28 bad\n", ["train.s: line 2: invalid UTF-8"]),
 ])
 def test_prepare_rejects_bad_corpora(tmp_path, src, tgt, raw, fragments):

@@ -81,3 +81,14 @@ def test_config_error_surfaces_in_a_dry_run_without_traceback(tmp_path):
     assert "grid.teachers[1]: 'huge' is not defined under teacher_sizes" in out
     assert "Traceback" not in out
     assert not (tmp_path / "results").exists()
+
+
+def test_corpus_sides_are_checked():
+    files = {"train": {"src": "a", "tgt": {"url": "ftp-nope", "sha256": "abc"}},
+             "valid": {"src": "a", "tgt": "b"}, "test": {"sacrebleu": "wmt14/full", "langpair": "english"}}
+    with pytest.raises(ConfigError) as e:
+        check(merged(TOY_CFG, {"corpus": {"source": "files", "files": files}}), SCHEMA, ["x.yaml"])
+    text = str(e.value)
+    assert "corpus.files.test.langpair: 'english' does not match" in text
+    assert "corpus.files.train.tgt" in text
+    assert "sha256" in text or "url" in text

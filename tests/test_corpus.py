@@ -8,7 +8,7 @@ import gzip
 import pytest
 
 from kdgrid import synthetic
-from kdgrid.corpus import clean_pairs, read_lines, read_parallel, write_lines
+from kdgrid.corpus import read_lines, read_parallel, write_lines
 from kdgrid.errors import KdgridError
 
 
@@ -52,8 +52,6 @@ def test_empty_and_missing_corpora(tmp_path):
         read_parallel(tmp_path / "e1", tmp_path / "e2")
     with pytest.raises(KdgridError, match="nope: file not found"):
         read_lines(tmp_path / "nope")
-    with pytest.raises(KdgridError, match="empty corpus after dropping 2"):
-        clean_pairs([(" ", "x"), ("y", "")], "here")
 
 
 def test_failed_write_leaves_nothing(tmp_path):

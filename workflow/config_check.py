@@ -23,17 +23,35 @@ def key_path(parts) -> str:
     return out or "(top level)"
 
 
+NAME_PATTERN = "^[A-Za-z0-9_-]+$"
+STRUCTURAL = {"required", "additionalProperties", "type", "minProperties", "not"}
+
+
+def _closest(err):
+    """For oneOf/anyOf failures, descend into the alternative the user evidently meant: the only
+    one whose errors are about values rather than the shape (wrong keys or types)."""
+    while err.context:
+        branches: dict = {}
+        for sub in err.context:
+            branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+        meant = [errs for errs in branches.values() if not all(e.validator in STRUCTURAL for e in errs)]
+        pool = meant[0] if len(meant) == 1 else err.context
+        err = max(pool, key=jsonschema.exceptions.relevance)
+    return err
+
+
 def _schema_problems(config: dict, schema_path) -> list[str]:
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        err = _closest(err)
         where = key_path(err.absolute_path)
         if err.validator == "additionalProperties":
             where = key_path(err.absolute_path) if err.absolute_path else "(top level)"
             problems.append(f"{where}: {err.message.replace('Additional properties', 'unknown keys')}"
                             " (check the spelling; workflow/defaults.yaml lists every setting)")
-        elif err.validator == "pattern":  # only names have a pattern: they become path parts
+        elif err.validator == "pattern" and err.validator_value == NAME_PATTERN:  # names become path parts
             problems.append(f"{where}: name {err.instance!r} may only use letters, digits, _ and -")
         else:
             problems.append(f"{where}: {err.message}")
@@ -75,10 +93,22 @@ def _semantic_problems(c: dict) -> list[str]:
         if syn.get("max_len", 4) < syn.get("min_len", 4):
             problems.append(f"corpus.synthetic.max_len: {syn['max_len']} is below min_len {syn['min_len']}")
     else:
-        missing = [s for s in ("train", "valid", "test") if s not in corpus.get("files", {})]
+        files = corpus.get("files", {})
+        missing = [s for s in ("train", "valid", "test") if s not in files]
         if missing:
             problems.append(f"corpus.files: source is 'files' but {', '.join(missing)} "
                             "{src: PATH, tgt: PATH} are missing")
+        for split, spec in files.items():
+            mapping = isinstance(spec.get("tgt"), dict) and "url" not in spec["tgt"]
+            if corpus.get("multiway") and not mapping:
+                problems.append(f"corpus.files.{split}.tgt: corpus.multiway is on, so tgt must map "
+                                "each language to a file, e.g. {de: PATH, fr: PATH}")
+            elif mapping and not corpus.get("multiway"):
+                problems.append(f"corpus.files.{split}.tgt: a language mapping needs corpus.multiway: true")
+        if corpus.get("multiway"):
+            langs = {split: list(spec.get("tgt", {})) for split, spec in files.items() if "tgt" in spec}
+            if len({tuple(v) for v in langs.values()}) > 1:
+                problems.append(f"corpus.files: every split needs the same target languages, got {langs}")
     for section in ("teacher", "student"):
         problems += _train_problems(c[section]["train"], f"{section}.train")
     for name, st in c["students"].items():

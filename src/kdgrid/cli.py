@@ -37,28 +37,23 @@ def _device():
 
 # -- verbs -----------------------------------------------------------------------------------
 def cmd_prepare(a) -> None:
-    from kdgrid import corpus, synthetic
+    from kdgrid import corpus, importers
 
     p = _json(a.params, "--params")
-    if p["source"] == "synthetic":
-        try:
-            spec = synthetic.SyntheticSpec(**p["synthetic"])
-        except (TypeError, ValueError) as e:
-            raise KdgridError(f"corpus.synthetic: {e}") from None
-        splits = synthetic.generate(spec)
-        stats = {s: {"kept": len(v)} for s, v in splits.items()}
-    elif p["source"] == "files":
-        splits, stats = {}, {}
-        for split in corpus.SPLITS:
-            files = p["files"][split]
-            pairs = corpus.read_parallel(files["src"], files["tgt"])
-            splits[split], stats[split] = corpus.clean_pairs(pairs, f"{files['src']} / {files['tgt']}")
-    else:
-        raise KdgridError(f"corpus.source: unknown source {p['source']!r}; use synthetic or files")
+    data = importers.load(p, a.download_dir)
     for split, (src_out, tgt_out) in (("train", a.train), ("valid", a.valid), ("test", a.test)):
-        corpus.write_lines(src_out, (s for s, _ in splits[split]))
-        corpus.write_lines(tgt_out, (t for _, t in splits[split]))
-    write_json(a.stats, {"source": p["source"], "splits": stats})
+        corpus.write_lines(src_out, data[split]["src"])
+        corpus.write_lines(tgt_out, data[split]["tgt"])
+    wanted = {(split, lang): path for split, lang, path in a.ref_out}
+    have = {(split, lang) for split in ("valid", "test") for lang in data[split]["refs"]}
+    if set(wanted) != have or bool(a.train_lang) != (data["train"]["lang"] is not None):
+        raise KdgridError(f"the corpus has references {sorted(have)} but the workflow asked for "
+                          f"{sorted(wanted)}: corpus.multiway and the target languages disagree")
+    for (split, lang), path in wanted.items():
+        corpus.write_lines(path, data[split]["refs"][lang])
+    if a.train_lang:
+        corpus.write_lines(a.train_lang, data["train"]["lang"])
+    write_json(a.stats, {"source": p["source"], "splits": data["stats"]})
 
 
 def cmd_vocab(a) -> None:
@@ -151,38 +146,75 @@ def cmd_gather(a) -> None:
 
 
 def cmd_evaluate(a) -> None:
-    from kdgrid.corpus import read_parallel, write_lines
+    from kdgrid.corpus import read_lines, read_parallel, write_lines
     from kdgrid.metrics import bleu
     from kdgrid.translate import translate
 
     _threads(a.threads)
     p = _json(a.params, "--params")
     model, meta, v = _load_for_decoding(a.model, a.vocab)
-    pairs = read_parallel(a.src, a.ref)
+    src = [s for s, _ in read_parallel(a.src, a.ref[0])]
+    refs = [read_lines(r) for r in a.ref]
+    for path, r in zip(a.ref, refs):
+        if len(r) != len(src):
+            raise KdgridError(f"{path}: {len(r)} references but {a.src} has {len(src)} lines")
     opts = {k: val for k, val in p.items() if k != "max_tokens"}
-    hyps, stats = translate(model, v, [s for s, _ in pairs], opts, p["max_tokens"], a.threads,
-                            what="evaluate")
+    hyps, stats = translate(model, v, src, opts, p["max_tokens"], a.threads, what="evaluate")
     write_lines(a.hyp, hyps)
-    scores = bleu.score(hyps, [t for _, t in pairs])
+    scores = bleu.score(hyps, refs)
     labels = _json(a.labels, "--labels")
-    write_json(a.scores, {**labels, **scores, "decode": stats, "decode_options": opts,
-                          "parameters": sum(x.numel() for x in model.parameters()),
+    write_json(a.scores, {**labels, **scores, "references": [str(r) for r in a.ref], "decode": stats,
+                          "decode_options": opts, "parameters": sum(x.numel() for x in model.parameters()),
                           "updates": meta.get("updates"), "model": a.model})
+
+
+def cmd_align(a) -> None:
+    from kdgrid.metrics.align import align
+
+    p = _json(a.params, "--params")
+    align([tuple(pair) for pair in a.pair], a.threads, p.get("n_samplers", 3), p.get("rel_iterations", 1.0))
+
+
+def cmd_data_metrics(a) -> None:
+    from kdgrid.corpus import read_lines
+    from kdgrid.metrics import bleu
+    from kdgrid.metrics.complexity import data_metrics
+
+    if bool(a.distilled) != bool(a.distilled_links):
+        raise KdgridError("--distilled and --distilled-links go together")
+    p = _json(a.params, "--params")
+    out = {**_json(a.labels, "--labels"), **data_metrics(a.src, a.real, a.real_links, a.distilled,
+                                                         a.distilled_links, p["floor"])}
+    if a.distilled:  # how close the teacher's translations are to the real targets
+        b = bleu.score(read_lines(a.distilled), [read_lines(a.real)])
+        out["bleu_vs_real"], out["bleu_signature"] = b["bleu"], b["bleu_signature"]
+    write_json(a.out, out)
+
+
+def cmd_language_mix(a) -> None:
+    from kdgrid.metrics.language import LanguageModels, language_mix
+
+    models = LanguageModels.train(a.train_tgt, a.train_lang)
+    write_json(a.out, {**_json(a.labels, "--labels"), **language_mix(models, a.hyp)})
 
 
 def cmd_aggregate(a) -> None:
     from kdgrid import grid, report
+    from kdgrid.errors import atomic_output
 
     p = _json(a.params, "--params")
     g = grid.build([read_json(f) for f in a.scores], [read_json(f) for f in a.teacher_scores],
-                   p["students"], p["columns"])
+                   p["students"], p["columns"], data_metrics=[read_json(f) for f in a.data_metrics],
+                   teacher_metrics=[read_json(f) for f in a.teacher_metrics],
+                   languages=[read_json(f) for f in a.languages])
     grid.write_csv(g, a.csv)
     grid.write_long_csv(g, a.long_csv)
-    from kdgrid.errors import atomic_output
-
     with atomic_output(a.md) as f:
         f.write(grid.markdown(g, f"kdgrid grid: {p['corpus']}"))
     report.heatmap(g, a.png, title=f"{p['corpus']}: student test BLEU")
+    report.bleu_vs_complexity(g, a.complexity_png, title=f"{p['corpus']}: student BLEU against C(d)")
+    if a.languages_png:
+        report.language_mix(g, a.languages_png, title=f"{p['corpus']}: p(language | output)")
 
 
 # -- argument parsing -------------------------------------------------------------------------
@@ -201,6 +233,10 @@ def parser() -> argparse.ArgumentParser:
     for split in ("train", "valid", "test"):
         p.add_argument(f"--{split}", nargs=2, required=True, metavar=("SRC", "TGT"))
     p.add_argument("--stats", required=True)
+    p.add_argument("--download-dir", default="downloads", help="cache for {url, sha256} sides")
+    p.add_argument("--train-lang", help="multi-way corpora: the target language of each train line")
+    p.add_argument("--ref-out", nargs=3, action="append", default=[], metavar=("SPLIT", "LANG", "PATH"),
+                   help="multi-way corpora: where the valid/test references of one language go")
 
     p = verb("vocab", cmd_vocab, "train the joint sentencepiece model and encode splits")
     p.add_argument("--train-text", nargs="+", required=True)
@@ -231,19 +267,42 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     p = verb("evaluate", cmd_evaluate, "decode a test set and score it (BLEU, chrF, speed)")
-    for o in ("--model", "--vocab", "--src", "--ref", "--hyp", "--scores", "--params"):
+    for o in ("--model", "--vocab", "--src", "--hyp", "--scores", "--params"):
+        p.add_argument(o, required=True)
+    p.add_argument("--ref", nargs="+", required=True, help="one file per reference (multi-way: per language)")
+    p.add_argument("--labels", default="{}")
+
+    p = verb("align", cmd_align, "word-align corpora jointly with eflomal (grow-diag-final-and)")
+    p.add_argument("--pair", nargs=3, action="append", required=True, metavar=("SRC", "TGT", "LINKS"))
+    p.add_argument("--params", default="{}")
+
+    p = verb("data_metrics", cmd_data_metrics, "complexity and faithfulness of a corpus from its links")
+    for o in ("--src", "--real", "--real-links", "--out"):
+        p.add_argument(o, required=True)
+    p.add_argument("--distilled")
+    p.add_argument("--distilled-links")
+    p.add_argument("--params", required=True)
+    p.add_argument("--labels", default="{}")
+
+    p = verb("language_mix", cmd_language_mix, "p(language | sentence) of an output set (multi-way corpora)")
+    for o in ("--train-tgt", "--train-lang", "--hyp", "--out"):
         p.add_argument(o, required=True)
     p.add_argument("--labels", default="{}")
 
     p = verb("aggregate", cmd_aggregate, "collect cell scores into grid tables and a heatmap")
     p.add_argument("--scores", nargs="+", required=True)
     p.add_argument("--teacher-scores", nargs="*", default=[])
-    for o in ("--params", "--csv", "--long-csv", "--md", "--png"):
+    p.add_argument("--data-metrics", nargs="*", default=[])
+    p.add_argument("--teacher-metrics", nargs="*", default=[])
+    p.add_argument("--languages", nargs="*", default=[])
+    p.add_argument("--languages-png")
+    for o in ("--params", "--csv", "--long-csv", "--md", "--png", "--complexity-png"):
         p.add_argument(o, required=True)
     return ap
 
 
-VERBS = ("prepare", "vocab", "encode", "train", "distill", "gather", "evaluate", "aggregate")
+VERBS = ("prepare", "vocab", "encode", "train", "distill", "gather", "evaluate", "align", "data_metrics",
+         "language_mix", "aggregate")
 
 
 def main(argv=None) -> int:

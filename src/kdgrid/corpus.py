@@ -71,17 +71,3 @@ def write_lines(path, lines) -> int:
             f.write(line + "\n")
             n += 1
     return n
-
-
-def clean_pairs(pairs, where: str) -> tuple[list[tuple[str, str]], dict]:
-    """Collapse whitespace; drop pairs with an empty side. Returns the pairs and the counts."""
-    kept, empty = [], 0
-    for s, t in pairs:
-        s, t = " ".join(s.split()), " ".join(t.split())
-        if s and t:
-            kept.append((s, t))
-        else:
-            empty += 1
-    if not kept:
-        raise KdgridError(f"{where}: empty corpus after dropping {empty} pairs with an empty side")
-    return kept, {"read": len(pairs), "empty_dropped": empty, "kept": len(kept)}

@@ -8,8 +8,10 @@ import io
 from kdgrid.errors import KdgridError, atomic_output
 
 
-def build(cells: list[dict], teachers: list[dict], students: list[str], columns: list[str]) -> dict:
-    """Arrange cell scores (each names its `student` and `data` column) in the given order."""
+def build(cells: list[dict], teachers: list[dict], students: list[str], columns: list[str],
+          data_metrics=(), teacher_metrics=(), languages=()) -> dict:
+    """Arrange cell scores (each names its `student` and `data` column) in the given order, with
+    the data metrics of each column, the teachers' scores, and the language mix of outputs."""
     table = {s: {c: None for c in columns} for s in students}
     for cell in cells:
         s, c = cell.get("student"), cell.get("data")
@@ -19,27 +21,49 @@ def build(cells: list[dict], teachers: list[dict], students: list[str], columns:
     by_teacher: dict[str, dict] = {}
     for t in teachers:
         by_teacher.setdefault(t["teacher"], {})[t["split"]] = t
-    return {"students": students, "columns": columns, "cells": table, "teachers": by_teacher}
+    for m in teacher_metrics:
+        by_teacher.setdefault(m["teacher"], {})[f"{m['split']}_metrics"] = m
+    data = {c: None for c in columns}
+    for m in data_metrics:
+        if m.get("data") not in data:
+            raise KdgridError(f"data metrics for {m.get('data')!r} are not part of this grid")
+        data[m["data"]] = m
+    return {"students": students, "columns": columns, "cells": table, "teachers": by_teacher,
+            "data": data, "languages": list(languages)}
 
 
 def _fmt(x) -> str:
     return "—" if x is None else f"{x:.2f}"
 
 
+def _fmt3(x) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def _data(grid, column, key):
+    m = grid["data"].get(column)
+    return None if m is None else m.get(key)
+
+
 def write_csv(grid: dict, path, metric: str = "bleu") -> None:
+    """Students' BLEU, then the rows C(d) and F(d) of each column's training data."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["student", *grid["columns"]])
     for s in grid["students"]:
         row = grid["cells"][s]
         w.writerow([s, *("" if row[c] is None else row[c][metric] for c in grid["columns"])])
+    for label, key in (("C(d)", "complexity"), ("F(d)", "faithfulness")):
+        values = [_data(grid, c, key) for c in grid["columns"]]
+        if any(v is not None for v in values):
+            w.writerow([label, *("" if v is None else round(v, 4) for v in values)])
     with atomic_output(path) as f:
         f.write(buf.getvalue())
 
 
 def write_long_csv(grid: dict, path) -> None:
-    fields = ["student", "data", "teacher", "method", "bleu", "chrf", "sentences_per_second",
-              "decode_seconds", "updates"]
+    fields = ["student", "data", "teacher", "method", "bleu", "chrf", "complexity", "faithfulness",
+              "sentences_per_second", "decode_seconds", "updates"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
@@ -49,6 +73,7 @@ def write_long_csv(grid: dict, path) -> None:
             if cell is not None:
                 w.writerow({"student": s, "data": c, "teacher": cell.get("teacher") or "",
                             "method": cell.get("method") or "", "bleu": cell["bleu"], "chrf": cell["chrf"],
+                            "complexity": _data(grid, c, "complexity"), "faithfulness": _data(grid, c, "faithfulness"),
                             "sentences_per_second": cell["decode"]["sentences_per_second"],
                             "decode_seconds": cell["decode"]["seconds"], "updates": cell.get("updates", "")})
     with atomic_output(path) as f:
@@ -66,12 +91,34 @@ def markdown(grid: dict, title: str) -> str:
     for s in grid["students"]:
         row = grid["cells"][s]
         lines.append(f"| {s} | " + " | ".join(_fmt(None if row[c] is None else row[c]["chrf"]) for c in cols) + " |")
-    lines += ["", "Teachers (beam search as configured under `teacher.evaluate`):", "",
-              "| teacher | parameters | valid BLEU | test BLEU |", "|---|---:|---:|---:|"]
+    if any(grid["data"].values()):
+        lines += ["", "Training data of each column (eflomal word alignments; see data_metrics.json for "
+                  "every choice):", "", "| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        for label, key, fmt in (("complexity C(d)", "complexity", "{:.3f}"),
+                                ("faithfulness F(d)", "faithfulness", "{:.3f}"),
+                                ("BLEU vs real targets", "bleu_vs_real", "{:.2f}"),
+                                ("target word types", "target_types", "{:,}"),
+                                ("alignment links", "links", "{:,}")):
+            cells = [_data(grid, c, key) for c in cols]
+            lines.append(f"| {label} | " + " | ".join("—" if v is None else fmt.format(v) for v in cells) + " |")
+    lines += ["", "Teachers (decoding as configured under `teacher.evaluate`; C and F of their valid "
+              "output against the valid references):", "",
+              "| teacher | parameters | valid BLEU | test BLEU | valid C(output) | valid C(references) "
+              "| valid F(output) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for t, splits in grid["teachers"].items():
-        params = next(iter(splits.values())).get("parameters")
+        params = next(v for k, v in splits.items() if not k.endswith("_metrics")).get("parameters")
+        vm = splits.get("valid_metrics", {})
         lines.append(f"| {t} | {params:,} | {_fmt(splits.get('valid', {}).get('bleu'))} | "
-                     f"{_fmt(splits.get('test', {}).get('bleu'))} |")
+                     f"{_fmt(splits.get('test', {}).get('bleu'))} | {_fmt3(vm.get('complexity'))} | "
+                     f"{_fmt3(vm.get('real', {}).get('complexity'))} | {_fmt3(vm.get('faithfulness'))} |")
+    if grid["languages"]:
+        langs = grid["languages"][0]["languages"]
+        lines += ["", "Language mix of test outputs (p(l|y) from per-language unigram models):", "",
+                  "| output | " + " | ".join(f"mean p({x})" for x in langs) + " | pure sentences | token mixing |",
+                  "|---|" + "---:|" * (len(langs) + 2)]
+        for m in grid["languages"]:
+            lines.append(f"| {m['output']} | " + " | ".join(f"{m['mean_p'][x]:.3f}" for x in langs)
+                         + f" | {m['pure_sentences']:.3f} | {m['token_mixing']:.3f} |")
     any_cell = next((c for r in grid["cells"].values() for c in r.values() if c), None)
     if any_cell:
         lines += ["", f"BLEU signature: `{any_cell['bleu_signature']}`  ",

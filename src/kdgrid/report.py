@@ -33,3 +33,51 @@ def heatmap(grid: dict, path, metric: str = "bleu", title: str = "") -> None:
     with atomic_output(path, "path") as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+
+
+def bleu_vs_complexity(grid: dict, path, title: str = "") -> None:
+    """Student BLEU against the complexity C(d) of its training data, one line per student."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for s in grid["students"]:
+        points = sorted((grid["data"][c]["complexity"], grid["cells"][s][c]["bleu"], c)
+                        for c in grid["columns"] if grid["data"].get(c) and grid["cells"][s][c])
+        if not points:
+            continue
+        xs, ys, names = zip(*points)
+        ax.plot(xs, ys, marker="o", label=s)
+        for x, y, name in points:
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("complexity C(d) of the training data (nats)")
+    ax.set_ylabel("test BLEU")
+    ax.set_title(title or "student BLEU against data complexity")
+    ax.grid(alpha=0.3)
+    if grid["students"]:
+        ax.legend(title="student")
+    fig.tight_layout()
+    with atomic_output(path, "path") as tmp:
+        fig.savefig(tmp, dpi=150, format="png")
+    plt.close(fig)
+
+
+def language_mix(grid: dict, path, title: str = "") -> None:
+    """For each output set (rows) and language (columns): the distribution of p(l | y) over
+    test sentences. Mass at 0 and 1 means one language per sentence; mass between, mixing."""
+    sets = grid["languages"]
+    langs = sets[0]["languages"]
+    fig, axes = plt.subplots(len(sets), len(langs), figsize=(2.4 * len(langs), 1.3 * len(sets) + 0.8),
+                             sharex=True, squeeze=False)
+    bins = np.linspace(0, 1, 21)
+    for i, m in enumerate(sets):
+        p = np.array(m["p"]) if m["p"] else np.zeros((0, len(langs)))
+        for k, lang in enumerate(langs):
+            ax = axes[i][k]
+            ax.hist(p[:, k], bins=bins, color=f"C{k}")
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"p({lang} | y)", fontsize=9)
+        axes[i][0].set_ylabel(m["output"], rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title or "p(language | output) over test sentences")
+    fig.tight_layout()
+    with atomic_output(path, "path") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

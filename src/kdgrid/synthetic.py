@@ -174,3 +174,31 @@ def generate(spec: SyntheticSpec) -> dict[str, list[tuple[str, str]]]:
             pairs.append((src, " ".join(grammar.translate(parse, mode, rng))))
         splits[split] = pairs
     return splits
+
+
+def language(mode: int) -> str:
+    return f"m{mode}"
+
+
+def generate_multiway(spec: SyntheticSpec) -> dict:
+    """The multi-way layout: every source translated into every mode ("language").
+
+    {split: (sources, {language: targets})}, the same sources as `generate` would draw."""
+    grammar = Grammar(spec)
+    rng = random.Random(spec.seed * 7919 + 1)
+    seen: set[str] = set()
+    out = {}
+    for split in ("train", "valid", "test"):
+        sources, targets = [], {language(m): [] for m in range(spec.modes)}
+        while len(sources) < getattr(spec, split):
+            parse = grammar.sentence(rng)
+            src = " ".join(grammar.source_words(parse) + ["."])
+            if split != "train" and src in seen:
+                continue
+            if split == "train":
+                seen.add(src)
+            sources.append(src)
+            for m in range(spec.modes):
+                targets[language(m)].append(" ".join(grammar.translate(parse, m, rng)))
+        out[split] = (sources, targets)
+    return out

@@ -32,6 +32,24 @@ SPLITS = ["train", "valid", "test"]
 SIDES = ["src", "tgt"]
 
 
+def target_languages():
+    """Multi-way corpora: the target languages (reference files per language); else []."""
+    c = config["corpus"]
+    if not c["multiway"]:
+        return []
+    if c["source"] == "synthetic":
+        return [f"m{m}" for m in range(c["synthetic"]["modes"])]
+    return list(c["files"]["train"]["tgt"])
+
+
+LANGS = target_languages()
+
+
+def references(split):
+    """Reference files of valid/test: one per language in a multi-way corpus."""
+    return [f"{R}/data/{split}.ref.{lang}" for lang in LANGS] or [f"{R}/data/{split}.tgt"]
+
+
 def cells():
     """The grid, one (student, data) pair per cell; data is `raw` or `teacher.method`."""
     return [(s, d) for s in STUDENTS for d in COLUMNS]
@@ -85,6 +103,10 @@ def student_train(name):
 
 def student_decode(name):
     return {**config["decoding"], **config["students"][name].get("decode", {})}
+
+
+def metric_params():
+    return {"floor": config["metrics"]["floor"]}
 
 
 def data_labels(student, data):

@@ -2,10 +2,20 @@
 
 
 def corpus_inputs(wildcards):
+    """Local corpus files (URLs and sacrebleu sets are fetched and checked by the verb)."""
     c = config["corpus"]
     if c["source"] != "files":
         return []
-    return [c["files"][s][side] for s in SPLITS for side in SIDES]
+    paths = []
+    for spec in c["files"].values():
+        sides = [spec.get("src"), *(spec["tgt"].values() if LANGS else [spec.get("tgt")])]
+        paths += [side for side in sides if isinstance(side, str)]
+    return paths
+
+
+MULTIWAY_OUTPUTS = (
+    {"train_lang": f"{R}/data/train.lang"} if LANGS else {}
+) | {f"ref_{s}_{lang}": f"{R}/data/{s}.ref.{lang}" for s in ("valid", "test") for lang in LANGS}
 
 
 rule prepare:
@@ -13,15 +23,21 @@ rule prepare:
         corpus_inputs,
     output:
         **{f"{s}_{side}": f"{R}/data/{s}.{side}" for s in SPLITS for side in SIDES},
+        **MULTIWAY_OUTPUTS,
         stats=f"{R}/data/stats.json",
     params:
         corpus=q(config["corpus"]),
+        downloads=f"{R}/downloads",
+        multiway=" ".join(
+            ([f"--train-lang {R}/data/train.lang"] if LANGS else [])
+            + [f"--ref-out {s} {lang} {R}/data/{s}.ref.{lang}" for s in ("valid", "test") for lang in LANGS]
+        ),
     log:
         f"{R}/logs/prepare.log",
     shell:
-        "python -m kdgrid prepare --params {params.corpus}"
+        "python -m kdgrid prepare --params {params.corpus} --download-dir {params.downloads}"
         " --train {output.train_src} {output.train_tgt} --valid {output.valid_src} {output.valid_tgt}"
-        " --test {output.test_src} {output.test_tgt} --stats {output.stats} 2> {log}"
+        " --test {output.test_src} {output.test_tgt} {params.multiway} --stats {output.stats} 2> {log}"
 
 
 rule vocab:

@@ -1,20 +1,40 @@
-# All cell scores -> grid tables and a heatmap.
+# All scores and data metrics -> grid tables and plots.
+
+
+def data_metric_files():
+    return [f"{R}/data/data_metrics.json"] + [f"{R}/distill/{d}/data_metrics.json" for d in DISTILLED]
+
+
+def language_files():
+    if not LANGS:
+        return []
+    return [f"{R}/teachers/{t}/test.languages.json" for t in TEACHERS] + [
+        f"{R}/students/{s}/{d}/languages.json" for s, d in cells()
+    ]
 
 
 rule aggregate:
     input:
         scores=[f"{R}/students/{s}/{d}/scores.json" for s, d in cells()],
         teachers=[f"{R}/teachers/{t}/{split}.scores.json" for t in TEACHERS for split in ("valid", "test")],
+        data_metrics=data_metric_files(),
+        teacher_metrics=[f"{R}/teachers/{t}/valid.data_metrics.json" for t in TEACHERS],
+        languages=language_files(),
     output:
         csv=f"{R}/grid.csv",
         long_csv=f"{R}/scores.csv",
         md=f"{R}/grid.md",
         png=f"{R}/grid.png",
+        complexity_png=f"{R}/plots/bleu_vs_complexity.png",
+        **({"languages_png": f"{R}/plots/language_mix.png"} if LANGS else {}),
     params:
-        grid=q({"corpus": config["corpus"]["name"], "students": STUDENTS, "columns": COLUMNS}),
+        grid=q({"corpus": config["corpus"]["name"], "students": STUDENTS, "columns": COLUMNS,
+                "languages": LANGS}),
+        languages_png=lambda w, output: f"--languages-png {output.languages_png}" if LANGS else "",
     log:
         f"{R}/logs/aggregate.log",
     shell:
         "python -m kdgrid aggregate --scores {input.scores} --teacher-scores {input.teachers}"
-        " --params {params.grid} --csv {output.csv} --long-csv {output.long_csv}"
-        " --md {output.md} --png {output.png} 2> {log}"
+        " --data-metrics {input.data_metrics} --teacher-metrics {input.teacher_metrics}"
+        " --languages {input.languages} {params.languages_png} --params {params.grid} --csv {output.csv} --long-csv {output.long_csv}"
+        " --md {output.md} --png {output.png} --complexity-png {output.complexity_png} 2> {log}"

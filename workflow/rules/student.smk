@@ -40,7 +40,7 @@ rule evaluate_student:
         model=f"{R}/students/{{student}}/{{data}}/model.pt",
         vocab=VOCAB,
         src=f"{R}/data/test.src",
-        ref=f"{R}/data/test.tgt",
+        ref=references("test"),
     output:
         scores=f"{R}/students/{{student}}/{{data}}/scores.json",
         hyp=f"{R}/students/{{student}}/{{data}}/test.hyp",

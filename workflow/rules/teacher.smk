@@ -34,7 +34,7 @@ rule evaluate_teacher:
         model=f"{R}/teachers/{{teacher}}/model.pt",
         vocab=VOCAB,
         src=f"{R}/data/{{split}}.src",
-        ref=f"{R}/data/{{split}}.tgt",
+        ref=lambda w: references(w.split),
     output:
         scores=f"{R}/teachers/{{teacher}}/{{split}}.scores.json",
         hyp=f"{R}/teachers/{{teacher}}/{{split}}.hyp",

@@ -1,0 +1,152 @@
+# Word alignments (eflomal) and the data metrics C(d), F(d) of every training set, of each
+# teacher's valid output, and (multi-way corpora) the language mix of every output set.
+
+EFLOMAL = q(config["metrics"]["eflomal"])
+
+
+rule align_raw:
+    input:
+        src=f"{R}/data/train.src",
+        tgt=f"{R}/data/train.tgt",
+    output:
+        f"{R}/data/align/train.links",
+    params:
+        eflomal=EFLOMAL,
+    threads: THREADS
+    log:
+        f"{R}/logs/align/raw.log",
+    benchmark:
+        f"{R}/benchmarks/align/raw.tsv"
+    shell:
+        "python -m kdgrid align --pair {input.src} {input.tgt} {output} --params {params.eflomal}"
+        " --threads {threads} 2> {log}"
+
+
+rule align_distilled:
+    input:
+        src=f"{R}/data/train.src",
+        real=f"{R}/data/train.tgt",
+        distilled=f"{R}/distill/{{teacher}}.{{method}}/train.tgt",
+    output:
+        real=f"{R}/distill/{{teacher}}.{{method}}/align/real.links",
+        distilled=f"{R}/distill/{{teacher}}.{{method}}/align/distilled.links",
+    params:
+        eflomal=EFLOMAL,
+    threads: THREADS
+    log:
+        f"{R}/logs/align/{{teacher}}.{{method}}.log",
+    benchmark:
+        f"{R}/benchmarks/align/{{teacher}}.{{method}}.tsv"
+    shell:
+        "python -m kdgrid align --pair {input.src} {input.real} {output.real}"
+        " --pair {input.src} {input.distilled} {output.distilled} --params {params.eflomal}"
+        " --threads {threads} 2> {log}"
+
+
+rule data_metrics_raw:
+    input:
+        src=f"{R}/data/train.src",
+        tgt=f"{R}/data/train.tgt",
+        links=f"{R}/data/align/train.links",
+    output:
+        f"{R}/data/data_metrics.json",
+    params:
+        metrics=q(metric_params()),
+        labels=q({"data": "raw"}),
+    log:
+        f"{R}/logs/data_metrics/raw.log",
+    shell:
+        "python -m kdgrid data_metrics --src {input.src} --real {input.tgt} --real-links {input.links}"
+        " --params {params.metrics} --labels {params.labels} --out {output} 2> {log}"
+
+
+rule data_metrics_distilled:
+    input:
+        src=f"{R}/data/train.src",
+        real=f"{R}/data/train.tgt",
+        real_links=f"{R}/distill/{{teacher}}.{{method}}/align/real.links",
+        distilled=f"{R}/distill/{{teacher}}.{{method}}/train.tgt",
+        distilled_links=f"{R}/distill/{{teacher}}.{{method}}/align/distilled.links",
+    output:
+        f"{R}/distill/{{teacher}}.{{method}}/data_metrics.json",
+    params:
+        metrics=q(metric_params()),
+        labels=lambda w: q(data_labels(None, f"{w.teacher}.{w.method}")),
+    log:
+        f"{R}/logs/data_metrics/{{teacher}}.{{method}}.log",
+    shell:
+        "python -m kdgrid data_metrics --src {input.src} --real {input.real} --real-links {input.real_links}"
+        " --distilled {input.distilled} --distilled-links {input.distilled_links}"
+        " --params {params.metrics} --labels {params.labels} --out {output} 2> {log}"
+
+
+rule align_teacher_valid:
+    input:
+        src=f"{R}/data/valid.src",
+        real=f"{R}/data/valid.tgt",
+        hyp=f"{R}/teachers/{{teacher}}/valid.hyp",
+    output:
+        real=f"{R}/teachers/{{teacher}}/align/valid.real.links",
+        hyp=f"{R}/teachers/{{teacher}}/align/valid.hyp.links",
+    params:
+        eflomal=EFLOMAL,
+    threads: THREADS
+    log:
+        f"{R}/logs/align/{{teacher}}.valid.log",
+    shell:
+        "python -m kdgrid align --pair {input.src} {input.real} {output.real}"
+        " --pair {input.src} {input.hyp} {output.hyp} --params {params.eflomal}"
+        " --threads {threads} 2> {log}"
+
+
+rule teacher_valid_metrics:
+    input:
+        src=f"{R}/data/valid.src",
+        real=f"{R}/data/valid.tgt",
+        real_links=f"{R}/teachers/{{teacher}}/align/valid.real.links",
+        hyp=f"{R}/teachers/{{teacher}}/valid.hyp",
+        hyp_links=f"{R}/teachers/{{teacher}}/align/valid.hyp.links",
+    output:
+        f"{R}/teachers/{{teacher}}/valid.data_metrics.json",
+    params:
+        metrics=q(metric_params()),
+        labels=lambda w: q({"teacher": w.teacher, "split": "valid"}),
+    log:
+        f"{R}/logs/data_metrics/{{teacher}}.valid.log",
+    shell:
+        "python -m kdgrid data_metrics --src {input.src} --real {input.real} --real-links {input.real_links}"
+        " --distilled {input.hyp} --distilled-links {input.hyp_links}"
+        " --params {params.metrics} --labels {params.labels} --out {output} 2> {log}"
+
+
+if LANGS:
+
+    rule language_mix_teacher:
+        input:
+            tgt=f"{R}/data/train.tgt",
+            lang=f"{R}/data/train.lang",
+            hyp=f"{R}/teachers/{{teacher}}/test.hyp",
+        output:
+            f"{R}/teachers/{{teacher}}/test.languages.json",
+        params:
+            labels=lambda w: q({"output": f"AT {w.teacher}", "teacher": w.teacher}),
+        log:
+            f"{R}/logs/language_mix/{{teacher}}.log",
+        shell:
+            "python -m kdgrid language_mix --train-tgt {input.tgt} --train-lang {input.lang}"
+            " --hyp {input.hyp} --labels {params.labels} --out {output} 2> {log}"
+
+    rule language_mix_student:
+        input:
+            tgt=f"{R}/data/train.tgt",
+            lang=f"{R}/data/train.lang",
+            hyp=f"{R}/students/{{student}}/{{data}}/test.hyp",
+        output:
+            f"{R}/students/{{student}}/{{data}}/languages.json",
+        params:
+            labels=lambda w: q({"output": f"{w.student} on {w.data}", **data_labels(w.student, w.data)}),
+        log:
+            f"{R}/logs/language_mix/{{student}}.{{data}}.log",
+        shell:
+            "python -m kdgrid language_mix --train-tgt {input.tgt} --train-lang {input.lang}"
+            " --hyp {input.hyp} --labels {params.labels} --out {output} 2> {log}"
