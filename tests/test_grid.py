@@ -60,3 +60,17 @@ def test_bleu_and_chrf_hand_checked():
     assert got == pytest.approx(expected, abs=0.01)
     with pytest.raises(KdgridError, match="2 hypotheses but 1 references"):
         bleu.score(["a", "b"], ["a"])
+
+
+def test_streamed_bleu_equals_sacrebleu_on_the_whole_corpus(tmp_path):
+    from kdgrid import synthetic
+    from kdgrid.corpus import write_lines
+
+    pairs = synthetic.generate(synthetic.SyntheticSpec(seed=1, train=500, valid=1, test=1, vocab_size=30))["train"]
+    hyps = [t for _, t in pairs[1:]] + [pairs[0][1]]  # shifted: partial n-gram overlap
+    refs = [t for _, t in pairs]
+    write_lines(tmp_path / "h", hyps)
+    write_lines(tmp_path / "r", refs)
+    whole = bleu.score(hyps, refs)["bleu"]
+    assert 0 < whole < 100
+    assert bleu.streamed_bleu(tmp_path / "h", tmp_path / "r", chunk=37)["bleu"] == whole

@@ -12,7 +12,6 @@ from conftest import ROOT, TOY, job_counts, snakemake, write_config
 
 from kdgrid import cli
 
-
 TOY_MULTIWAY = ROOT / "tests" / "configs" / "toy_multiway.yaml"
 
 

@@ -176,7 +176,6 @@ def cmd_align(a) -> None:
 
 
 def cmd_data_metrics(a) -> None:
-    from kdgrid.corpus import read_lines
     from kdgrid.metrics import bleu
     from kdgrid.metrics.complexity import data_metrics
 
@@ -186,7 +185,7 @@ def cmd_data_metrics(a) -> None:
     out = {**_json(a.labels, "--labels"), **data_metrics(a.src, a.real, a.real_links, a.distilled,
                                                          a.distilled_links, p["floor"])}
     if a.distilled:  # how close the teacher's translations are to the real targets
-        b = bleu.score(read_lines(a.distilled), [read_lines(a.real)])
+        b = bleu.streamed_bleu(a.distilled, a.real)
         out["bleu_vs_real"], out["bleu_signature"] = b["bleu"], b["bleu_signature"]
     write_json(a.out, out)
 
@@ -212,7 +211,8 @@ def cmd_aggregate(a) -> None:
     with atomic_output(a.md) as f:
         f.write(grid.markdown(g, f"kdgrid grid: {p['corpus']}"))
     report.heatmap(g, a.png, title=f"{p['corpus']}: student test BLEU")
-    report.bleu_vs_complexity(g, a.complexity_png, title=f"{p['corpus']}: student BLEU against C(d)")
+    report.bleu_vs_complexity(g, a.complexity_png, title=f"{p['corpus']}: student BLEU against C(d)",
+                              pdf=a.complexity_pdf)
     if a.languages_png:
         report.language_mix(g, a.languages_png, title=f"{p['corpus']}: p(language | output)")
 
@@ -296,6 +296,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-metrics", nargs="*", default=[])
     p.add_argument("--languages", nargs="*", default=[])
     p.add_argument("--languages-png")
+    p.add_argument("--complexity-pdf")
     for o in ("--params", "--csv", "--long-csv", "--md", "--png", "--complexity-png"):
         p.add_argument(o, required=True)
     return ap

@@ -35,8 +35,9 @@ def heatmap(grid: dict, path, metric: str = "bleu", title: str = "") -> None:
     plt.close(fig)
 
 
-def bleu_vs_complexity(grid: dict, path, title: str = "") -> None:
-    """Student BLEU against the complexity C(d) of its training data, one line per student."""
+def bleu_vs_complexity(grid: dict, path, title: str = "", pdf=None) -> None:
+    """Student BLEU against the complexity C(d) of its training data, one line per student
+    (PNG, and optionally a vector PDF for a paper)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for s in grid["students"]:
         points = sorted((grid["data"][c]["complexity"], grid["cells"][s][c]["bleu"], c)
@@ -56,6 +57,9 @@ def bleu_vs_complexity(grid: dict, path, title: str = "") -> None:
     fig.tight_layout()
     with atomic_output(path, "path") as tmp:
         fig.savefig(tmp, dpi=150, format="png")
+    if pdf:
+        with atomic_output(pdf, "path") as tmp:
+            fig.savefig(tmp, format="pdf")
     plt.close(fig)
 
 
@@ -76,6 +80,8 @@ def language_mix(grid: dict, path, title: str = "") -> None:
             if i == 0:
                 ax.set_title(f"p({lang} | y)", fontsize=9)
         axes[i][0].set_ylabel(m["output"], rotation=0, ha="right", va="center", fontsize=8)
+    for k in range(len(langs)):
+        axes[-1][k].set_xlabel("p(l | y) of a test sentence", fontsize=8)
     fig.suptitle(title or "p(language | output) over test sentences")
     fig.tight_layout()
     with atomic_output(path, "path") as tmp:

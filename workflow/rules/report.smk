@@ -26,6 +26,7 @@ rule aggregate:
         md=f"{R}/grid.md",
         png=f"{R}/grid.png",
         complexity_png=f"{R}/plots/bleu_vs_complexity.png",
+        complexity_pdf=f"{R}/plots/bleu_vs_complexity.pdf",
         **({"languages_png": f"{R}/plots/language_mix.png"} if LANGS else {}),
     params:
         grid=q({"corpus": config["corpus"]["name"], "students": STUDENTS, "columns": COLUMNS,
@@ -37,4 +38,5 @@ rule aggregate:
         "python -m kdgrid aggregate --scores {input.scores} --teacher-scores {input.teachers}"
         " --data-metrics {input.data_metrics} --teacher-metrics {input.teacher_metrics}"
         " --languages {input.languages} {params.languages_png} --params {params.grid} --csv {output.csv} --long-csv {output.long_csv}"
-        " --md {output.md} --png {output.png} --complexity-png {output.complexity_png} 2> {log}"
+        " --md {output.md} --png {output.png} --complexity-png {output.complexity_png}"
+        " --complexity-pdf {output.complexity_pdf} 2> {log}"
