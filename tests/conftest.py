@@ -80,13 +80,16 @@ def model_config(kind: str, vocab_size: int = 40, d: int = 64, layers: int = 2, 
 
 
 def toy_pairs(n: int = 8, vocab_size: int = 40, seed: int = 0):
-    """n source/target id sequences with reordering, a length change and word-level mapping."""
+    """n source/target id pairs: the target is the reversed source through a one-to-one word map,
+    plus an extra word after odd-length sources (a length change). Words do not repeat within a
+    sentence, as in natural text (runs of one word make insertion models count)."""
     import random
 
     rng = random.Random(seed)
+    first, span = 10, vocab_size - 10
     pairs = []
     for _ in range(n):
-        src = [rng.randint(5, vocab_size - 1) for _ in range(rng.randint(3, 7))]
-        tgt = [(t * 7) % (vocab_size - 5) + 5 for t in reversed(src)] + ([9] if len(src) % 2 else [])
+        src = rng.sample(range(first, vocab_size), rng.randint(3, 7))
+        tgt = [(t - first) * 7 % span + first for t in reversed(src)] + ([5] if len(src) % 2 else [])
         pairs.append((src, tgt))
     return pairs

@@ -159,7 +159,7 @@ def test_nat_length_classes_are_offsets_from_source_length():
     model = build("nat", model_config("nat"))
     _, logs = model.loss(batch(), 0.0)
     assert {"word_ins", "length", "nll", "loss"} <= set(logs)
-    assert model.offset == 128
+    assert model.length.offset == 128
 
 
 def test_unknown_model_option_is_a_clear_error():

@@ -129,3 +129,16 @@ def test_bad_training_options_are_named():
         train_config({"max_updates": 0, "max_epochs": 0})
     with pytest.raises(KdgridError, match="max_tokens must be positive"):
         train_config({"max_updates": 3, "max_tokens": 0})
+
+
+def test_validation_is_repeatable_for_students_with_noisy_losses(tmp_path):
+    """CMLM's loss masks at random: two validations of the same weights must agree, and
+    validating must not shift the training random stream."""
+    t = trainer(tmp_path / "w", "cmlm")
+    torch.manual_seed(123)
+    untouched = torch.rand(1)
+    torch.manual_seed(123)
+    first = t.validate()
+    assert torch.equal(torch.rand(1), untouched)
+    torch.manual_seed(7)
+    assert t.validate() == first

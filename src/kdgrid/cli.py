@@ -206,6 +206,12 @@ def cmd_aggregate(a) -> None:
                    p["students"], p["columns"], data_metrics=[read_json(f) for f in a.data_metrics],
                    teacher_metrics=[read_json(f) for f in a.teacher_metrics],
                    languages=[read_json(f) for f in a.languages])
+    if a.test_src:  # the trivial baseline every student must beat: output the source unchanged
+        from kdgrid.corpus import read_lines
+        from kdgrid.metrics import bleu
+
+        src = read_lines(a.test_src)
+        g["copy_source"] = bleu.score(src, [read_lines(r) for r in a.test_refs])
     grid.write_csv(g, a.csv)
     grid.write_long_csv(g, a.long_csv)
     with atomic_output(a.md) as f:
@@ -297,6 +303,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--languages", nargs="*", default=[])
     p.add_argument("--languages-png")
     p.add_argument("--complexity-pdf")
+    p.add_argument("--test-src", help="with --test-refs: score copying the source as a baseline")
+    p.add_argument("--test-refs", nargs="*", default=[])
     for o in ("--params", "--csv", "--long-csv", "--md", "--png", "--complexity-png"):
         p.add_argument(o, required=True)
     return ap

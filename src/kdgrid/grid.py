@@ -87,6 +87,9 @@ def markdown(grid: dict, title: str) -> str:
     for s in grid["students"]:
         row = grid["cells"][s]
         lines.append(f"| {s} | " + " | ".join(_fmt(None if row[c] is None else row[c]["bleu"]) for c in cols) + " |")
+    if grid.get("copy_source"):
+        b = grid["copy_source"]
+        lines += ["", f"Trivial baseline, copying the source: BLEU {b['bleu']:.2f}, chrF {b['chrf']:.2f}."]
     lines += ["", "chrF on the test set:", "", "| student | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for s in grid["students"]:
         row = grid["cells"][s]

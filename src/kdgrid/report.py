@@ -39,15 +39,20 @@ def bleu_vs_complexity(grid: dict, path, title: str = "", pdf=None) -> None:
     """Student BLEU against the complexity C(d) of its training data, one line per student
     (PNG, and optionally a vector PDF for a paper)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for s in grid["students"]:
+    labelled = set()
+    for k, s in enumerate(grid["students"]):
         points = sorted((grid["data"][c]["complexity"], grid["cells"][s][c]["bleu"], c)
                         for c in grid["columns"] if grid["data"].get(c) and grid["cells"][s][c])
         if not points:
             continue
         xs, ys, names = zip(*points)
-        ax.plot(xs, ys, marker="o", label=s)
+        ax.plot(xs, ys, marker="o", label=s, color=f"C{k}")
         for x, y, name in points:
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            if name == "raw":  # the undistilled data: an open marker
+                ax.plot([x], [y], marker="o", markersize=11, markerfacecolor="none", color=f"C{k}")
+            if name not in labelled:  # label each column once, right of its first point
+                labelled.add(name)
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(7, 0), va="center", fontsize=7)
     ax.set_xlabel("complexity C(d) of the training data (nats)")
     ax.set_ylabel("test BLEU")
     ax.set_title(title or "student BLEU against data complexity")

@@ -162,15 +162,20 @@ class Trainer:
     # -- validation -------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> dict:
+        """Token-weighted valid losses. Students whose loss draws noise (masks, deletions, latent
+        samples) get the same draws at every validation, from a forked RNG, so validations are
+        comparable and the training RNG stream is untouched (exact resume)."""
         self.model.eval()
         src, tgt = self.valid
         totals, weight = {}, 0
-        for idx in token_batches(src.lengths, tgt.lengths, self.cfg.max_tokens):
-            _, logs = self.model.loss(self._collate(src, tgt, idx), label_smoothing=0.0)
-            n = logs.pop("ntokens")
-            weight += n
-            for k, v in logs.items():
-                totals[k] = totals.get(k, 0.0) + float(v) * n
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            for idx in token_batches(src.lengths, tgt.lengths, self.cfg.max_tokens):
+                _, logs = self.model.loss(self._collate(src, tgt, idx), label_smoothing=0.0)
+                n = logs.pop("ntokens")
+                weight += n
+                for k, v in logs.items():
+                    totals[k] = totals.get(k, 0.0) + float(v) * n
         self.model.train()
         return {k: v / max(weight, 1) for k, v in totals.items()}
 

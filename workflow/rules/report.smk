@@ -20,6 +20,8 @@ rule aggregate:
         data_metrics=data_metric_files(),
         teacher_metrics=[f"{R}/teachers/{t}/valid.data_metrics.json" for t in TEACHERS],
         languages=language_files(),
+        test_src=f"{R}/data/test.src",
+        test_refs=references("test"),
     output:
         csv=f"{R}/grid.csv",
         long_csv=f"{R}/scores.csv",
@@ -38,5 +40,6 @@ rule aggregate:
         "python -m kdgrid aggregate --scores {input.scores} --teacher-scores {input.teachers}"
         " --data-metrics {input.data_metrics} --teacher-metrics {input.teacher_metrics}"
         " --languages {input.languages} {params.languages_png} --params {params.grid} --csv {output.csv} --long-csv {output.long_csv}"
+        " --test-src {input.test_src} --test-refs {input.test_refs}"
         " --md {output.md} --png {output.png} --complexity-png {output.complexity_png}"
         " --complexity-pdf {output.complexity_pdf} 2> {log}"

@@ -223,3 +223,27 @@ class EncoderDecoder(nn.Module):
         """Encoder states (B, S, d) and the source padding mask (B, S), True at padding."""
         src_pad = src.eq(self.cfg.pad)
         return self.encoder(self.embed(src), key_mask(src_pad)), src_pad
+
+
+class LengthHead(nn.Module):
+    """Target length as a classifier over offsets from the source length (Gu et al. 2018):
+    class = len(y) - len(x) + classes // 2, clamped; input is the mean-pooled encoder output."""
+
+    def __init__(self, d_model: int, classes: int = 256):
+        super().__init__()
+        self.proj = nn.Linear(d_model, classes)
+        self.classes, self.offset = classes, classes // 2
+
+    def logits(self, memory, src_pad):
+        keep = (~src_pad).unsqueeze(-1).to(memory.dtype)
+        return self.proj((memory * keep).sum(1) / keep.sum(1).clamp(min=1)).float()
+
+    def loss(self, memory, src_pad, tgt_len):
+        target = (tgt_len - (~src_pad).sum(1) + self.offset).clamp(0, self.classes - 1)
+        return torch.nn.functional.cross_entropy(self.logits(memory, src_pad), target)
+
+    def predict(self, memory, src_pad, beam: int = 1) -> torch.Tensor:
+        """(B, beam) candidate lengths: the argmax and its neighbours -b/2 .. b-1-b/2, at least 1."""
+        best = self.logits(memory, src_pad).argmax(-1) - self.offset + (~src_pad).sum(1)
+        shifts = torch.arange(beam, device=memory.device) - beam // 2
+        return (best[:, None] + shifts[None]).clamp(min=1)

@@ -1,8 +1,8 @@
 """Vanilla non-autoregressive Transformer (Gu et al. 2018, without fertility).
 
-The encoder reads the source; a classifier over length offsets (len(y) - len(x) + 128) predicts the
-target length; the decoder sees either a uniform copy of the source embeddings or all <mask>
-tokens at that length and predicts every target token in one parallel pass.
+The encoder reads the source; a classifier over length offsets predicts the target length; the
+decoder sees either a uniform copy of the source embeddings or all <mask> tokens at that length
+and predicts every target token in one parallel pass (the refinement loop with max_iter 0).
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from kdgrid.models.layers import EncoderDecoder, ModelConfig, init_linear, key_mask, smoothed_nll
+from kdgrid.models.layers import EncoderDecoder, LengthHead, ModelConfig, init_linear, key_mask, smoothed_nll
+from kdgrid.refine import State, refine
 
 
 @dataclass(kw_only=True)
@@ -37,20 +36,17 @@ class NAT(EncoderDecoder):
 
     def __init__(self, cfg: NATConfig):
         super().__init__(cfg)
-        self.length_head = nn.Linear(cfg.d_model, cfg.length_classes)
+        self.length = LengthHead(cfg.d_model, cfg.length_classes)
         init_linear(self)
-        self.offset = cfg.length_classes // 2
 
     # -- the two faces every model has ------------------------------------------------------
     def loss(self, batch: dict, label_smoothing: float = 0.0):
         src, tgt = batch["src"], batch["tgt"]
         memory, src_pad = self.encode(src)
         tgt_pad = tgt.eq(self.cfg.pad)
-        logits = self.decode(src, src_pad, memory, tgt_pad)
+        logits = self.decode(self.first_input(src, src_pad, tgt_pad), tgt_pad, memory, src_pad)
         word, nll, n = smoothed_nll(logits, tgt, self.cfg.pad, label_smoothing)
-        length_target = ((~tgt_pad).sum(1) - (~src_pad).sum(1) + self.offset)
-        length_target = length_target.clamp(0, self.cfg.length_classes - 1)
-        length = F.cross_entropy(self.length_logits(memory, src_pad).float(), length_target)
+        length = self.length.loss(memory, src_pad, (~tgt_pad).sum(1))
         total = word + self.cfg.length_loss_weight * length
         logs = {"loss": total.detach(), "nll": nll, "word_ins": word.detach(),
                 "length": length.detach(), "ntokens": n}
@@ -58,42 +54,42 @@ class NAT(EncoderDecoder):
 
     @torch.no_grad()
     def generate(self, src: torch.Tensor, length_beam: int | None = None, **_) -> list[list[int]]:
-        """One parallel pass per candidate length; keeps the candidate with the best mean
-        token log-probability. Returns token ids per sentence (no specials)."""
-        beam = length_beam or self.cfg.length_beam
-        memory, src_pad = self.encode(src)
-        n = src.size(0)
-        src_len = (~src_pad).sum(1)
-        predicted = self.length_logits(memory, src_pad).argmax(-1) - self.offset + src_len
-        shifts = torch.arange(beam, device=src.device) - beam // 2
-        lengths = (predicted[:, None] + shifts[None]).clamp(min=1).flatten()  # (n * beam)
-        rows = torch.arange(n, device=src.device).repeat_interleave(beam)
-        tgt_pad = torch.arange(int(lengths.max()), device=src.device)[None] >= lengths[:, None]
-        logits = self.decode(src[rows], src_pad[rows], memory[rows], tgt_pad).float()
-        special = [self.cfg.pad, self.cfg.bos, self.cfg.eos, self.cfg.mask]
-        logits[..., special] = float("-inf")  # never emitted as words
-        lprobs, tokens = torch.log_softmax(logits, -1).max(-1)
-        score = lprobs.masked_fill(tgt_pad, 0).sum(1) / lengths
-        best = score.view(n, beam).argmax(1) + torch.arange(n, device=src.device) * beam
-        return [tokens[r, : lengths[r]].tolist() for r in best.tolist()]
+        """One parallel pass per candidate length; keeps the candidate with the best mean token
+        log-probability. Returns token ids per sentence (no specials)."""
+        return refine(self, src, max_iter=0, length_beam=length_beam or self.cfg.length_beam)
 
-    # -- pieces (encode() comes from EncoderDecoder) ----------------------------------------
-    def length_logits(self, memory, src_pad):
-        keep = (~src_pad).unsqueeze(-1).to(memory.dtype)
-        pooled = (memory * keep).sum(1) / keep.sum(1).clamp(min=1)
-        return self.length_head(pooled)
+    # -- the refinement-loop interface -----------------------------------------------------
+    def initial(self, src, memory, src_pad, length_beam: int):
+        """All-<mask> rows at each candidate length."""
+        lengths = self.length.predict(memory, src_pad, length_beam).flatten()
+        owner = torch.arange(src.size(0), device=src.device).repeat_interleave(length_beam)
+        real = torch.arange(int(lengths.max()), device=src.device)[None] < lengths[:, None]
+        tokens = torch.where(real, self.cfg.mask, self.cfg.pad)
+        return State(tokens, torch.zeros(tokens.shape, device=src.device)), owner
 
-    def decoder_input(self, src, src_pad, tgt_pad) -> torch.Tensor:
+    def step(self, state: State, src, memory, src_pad, step: int, max_iter: int) -> State:
+        tgt_pad = state.tokens.eq(self.cfg.pad)
+        logits = self.decode(self.first_input(src, src_pad, tgt_pad), tgt_pad, memory, src_pad)
+        return self.predict(logits, tgt_pad)
+
+    # -- pieces ----------------------------------------------------------------------------
+    def first_input(self, src, src_pad, tgt_pad) -> torch.Tensor:
+        """Decoder input embeddings of the first pass: source copy or all <mask>."""
         if self.cfg.decoder_input == "mask":
-            x = self.embed.tokens(torch.full_like(tgt_pad, self.cfg.mask, dtype=torch.long))
-        else:
-            x = self.embed.tokens(uniform_copy(src, src_pad, tgt_pad, self.cfg.eos, self.cfg.pad))
-        return self.embed.add_positions(x)
+            return self.embed.tokens(torch.full_like(tgt_pad, self.cfg.mask, dtype=torch.long))
+        return self.embed.tokens(uniform_copy(src, src_pad, tgt_pad, self.cfg.eos, self.cfg.pad))
 
-    def decode(self, src, src_pad, memory, tgt_pad) -> torch.Tensor:
-        h = self.decoder(self.decoder_input(src, src_pad, tgt_pad), key_mask(tgt_pad),
-                         memory, key_mask(src_pad))
+    def decode(self, inputs: torch.Tensor, tgt_pad, memory, src_pad) -> torch.Tensor:
+        """Logits (B, T, V) from decoder input embeddings (positions are added here)."""
+        h = self.decoder(self.embed.add_positions(inputs), key_mask(tgt_pad), memory, key_mask(src_pad))
         return self.embed.logits(h)
+
+    def predict(self, logits, tgt_pad) -> State:
+        """Argmax words (never a special symbol) and their log-probabilities."""
+        logits = logits.float()
+        logits[..., [self.cfg.pad, self.cfg.bos, self.cfg.eos, self.cfg.mask]] = float("-inf")
+        scores, tokens = torch.log_softmax(logits, -1).max(-1)
+        return State(tokens.masked_fill(tgt_pad, self.cfg.pad), scores.masked_fill(tgt_pad, 0.0))
 
 
 def uniform_copy(src, src_pad, tgt_pad, eos: int, pad: int) -> torch.Tensor:

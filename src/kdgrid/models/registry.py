@@ -5,10 +5,15 @@ from __future__ import annotations
 import dataclasses
 
 from kdgrid.errors import KdgridError
+from kdgrid.models.cmlm import CMLM
+from kdgrid.models.flowseq import FlowSeq
+from kdgrid.models.inat import INAT
+from kdgrid.models.inst import InsertionTransformer
+from kdgrid.models.levt import LevT
 from kdgrid.models.nat import NAT
 from kdgrid.models.transformer import Transformer
 
-MODELS = {cls.kind: cls for cls in (Transformer, NAT)}
+MODELS = {cls.kind: cls for cls in (Transformer, NAT, INAT, CMLM, LevT, InsertionTransformer, FlowSeq)}
 
 
 def build(kind: str, config: dict):

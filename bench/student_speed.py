@@ -1,0 +1,98 @@
+"""Decoding speed of every student beside the AT teacher's beam-5 and greedy, in the same run:
+sentences/s at batch 64 and latency (ms/sentence) at batch 1, on demo-corpus test sources.
+
+With --models DIR (a workflow results folder such as results/demo_students) the trained models
+there are used: students/<name>/<data>/model.pt and teachers/<name>/model.pt, so iterative models
+stop when their output settles, as in evaluation. Without it, untrained models of one size are
+built: iterative students then run every allowed iteration (the slowest case).
+
+    python bench/student_speed.py [--models results/demo_students] [--threads 1] [--sentences 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from kdgrid import synthetic
+from kdgrid.batching import pad_stack
+from kdgrid.checkpoint import load_model
+from kdgrid.models import build
+from kdgrid.vocab import EOS, PAD
+
+SIZE = dict(d_model=128, ffn=512, encoder_layers=2, decoder_layers=2, heads=4, dropout=0.0)
+DECODE = {"transformer": [("beam-5", {"method": "beam", "beam": 5}), ("greedy", {"method": "greedy"})],
+          "nat": [("1 pass", {})], "inat": [("max_iter 10", {"max_iter": 10})],
+          "cmlm": [("T=10, 5 lengths", {"max_iter": 9, "length_beam": 5}), ("T=4, 1 length", {"max_iter": 3})],
+          "levt": [("max_iter 10", {"max_iter": 10})], "inst": [("max_iter 20", {"max_iter": 20})],
+          "flowseq": [("argmax z", {}), ("NPD 5 samples", {"samples": 5})]}
+
+
+def sources(n: int):
+    spec = synthetic.SyntheticSpec(seed=1, train=1, valid=1, test=n, vocab_size=300)
+    words: dict[str, int] = {}
+    return [[words.setdefault(w, 5 + len(words) % 1995) for w in s.split()]
+            for s, _ in synthetic.generate(spec)["test"]]
+
+
+def models(args):
+    if args.models:
+        root = Path(args.models)
+        found = sorted(root.glob("teachers/*/model.pt"))[:1] + sorted(root.glob("students/*/*/model.pt"))
+        for path in found:
+            model, _ = load_model(path)
+            yield f"{path.parent.relative_to(root)}", model
+        return
+    for kind in DECODE:
+        torch.manual_seed(0)
+        extra = {"mask": 4} if kind != "transformer" else {}
+        extra.update({"latent": 64} if kind == "flowseq" else {})
+        yield kind, build(kind, dict(vocab_size=2000, pad=0, bos=2, eos=3, **SIZE, **extra)).eval()
+
+
+def timed(model, batches, opts) -> float:
+    start = time.perf_counter()
+    with torch.no_grad():
+        for b in batches:
+            model.generate(b, **opts)
+    return time.perf_counter() - start
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sentences", type=int, default=256)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    src = sources(args.sentences)
+    if args.models:  # use the workflow's own vocabulary ids through its sentencepiece model
+        from kdgrid.vocab import Vocab
+
+        spec = synthetic.SyntheticSpec(seed=1, train=1, valid=1, test=args.sentences, vocab_size=300)
+        vocab = Vocab.load(Path(args.models) / "vocab" / "spm.model")
+        src = vocab.encode([s for s, _ in synthetic.generate(spec)["test"]])
+    src.sort(key=len)
+    big = [pad_stack(src[i: i + 64], PAD, suffix=EOS) for i in range(0, len(src), 64)]
+    single = [pad_stack([s], PAD, suffix=EOS) for s in src[:64]]
+    rows, reference = [], None
+    for name, model in models(args):
+        for label, opts in DECODE[model.kind]:
+            throughput = len(src) / timed(model, big, opts)
+            latency = statistics.mean(timed(model, [b], opts) for b in single) * 1000
+            if reference is None and model.kind == "transformer" and label == "beam-5":
+                reference = latency
+            rows.append((f"{name} ({label})", throughput, latency))
+    print(f"{args.threads} thread(s), {len(src)} demo test sentences, "
+          f"{'trained models from ' + args.models if args.models else 'untrained models, ' + str(SIZE)}")
+    print(f"{'model (decoding)':<44} {'sent/s @64':>11} {'ms/sent @1':>11} {'vs AT beam-5 @1':>16}")
+    for name, throughput, latency in rows:
+        print(f"{name:<44} {throughput:>11.1f} {latency:>11.2f} {reference / latency:>15.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Conditional masked language model with Mask-Predict decoding (Ghazvininejad et al. 2019).
+
+Training masks floor(L*u)+1 random target tokens (u ~ U(0,1)) and predicts them. Decoding starts
+from all <mask> at each candidate length (a length beam); iteration t of T keeps the argmax, then
+re-masks the n = L*(T-1-t)/T least probable tokens (linear decay) for the next iteration, which
+rewrites only the masked positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kdgrid.models.layers import EncoderDecoder, LengthHead, ModelConfig, init_linear, key_mask, smoothed_nll
+from kdgrid.models.noise import random_mask
+from kdgrid.refine import State, refine
+
+
+@dataclass(kw_only=True)
+class CMLMConfig(ModelConfig):
+    mask: int
+    length_classes: int = 256
+    length_loss_weight: float = 0.1
+    length_beam: int = 5
+    max_iter: int = 10  # T - 1: iterations after the first all-mask pass
+
+    def __post_init__(self):
+        if self.length_beam < 1 or self.max_iter < 0:
+            raise ValueError("length_beam must be positive and max_iter non-negative")
+
+
+class CMLM(EncoderDecoder):
+    kind = "cmlm"
+    config_class = CMLMConfig
+
+    def __init__(self, cfg: CMLMConfig):
+        super().__init__(cfg)
+        self.length = LengthHead(cfg.d_model, cfg.length_classes)
+        init_linear(self)
+
+    def loss(self, batch: dict, label_smoothing: float = 0.0):
+        src, tgt = batch["src"], batch["tgt"]
+        memory, src_pad = self.encode(src)
+        tgt_pad = tgt.eq(self.cfg.pad)
+        noisy, masked = random_mask(tgt, self.cfg.pad, self.cfg.mask)
+        logits = self.decode(noisy, tgt_pad, memory, src_pad)
+        word, nll, n = smoothed_nll(logits, tgt.masked_fill(~masked, self.cfg.pad), self.cfg.pad,
+                                    label_smoothing)
+        length = self.length.loss(memory, src_pad, (~tgt_pad).sum(1))
+        total = word + self.cfg.length_loss_weight * length
+        return total, {"loss": total.detach(), "nll": nll, "word_ins": word.detach(),
+                       "length": length.detach(), "ntokens": n}
+
+    @torch.no_grad()
+    def generate(self, src, length_beam: int | None = None, max_iter: int | None = None, **_):
+        return refine(self, src, self.cfg.max_iter if max_iter is None else max_iter,
+                      length_beam or self.cfg.length_beam)
+
+    # -- the refinement-loop interface -----------------------------------------------------
+    def initial(self, src, memory, src_pad, length_beam: int):
+        lengths = self.length.predict(memory, src_pad, length_beam).flatten()
+        owner = torch.arange(src.size(0), device=src.device).repeat_interleave(length_beam)
+        real = torch.arange(int(lengths.max()), device=src.device)[None] < lengths[:, None]
+        tokens = torch.where(real, self.cfg.mask, self.cfg.pad)
+        return State(tokens, torch.zeros(tokens.shape, device=src.device), mask=real), owner
+
+    def step(self, state: State, src, memory, src_pad, step: int, max_iter: int) -> State:
+        pad = self.cfg.pad
+        tgt_pad = state.tokens.eq(pad)
+        noisy = state.tokens.masked_fill(state.mask, self.cfg.mask)
+        logits = self.decode(noisy, tgt_pad, memory, src_pad).float()
+        logits[..., [pad, self.cfg.bos, self.cfg.eos, self.cfg.mask]] = float("-inf")
+        scores, tokens = torch.log_softmax(logits, -1).max(-1)
+        tokens = torch.where(state.mask, tokens, state.tokens)
+        scores = torch.where(state.mask, scores, state.scores).masked_fill(tgt_pad, 0.0)
+        # re-mask the least probable n = L (T-1-t) / T tokens for the next iteration
+        total = max_iter + 1
+        lengths = (~tgt_pad).sum(1)
+        n_mask = (lengths * (total - 1 - step)) // total
+        rank = scores.masked_fill(tgt_pad, float("inf")).argsort(1).argsort(1)
+        return State(tokens, scores, mask=(rank < n_mask[:, None]) & ~tgt_pad)
+
+    def decode(self, tokens, tgt_pad, memory, src_pad) -> torch.Tensor:
+        h = self.decoder(self.embed(tokens), key_mask(tgt_pad), memory, key_mask(src_pad))
+        return self.embed.logits(h)
