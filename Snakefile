@@ -6,6 +6,11 @@ if not workflow.config_settings.configfiles:  # no --configfile given: the demo 
     configfile: workflow.basedir + "/config.yaml"
 
 
+# Jobs import kdgrid from this checkout even in environments that lack it (`--sdm conda` builds
+# envs/kdgrid.yaml without the package, and clears PYTHONPATH, which a prefix survives).
+shell.prefix(f"export PYTHONPATH={workflow.basedir}/src${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"

@@ -39,14 +39,14 @@ def test_shipped_configs_are_valid(config_file):
 BAD = [
     ({"grid": {"teachers": ["huge"]}}, r"grid.teachers\[0\]: 'huge' is not defined under teacher_sizes"),
     ({"grid": {"methods": ["beam", "nucleus"]}}, r"grid.methods\[1\]: 'nucleus' is not defined under methods"),
-    ({"grid": {"students": ["levt"]}}, r"grid.students\[0\]: 'levt' is not defined under students"),
+    ({"grid": {"students": ["levt2"]}}, r"grid.students\[0\]: 'levt2' is not defined under students"),
     ({"grid": {"students": ["nat", "nat"]}}, r"grid.students: .*non-unique"),
     ({"grid": {"students": []}}, r"grid.students: \[\] should be non-empty"),
     ({"methods": {"beam": {"kind": "beam", "beam": 0}}}, r"methods.beam.beam: 0 is less than the minimum of 1"),
     ({"methods": {"wide": {"kind": "beem"}}}, r"methods.wide.kind: 'beem' is not one of"),
     ({"vocab": {"size": -5}}, r"vocab.size: -5 is less than the minimum of 16"),
     ({"teacher_sizes": {"toy": {"d_model": 30, "heads": 4}}},
-     r"teacher_sizes.toy: d_model 30 is not divisible by heads 4"),
+     r"teacher_sizes.toy.heads: d_model 30 is not divisible by heads 4"),
     ({"teacher_sizes": {"bad.name": {"d_model": 8, "ffn": 8, "heads": 2, "layers": 1}}},
      r"teacher_sizes: name 'bad.name' may only use"),
     ({"techers": {}}, r"\(top level\): unknown keys are not allowed \('techers' was unexpected\)"),
@@ -56,7 +56,7 @@ BAD = [
     ({"corpus": {"source": "files"}}, r"corpus.files: source is 'files' but train, valid, test"),
     ({"distill": {"shards": 0}}, r"distill.shards: 0 is less than the minimum of 1"),
     ({"students": {"nat": {"kind": "nat", "model": {"heads": 3}}}},
-     r"students.nat.model: d_model 32 is not divisible by heads 3"),
+     r"students.nat.model.heads: d_model 32 is not divisible by heads 3"),
 ]
 
 

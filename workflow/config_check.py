@@ -40,6 +40,16 @@ def _closest(err):
     return err
 
 
+def _duplicates(items: list) -> str:
+    """'non-unique name 'beam' (items 0 and 2)' for each repeated item, in list order."""
+    positions: dict = {}
+    for i, item in enumerate(items):
+        positions.setdefault(repr(item), []).append(i)
+    repeated = [(name, at) for name, at in positions.items() if len(at) > 1]
+    return "; ".join(f"non-unique name {name} (items {', '.join(map(str, at[:-1]))} and {at[-1]})"
+                     for name, at in repeated)
+
+
 def _schema_problems(config: dict, schema_path) -> list[str]:
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
@@ -53,6 +63,8 @@ def _schema_problems(config: dict, schema_path) -> list[str]:
                             " (check the spelling; workflow/defaults.yaml lists every setting)")
         elif err.validator == "pattern" and err.validator_value == NAME_PATTERN:  # names become path parts
             problems.append(f"{where}: name {err.instance!r} may only use letters, digits, _ and -")
+        elif err.validator == "uniqueItems" and err.validator_value:
+            problems.append(f"{where}: {_duplicates(err.instance)}; list each name once")
         else:
             problems.append(f"{where}: {err.message}")
     return problems
@@ -75,8 +87,8 @@ def _semantic_problems(c: dict) -> list[str]:
         if size is None:
             continue
         if size["d_model"] % size["heads"]:
-            problems.append(f"teacher_sizes.{name}: d_model {size['d_model']} is not divisible "
-                            f"by heads {size['heads']}")
+            problems.append(f"teacher_sizes.{name}.heads: d_model {size['d_model']} is not divisible "
+                            f"by heads {size['heads']}; pick heads that divide d_model")
         if "layers" not in size and not {"encoder_layers", "decoder_layers"} <= set(size):
             problems.append(f"teacher_sizes.{name}: set layers (or encoder_layers and decoder_layers)")
     for name in grid["students"]:
@@ -85,8 +97,8 @@ def _semantic_problems(c: dict) -> list[str]:
             continue
         model = st["model"]
         if "d_model" in model and "heads" in model and model["d_model"] % model["heads"]:
-            problems.append(f"students.{name}.model: d_model {model['d_model']} is not divisible "
-                            f"by heads {model['heads']}")
+            problems.append(f"students.{name}.model.heads: d_model {model['d_model']} is not divisible "
+                            f"by heads {model['heads']}; pick heads that divide d_model")
     corpus = c["corpus"]
     if corpus["source"] == "synthetic":
         syn = corpus.get("synthetic", {})

@@ -6,6 +6,7 @@ An encoded side of a corpus is one .npz file: `ids` (all token ids, int32, conca
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,14 +45,24 @@ def save_ids(path, seqs) -> None:
 
 
 def load_ids(path) -> Ids:
+    """The encoded corpus at `path`; a missing, truncated or foreign file is a KdgridError."""
     try:
-        with np.load(path) as z:
-            return Ids(z["ids"], z["offsets"])
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not the ids/offsets .npz archive")
+        with z:
+            ids = Ids(z["ids"], z["offsets"])
     except FileNotFoundError:
         raise KdgridError(f"{path}: file not found") from None
-    except (OSError, ValueError, KeyError) as e:
-        raise KdgridError(f"{path}: not a readable encoded corpus ({e}); delete it and rerun "
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        why = "not an .npz archive" if "pickle" in str(e) else f"{type(e).__name__}: {e}"
+        raise KdgridError(f"{path}: not a readable encoded corpus ({why}); delete it and rerun "
                           "the rule that writes it") from None
+    off = ids.offsets
+    if off.ndim != 1 or len(off) == 0 or off[0] != 0 or off[-1] != len(ids.ids) or (np.diff(off) < 0).any():
+        raise KdgridError(f"{path}: damaged encoded corpus (its offsets do not index its {len(ids.ids)} "
+                          "ids); delete it and rerun the rule that writes it")
+    return ids
 
 
 def token_batches(src_lens, tgt_lens, max_tokens: int, seed: int | None = None) -> list[np.ndarray]:
@@ -61,6 +72,8 @@ def token_batches(src_lens, tgt_lens, max_tokens: int, seed: int | None = None) 
     batch order is shuffled with the same seed; without a seed the order is deterministic and
     shortest-first (used for decoding). A sentence longer than the budget gets a batch of its own.
     """
+    if max_tokens <= 0:
+        raise KdgridError(f"max_tokens must be positive, got {max_tokens}")
     src_lens = np.asarray(src_lens) + 1  # + eos
     tgt_lens = np.asarray(tgt_lens) + 1  # + bos or eos
     cost = np.maximum(src_lens, tgt_lens)

@@ -33,7 +33,25 @@ def load_model(path, device: str = "cpu"):
                           "retrain it (rerun its rule)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise KdgridError(f"{path}: not a kdgrid model file (format {FORMAT} expected)")
-    model = build(payload["kind"], payload["config"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model = build(payload["kind"], payload["config"])
+        model.load_state_dict(payload["state_dict"])
+        meta = payload["meta"]
+    except (KeyError, TypeError, RuntimeError) as e:  # a missing field, or weights of another shape
+        first = (str(e).splitlines() or [""])[0]  # load_state_dict lists every tensor: keep one line
+        raise KdgridError(f"{path}: damaged kdgrid model file ({type(e).__name__}: {first}); "
+                          "retrain it (rerun its rule)") from None
     model.eval()
-    return model.to(device), payload["meta"]
+    return model.to(device), meta
+
+
+def load_for_decoding(model_path, vocab_path, device="cpu"):
+    """(model, meta, vocab), after checking the model was trained with this vocabulary."""
+    from kdgrid.vocab import Vocab
+
+    model, meta = load_model(model_path, device)
+    v = Vocab.load(vocab_path)
+    if meta.get("vocab_sha256") != v.sha256:
+        raise KdgridError(f"{model_path} was trained with a different vocabulary than {vocab_path}; "
+                          "rerun its training rule")
+    return model, meta, v

@@ -30,9 +30,9 @@ def _threads(n: int) -> None:
 
 
 def _device():
-    import torch
+    from kdgrid.devices import device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return device()
 
 
 # -- verbs -----------------------------------------------------------------------------------
@@ -41,19 +41,25 @@ def cmd_prepare(a) -> None:
 
     p = _json(a.params, "--params")
     data = importers.load(p, a.download_dir)
-    for split, (src_out, tgt_out) in (("train", a.train), ("valid", a.valid), ("test", a.test)):
-        corpus.write_lines(src_out, data[split]["src"])
-        corpus.write_lines(tgt_out, data[split]["tgt"])
     wanted = {(split, lang): path for split, lang, path in a.ref_out}
     have = {(split, lang) for split in ("valid", "test") for lang in data[split]["refs"]}
     if set(wanted) != have or bool(a.train_lang) != (data["train"]["lang"] is not None):
         raise KdgridError(f"the corpus has references {sorted(have)} but the workflow asked for "
                           f"{sorted(wanted)}: corpus.multiway and the target languages disagree")
+    for split, (src_out, tgt_out) in (("train", a.train), ("valid", a.valid), ("test", a.test)):
+        corpus.write_lines(src_out, data[split]["src"])
+        corpus.write_lines(tgt_out, data[split]["tgt"])
     for (split, lang), path in wanted.items():
         corpus.write_lines(path, data[split]["refs"][lang])
     if a.train_lang:
         corpus.write_lines(a.train_lang, data["train"]["lang"])
     write_json(a.stats, {"source": p["source"], "splits": data["stats"]})
+
+
+def _require(params: dict, keys, option: str) -> None:
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise KdgridError(f"{option}: missing key(s) {', '.join(missing)}")
 
 
 def cmd_vocab(a) -> None:
@@ -64,10 +70,13 @@ def cmd_vocab(a) -> None:
     if len(a.encode) != len(a.encoded):
         raise KdgridError("--encode and --encoded need the same number of files")
     p = _json(a.params, "--params")
+    _require(p, ("size", "model_type", "character_coverage", "max_sentences", "seed"), "--params")
+    texts = [read_lines(src) for src in a.encode]  # read every input before writing any output
     v = vocab.train(a.train_text, a.model, p["size"], p["model_type"], p["character_coverage"],
                     p["max_sentences"], p["seed"], a.threads)
-    for src, dst in zip(a.encode, a.encoded):
-        save_ids(dst, v.encode(read_lines(src), threads=a.threads))
+    encoded = [v.encode(lines, threads=a.threads) for lines in texts]
+    for ids, dst in zip(encoded, a.encoded):
+        save_ids(dst, ids)
 
 
 def cmd_encode(a) -> None:
@@ -82,11 +91,13 @@ def cmd_train(a) -> None:
     import torch
 
     from kdgrid.batching import load_ids
+    from kdgrid.devices import init_distributed
     from kdgrid.models import build
     from kdgrid.train import Trainer, train_config
     from kdgrid.vocab import MASK, Vocab
 
     _threads(a.threads)
+    init_distributed()  # torchrun workers (a job with --gpus > 1, or gloo on CPUs)
     v = Vocab.load(a.vocab)
     tcfg = train_config(_json(a.train_params, "--train-params"))
     model_cfg = {**_json(a.model_params, "--model-params"), **v.model_ids()}
@@ -96,53 +107,36 @@ def cmd_train(a) -> None:
     model = build(a.kind, model_cfg).to(_device())
     meta = {**_json(a.labels, "--labels"), "model_config": model_cfg, "seed": tcfg.seed,
             "vocab_sha256": v.sha256, "vocab_model": v.proto}
-    trainer = Trainer(model, (load_ids(a.train_src), load_ids(a.train_tgt)),
-                      (load_ids(a.valid_src), load_ids(a.valid_tgt)), tcfg, a.work_dir, meta)
+    sides = {}
+    for split in ("train", "valid"):
+        src_path, tgt_path = getattr(a, f"{split}_src"), getattr(a, f"{split}_tgt")
+        src, tgt = load_ids(src_path), load_ids(tgt_path)
+        if len(src) != len(tgt):
+            raise KdgridError(f"{src_path} has {len(src)} sentences but {tgt_path} has {len(tgt)}; "
+                              "rerun the rules that wrote them")
+        sides[split] = (src, tgt)
+    trainer = Trainer(model, sides["train"], sides["valid"], tcfg, a.work_dir, meta)
     trainer.run(a.out)
 
 
 def _load_for_decoding(model_path, vocab_path):
-    from kdgrid.checkpoint import load_model
-    from kdgrid.vocab import Vocab
+    from kdgrid.checkpoint import load_for_decoding
 
-    model, meta = load_model(model_path, _device())
-    v = Vocab.load(vocab_path)
-    if meta.get("vocab_sha256") != v.sha256:
-        raise KdgridError(f"{model_path} was trained with a different vocabulary than {vocab_path}; "
-                          "rerun its training rule")
-    return model, meta, v
+    return load_for_decoding(model_path, vocab_path, _device())
 
 
 def cmd_distill(a) -> None:
-    from kdgrid.corpus import read_lines, write_lines
-    from kdgrid.translate import translate
+    from kdgrid.distill import distill_shard
 
-    if not 0 <= a.shard < a.shards:
-        raise KdgridError(f"--shard {a.shard} is outside 0..{a.shards - 1}")
     _threads(a.threads)
-    p = _json(a.params, "--params")
-    model, _, v = _load_for_decoding(a.model, a.vocab)
-    lines = read_lines(a.src)
-    lo, hi = a.shard * len(lines) // a.shards, (a.shard + 1) * len(lines) // a.shards
-    opts = {k: p[k] for k in p if k not in ("kind", "max_tokens")}
-    opts["method"] = p["kind"]
-    if "seed" in opts:  # each shard draws its own random numbers
-        opts["seed"] = int(opts["seed"]) * 100_003 + a.shard
-    texts, _ = translate(model, v, lines[lo:hi], opts, p["max_tokens"], a.threads,
-                         what=f"distill shard {a.shard + 1}/{a.shards}")
-    write_lines(a.out, texts)
+    distill_shard(a.model, a.vocab, a.src, a.out, a.shard, a.shards, a.chunk,
+                  _json(a.params, "--params"), _device(), a.threads)
 
 
 def cmd_gather(a) -> None:
-    from kdgrid.corpus import iter_lines, write_lines
+    from kdgrid.distill import gather
 
-    expected = sum(1 for _ in iter_lines(a.src))
-    counts = [sum(1 for _ in iter_lines(path)) for path in a.shards]
-    if sum(counts) != expected:
-        shown = ", ".join(f"{path}: {n}" for path, n in zip(a.shards, counts))
-        raise KdgridError(f"the {len(a.shards)} shards hold {sum(counts)} lines but {a.src} has "
-                          f"{expected} ({shown}); rerun the distill jobs of the short shards")
-    write_lines(a.out, (line for path in a.shards for line in iter_lines(path)))
+    gather(a.src, a.shards, a.out, a.count)
 
 
 def cmd_evaluate(a) -> None:
@@ -152,6 +146,8 @@ def cmd_evaluate(a) -> None:
 
     _threads(a.threads)
     p = _json(a.params, "--params")
+    _require(p, ("max_tokens",), "--params")
+    labels = _json(a.labels, "--labels")
     model, meta, v = _load_for_decoding(a.model, a.vocab)
     src = [s for s, _ in read_parallel(a.src, a.ref[0])]
     refs = [read_lines(r) for r in a.ref]
@@ -162,7 +158,6 @@ def cmd_evaluate(a) -> None:
     hyps, stats = translate(model, v, src, opts, p["max_tokens"], a.threads, what="evaluate")
     write_lines(a.hyp, hyps)
     scores = bleu.score(hyps, refs)
-    labels = _json(a.labels, "--labels")
     write_json(a.scores, {**labels, **scores, "references": [str(r) for r in a.ref], "decode": stats,
                           "decode_options": opts, "parameters": sum(x.numel() for x in model.parameters()),
                           "updates": meta.get("updates"), "model": a.model})
@@ -256,23 +251,32 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(o, required=True)
 
     p = verb("train", cmd_train, "train any model kind (teachers and students)")
+    p.add_argument("--gpus", type=int, default=0,
+                   help="GPUs the scheduler gave this job (the rule's gpu resource); 0: any visible")
     for o in ("--kind", "--model-params", "--train-params", "--vocab", "--train-src", "--train-tgt",
               "--valid-src", "--valid-tgt", "--out", "--work-dir"):
         p.add_argument(o, required=True)
     p.add_argument("--labels", default="{}")
 
     p = verb("distill", cmd_distill, "translate one shard of the training sources with a teacher")
+    p.add_argument("--gpus", type=int, default=0,
+                   help="GPUs the scheduler gave this job (the rule's gpu resource); 0: any visible")
     for o in ("--model", "--vocab", "--src", "--out", "--params"):
         p.add_argument(o, required=True)
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--shards", type=int, default=1)
+    p.add_argument("--chunk", type=int, default=5000,
+                   help="sentences per resumable chunk (finished chunks survive a killed job)")
 
     p = verb("gather", cmd_gather, "concatenate distillation shards, checking the line count")
     p.add_argument("--src", required=True)
     p.add_argument("--shards", nargs="+", required=True)
+    p.add_argument("--count", type=int, help="the number of shards expected (default: as given)")
     p.add_argument("--out", required=True)
 
     p = verb("evaluate", cmd_evaluate, "decode a test set and score it (BLEU, chrF, speed)")
+    p.add_argument("--gpus", type=int, default=0,
+                   help="GPUs the scheduler gave this job (the rule's gpu resource); 0: any visible")
     for o in ("--model", "--vocab", "--src", "--hyp", "--scores", "--params"):
         p.add_argument(o, required=True)
     p.add_argument("--ref", nargs="+", required=True, help="one file per reference (multi-way: per language)")
@@ -314,9 +318,28 @@ VERBS = ("prepare", "vocab", "encode", "train", "distill", "gather", "evaluate",
          "language_mix", "aggregate")
 
 
+def _place(args, argv: list[str]) -> int | None:
+    """Give a job the GPUs its rule asked for (`--gpus N`). A training job with N > 1 reruns
+    itself as N torchrun workers; returns their exit code, or None to go on in this process."""
+    import os
+
+    from kdgrid import devices
+
+    if getattr(args, "gpus", 0) <= 0 or os.environ.get(devices.LAUNCHED):
+        return None
+    devices.claim(args.gpus)
+    if args.verb == "train" and args.gpus > 1:
+        return devices.launch_torchrun(args.gpus, devices.strip_gpus(argv))
+    return None
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     try:
+        code = _place(args, argv)
+        if code is not None:
+            return code
         args.fn(args)
     except KdgridError as e:
         print(f"kdgrid {args.verb}: error: {e}", file=sys.stderr)

@@ -33,6 +33,8 @@ def iter_lines(path):
                 yield text.rstrip("\n").rstrip("\r")
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise KdgridError(f"{path}: corrupt or truncated gzip data after line {n} ({e})") from None
+    except OSError as e:  # a directory, no permission, an I/O error
+        raise KdgridError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def read_lines(path) -> list[str]:

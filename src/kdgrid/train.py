@@ -4,6 +4,11 @@ The Trainer only calls `model.loss(batch, label_smoothing) -> (loss, logs)`; it 
 model kinds. It owns: Adam with inverse-sqrt warmup, token-budget batches, gradient accumulation,
 validation with best-checkpoint keeping, atomic checkpoints and exact resume (model, optimizer,
 position in the epoch and RNG state), SIGTERM handling, and a progress line in the log.
+
+Data parallelism (torchrun, one process per GPU): an update is a fixed group of `update_freq`
+token-budget batches whatever the number of processes; each process takes its share of the group
+and the gradients are summed across processes before the step. So the updates, and the results,
+do not depend on how many GPUs a job got.
 """
 
 from __future__ import annotations
@@ -45,14 +50,43 @@ class TrainConfig:
     log_every: int = 100
     max_len: int = 256  # training pairs with a longer side are skipped (counted in the log)
     seed: int = 1
+    tokens_per_update: int = 0  # > 0: update_freq = ceil(tokens_per_update / max_tokens)
+    save_every: int = 0  # also checkpoint every N updates (0: at validations only)
+    bf16: str = "auto"  # bfloat16 autocast: "auto" (on GPUs that support it), "true", "false"
+    compile: bool = False  # torch.compile the model's loss
+
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):  # JSON params: a number must arrive as a number
+            value, default = getattr(self, f.name), f.default
+            wanted = (bool,) if isinstance(default, bool) else (int,) if isinstance(default, int) \
+                else (int, float) if isinstance(default, float) else None
+            if wanted and (not isinstance(value, wanted) or (bool not in wanted and isinstance(value, bool))):
+                raise ValueError(f"{f.name} must be a {type(default).__name__}, got {value!r}")
         self.adam_betas = tuple(self.adam_betas)
         if self.max_updates <= 0 and self.max_epochs <= 0:
             raise ValueError("set max_updates or max_epochs (> 0), or training never stops")
         for name in ("max_tokens", "update_freq", "valid_every", "log_every", "max_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name, ok in (("lr", self.lr > 0), ("adam_eps", self.adam_eps > 0),
+                         ("label_smoothing", 0 <= self.label_smoothing < 1),
+                         ("weight_decay", self.weight_decay >= 0), ("clip_norm", self.clip_norm >= 0)):
+            if not ok:
+                raise ValueError(f"{name} is out of range, got {getattr(self, name)}")
+        for name in ("tokens_per_update", "save_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self.bf16 = str(self.bf16).lower()
+        if self.bf16 not in ("auto", "true", "false"):
+            raise ValueError(f"bf16 must be auto, true or false, got {self.bf16}")
+        if self.tokens_per_update:
+            self.update_freq = max(1, math.ceil(self.tokens_per_update / self.max_tokens))
+
+
+# Options that change neither the updates nor the weights: a checkpoint written under other
+# values of these is resumed.
+NOT_FINGERPRINTED = ("log_every", "save_every", "compile")
 
 
 def train_config(params: dict) -> TrainConfig:
@@ -62,7 +96,7 @@ def train_config(params: dict) -> TrainConfig:
         raise KdgridError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
     try:
         return TrainConfig(**params)
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
         raise KdgridError(f"training options: {e}") from None
 
 
@@ -72,24 +106,44 @@ def learning_rate(cfg: TrainConfig, update: int) -> float:
     return cfg.lr * math.sqrt(max(cfg.warmup_updates, 1) / max(update, 1))
 
 
+def _distributed() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class Trainer:
     def __init__(self, model, train: tuple[Ids, Ids], valid: tuple[Ids, Ids], cfg: TrainConfig,
                  work_dir, meta: dict):
         self.model, self.cfg, self.meta = model, cfg, meta
         self.device = next(model.parameters()).device
+        self.rank, self.world = _distributed()
+        self.main = self.rank == 0  # the process that writes files and logs
         self.specials = (model.cfg.pad, model.cfg.bos, model.cfg.eos)
         self.train_src, self.train_tgt, self.keep = self._usable(*train, "training")
         self.valid = valid
         self.work = Path(work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
+        settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_FINGERPRINTED}
         self.fingerprint = hashlib.sha256(json.dumps(
-            {"train": dataclasses.asdict(cfg), "model": meta.get("model_config"), "kind": model.kind},
+            {"train": settings, "model": meta.get("model_config"), "kind": model.kind},
             sort_keys=True, default=str).encode()).hexdigest()[:16]
         self.optim = torch.optim.Adam(model.parameters(), lr=cfg.warmup_init_lr, betas=cfg.adam_betas,
                                       eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
         self.state = {"update": 0, "epoch": 1, "batch": 0, "best": math.inf, "bad_valids": 0,
                       "history": []}
-        self._stop_signal = None
+        self._stop_signal = None  # set by the SIGTERM handler
+        self._stop_agreed = False  # with several processes: set once every process knows
+        self.bf16 = cfg.bf16 == "true" or (cfg.bf16 == "auto" and self.device.type == "cuda"
+                                           and torch.cuda.is_bf16_supported())
+        # compile the loss only: generate() has data-dependent loops that gain nothing from it
+        self._compiled = torch.compile(model.loss, dynamic=True) if cfg.compile else None
+
+    def _log(self, message: str) -> None:
+        if self.main:
+            log(message)
 
     def _usable(self, src: Ids, tgt: Ids, what: str):
         if len(src) != len(tgt):
@@ -99,7 +153,7 @@ class Trainer:
         if len(keep) == 0:
             raise KdgridError(f"{what} data: no usable sentence pair (all empty or longer than "
                               f"max_len {self.cfg.max_len})")
-        if len(keep) < len(src):
+        if len(keep) < len(src) and self.main:
             log(f"{what} data: skipping {len(src) - len(keep)} of {len(src)} pairs "
                 f"(empty, or a side longer than max_len {self.cfg.max_len})")
         return src, tgt, keep
@@ -115,11 +169,43 @@ class Trainer:
         batch = collate([src[i] for i in idx], [tgt[i] for i in idx], *self.specials)
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
+    def _loss(self, batch: dict, label_smoothing: float):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return (self._compiled or self.model.loss)(batch, label_smoothing=label_smoothing)
+
     # -- checkpoints ------------------------------------------------------------------------
+    def _rng_state(self) -> dict:
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.world == 1:
+            return {"per_rank": [rng]}
+        import torch.distributed as dist
+
+        every = [None] * self.world
+        dist.all_gather_object(every, rng)  # each process has its own dropout stream
+        return {"per_rank": every}
+
+    def _set_rng_state(self, saved) -> None:
+        if torch.is_tensor(saved):  # checkpoints of kdgrid before multi-process training
+            saved = {"per_rank": [{"cpu": saved}]}
+        per_rank = saved["per_rank"]
+        if len(per_rank) != self.world:
+            log(f"the checkpoint was written by {len(per_rank)} process(es), this run has "
+                f"{self.world}: dropout draws continue from fresh seeds")
+            torch.manual_seed(self.cfg.seed + 1_000_003 * self.rank + self.state["update"])
+            return
+        mine = per_rank[self.rank]
+        torch.set_rng_state(mine["cpu"])
+        if "cuda" in mine and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda"], self.device)
+
     def _save_state(self) -> None:
+        rng = self._rng_state()  # collective: every process takes part
+        if not self.main:
+            return
         payload = {"fingerprint": self.fingerprint, "state": self.state,
-                   "model": self.model.state_dict(), "optim": self.optim.state_dict(),
-                   "rng": torch.get_rng_state()}
+                   "model": self.model.state_dict(), "optim": self.optim.state_dict(), "rng": rng}
         last, prev = self.work / "last.pt", self.work / "prev.pt"
         with atomic_output(self.work / "last.pt.new", "path") as tmp:
             torch.save(payload, tmp)
@@ -139,21 +225,22 @@ class Trainer:
                     "trying the previous one")
                 continue
             if payload.get("fingerprint") != self.fingerprint:
-                log(f"checkpoint {path} was written for different settings; starting a fresh run "
-                    f"(old checkpoints kept in {self.work}/stale/)")
-                stale = self.work / "stale"
-                stale.mkdir(exist_ok=True)
-                for f in ("last.pt", "prev.pt", "best.pt"):
-                    if (self.work / f).exists():
-                        (self.work / f).replace(stale / f)
+                self._log(f"checkpoint {path} was written for different settings; starting a fresh "
+                          f"run (old checkpoints kept in {self.work}/stale/)")
+                if self.main:
+                    stale = self.work / "stale"
+                    stale.mkdir(exist_ok=True)
+                    for f in ("last.pt", "prev.pt", "best.pt"):
+                        if (self.work / f).exists():
+                            (self.work / f).replace(stale / f)
                 return
             self.model.load_state_dict(payload["model"])
             self.optim.load_state_dict(payload["optim"])
-            torch.set_rng_state(payload["rng"])
             self.state = payload["state"]
+            self._set_rng_state(payload["rng"])
             s = self.state
-            log(f"resuming from {path}: update {s['update']}, epoch {s['epoch']}, "
-                f"batch {s['batch']}, best valid loss {s['best']:.4f}")
+            self._log(f"resuming from {path}: update {s['update']}, epoch {s['epoch']}, "
+                      f"batch {s['batch']}, best valid loss {s['best']:.4f}")
             return
         if any((self.work / n).exists() for n in ("last.pt", "prev.pt")):
             raise KdgridError(f"{self.work}: every checkpoint there is unreadable; delete the "
@@ -164,14 +251,15 @@ class Trainer:
     def validate(self) -> dict:
         """Token-weighted valid losses. Students whose loss draws noise (masks, deletions, latent
         samples) get the same draws at every validation, from a forked RNG, so validations are
-        comparable and the training RNG stream is untouched (exact resume)."""
+        comparable and the training RNG stream is untouched (exact resume). Every process
+        validates on the whole set, so all of them take the same early-stopping decisions."""
         self.model.eval()
         src, tgt = self.valid
         totals, weight = {}, 0
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.cfg.seed)
             for idx in token_batches(src.lengths, tgt.lengths, self.cfg.max_tokens):
-                _, logs = self.model.loss(self._collate(src, tgt, idx), label_smoothing=0.0)
+                _, logs = self._loss(self._collate(src, tgt, idx), label_smoothing=0.0)
                 n = logs.pop("ntokens")
                 weight += n
                 for k, v in logs.items():
@@ -182,6 +270,11 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------
     def _on_sigterm(self, signum, frame):
         self._stop_signal = signum
+
+    @property
+    def _stopping(self) -> bool:
+        # Processes stop together, after the update in which any of them was signalled.
+        return self._stop_signal is not None if self.world == 1 else self._stop_agreed
 
     def _done(self) -> bool:
         s, c = self.state, self.cfg
@@ -200,49 +293,86 @@ class Trainer:
         improved = scores["loss"] < s["best"]
         if improved:
             s["best"], s["bad_valids"] = scores["loss"], 0
-            with atomic_output(self.work / "best.pt", "path") as tmp:
-                torch.save(self.model.state_dict(), tmp)
+            if self.main:
+                with atomic_output(self.work / "best.pt", "path") as tmp:
+                    torch.save(self.model.state_dict(), tmp)
         else:
             s["bad_valids"] += 1
         s["history"].append({"update": s["update"], "epoch": s["epoch"], **scores})
         shown = " ".join(f"{k} {v:.4f}" for k, v in scores.items())
-        log(f"valid | update {s['update']} | {shown}{' | best' if improved else ''}")
+        self._log(f"valid | update {s['update']} | {shown}{' | best' if improved else ''}")
         self._save_state()
 
     def run(self, output) -> dict:
         self._resume()
-        if self.state["update"] == 0:
-            torch.manual_seed(self.cfg.seed)  # dropout stream; a resumed run restores its own
+        if self.state["update"] == 0:  # dropout stream; a resumed run restores its own
+            torch.manual_seed(self.cfg.seed + 1_000_003 * self.rank)
         self.model.train()
         old = signal.signal(signal.SIGTERM, self._on_sigterm)
+        c = self.cfg
         batches_per_epoch = len(self._epoch_batches(1))
-        total = self.cfg.max_updates or (self.cfg.max_epochs * math.ceil(batches_per_epoch / self.cfg.update_freq))
+        total = c.max_updates or (c.max_epochs * math.ceil(batches_per_epoch / c.update_freq))
         progress = Progress("train", total, done=self.state["update"])
-        log(f"training {self.model.kind}: {sum(p.numel() for p in self.model.parameters()):,} "
-            f"parameters, {len(self.keep):,} pairs, {batches_per_epoch} batches/epoch, "
-            f"{total} updates planned, {torch.get_num_threads()} threads")
+        self._log(f"training {self.model.kind}: {sum(p.numel() for p in self.model.parameters()):,} "
+                  f"parameters, {len(self.keep):,} pairs, {batches_per_epoch} batches/epoch, "
+                  f"{c.update_freq} batch(es) per update over {self.world} process(es), "
+                  f"{total} updates planned, {torch.get_num_threads()} threads, device "
+                  f"{self.device}{', bf16 autocast' if self.bf16 else ''}"
+                  f"{', compiled' if c.compile else ''}")
         try:
-            while not self._done() and self._stop_signal is None:
+            while not self._done() and not self._stopping:
                 self._train_epoch(progress)
-            if self._stop_signal is not None:
-                log(f"received signal {self._stop_signal}: checkpoint saved at update "
-                    f"{self.state['update']}; rerun to resume")
+            if self._stopping:
                 self._save_state()
+                self._log(f"received signal {self._stop_signal}: checkpoint saved at update "
+                          f"{self.state['update']}; rerun to resume")
                 sys.exit(143)
             if not self.state["history"] or self.state["history"][-1]["update"] != self.state["update"]:
                 self._validate_and_save()
         finally:
             signal.signal(signal.SIGTERM, old)
+        if self.main:
+            self._finish(output)
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+        return self.state
+
+    def _finish(self, output) -> None:
         best = torch.load(self.work / "best.pt", map_location="cpu", weights_only=True)
         self.model.load_state_dict(best)
         checkpoint.save_model(output, self.model, {**self.meta, "train_config": dataclasses.asdict(self.cfg),
                                                    "history": self.state["history"],
-                                                   "updates": self.state["update"]})
+                                                   "updates": self.state["update"],
+                                                   "processes": self.world})
         for name in ("last.pt", "prev.pt", "best.pt"):  # the run is complete: a rerun starts over
             (self.work / name).unlink(missing_ok=True)
         with atomic_output(self.work / "history.json") as f:
             json.dump(self.state["history"], f, indent=1)
-        return self.state
+
+    def _sync(self, ntok: int) -> int:
+        """Sum gradients and token counts over processes; agree on a stop signal. Returns the
+        update's token count over all processes."""
+        if self.world == 1:
+            return ntok
+        import torch.distributed as dist
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        # A parameter no process used keeps grad None (Adam skips it), as in one process.
+        used = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=self.device)
+        flags = torch.tensor([ntok, int(self._stop_signal is not None)], dtype=torch.int64, device=self.device)
+        dist.all_reduce(used, op=dist.ReduceOp.MAX)
+        dist.all_reduce(flags)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch._utils._flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        for p, g, u in zip(params, torch._utils._unflatten_dense_tensors(flat, grads), used.tolist()):
+            p.grad = g if u else None
+        if flags[1] > 0:
+            self._stop_agreed = True
+            self._stop_signal = self._stop_signal or signal.SIGTERM
+        return int(flags[0])
 
     def _train_epoch(self, progress: Progress) -> None:
         s, c = self.state, self.cfg
@@ -251,14 +381,15 @@ class Trainer:
             group = batches[s["batch"]: s["batch"] + c.update_freq]
             self.optim.zero_grad(set_to_none=True)
             logs_sum, ntok = {}, 0
-            for idx in group:
-                loss, logs = self.model.loss(self._collate(self.train_src, self.train_tgt, idx),
-                                             label_smoothing=c.label_smoothing)
+            for idx in group[self.rank::self.world]:  # this process's share of the update
+                loss, logs = self._loss(self._collate(self.train_src, self.train_tgt, idx),
+                                        label_smoothing=c.label_smoothing)
                 (loss / len(group)).backward()
                 n = logs.pop("ntokens")
                 ntok += n
                 for k, v in logs.items():
                     logs_sum[k] = logs_sum.get(k, 0.0) + float(v) * n
+            total_tokens = self._sync(ntok)
             if c.clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
             s["update"] += 1
@@ -266,13 +397,15 @@ class Trainer:
                 group_["lr"] = learning_rate(c, s["update"])
             self.optim.step()
             s["batch"] += len(group)
-            progress.step(tokens=ntok)
-            if s["update"] % c.log_every == 0:
-                shown = " ".join(f"{k} {v / ntok:.3f}" for k, v in logs_sum.items())
+            progress.step(tokens=total_tokens)
+            if s["update"] % c.log_every == 0 and self.main:
+                shown = " ".join(f"{k} {v / max(ntok, 1):.3f}" for k, v in logs_sum.items())
                 progress.report(f"epoch {s['epoch']} | {shown} | lr {learning_rate(c, s['update']):.2e}")
             if s["update"] % c.valid_every == 0:
                 self._validate_and_save()
-            if self._done() or self._stop_signal is not None:
+            elif c.save_every and s["update"] % c.save_every == 0:
+                self._save_state()
+            if self._done() or self._stopping:
                 return
         s["epoch"] += 1
         s["batch"] = 0

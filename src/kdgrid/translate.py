@@ -7,6 +7,7 @@ import time
 import torch
 
 from kdgrid.batching import pad_stack, token_batches
+from kdgrid.errors import KdgridError
 from kdgrid.progress import Progress, log
 from kdgrid.vocab import EOS, PAD, Vocab
 
@@ -27,7 +28,14 @@ def translate(model, vocab: Vocab, lines: list[str], options: dict, max_tokens: 
         opts = dict(options)
         if opts.get("seed") is not None:
             opts["seed"] = int(opts["seed"]) * 1_000_003 + number
-        for i, hyp in zip(batch, model.generate(src, **opts)):
+        try:
+            hyps = model.generate(src, **opts)
+        except TypeError as e:  # an option the model's decoder does not take
+            if "argument" not in str(e):
+                raise
+            raise KdgridError(f"decoding options {sorted(opts)} do not fit model kind "
+                              f"{model.kind!r}: {e}") from None
+        for i, hyp in zip(batch, hyps):
             out[i] = hyp
         progress.step(len(batch), tokens=len(batch))
         if time.perf_counter() - last > report_every:

@@ -17,6 +17,7 @@ from kdgrid.corpus import iter_lines
 from kdgrid.errors import KdgridError, atomic_output
 
 PAD, UNK, BOS, EOS, MASK = 0, 1, 2, 3, 4
+MODEL_TYPES = ("unigram", "bpe", "char", "word")
 
 
 class Vocab:
@@ -58,8 +59,17 @@ def train(text_files, model_path, size: int, model_type: str = "unigram",
           character_coverage: float = 1.0, max_sentences: int = 0, seed: int = 1,
           threads: int = 1) -> Vocab:
     """Train a joint model on the lines of `text_files` (e.g. train.src and train.tgt)."""
-    if size <= 5:
-        raise KdgridError(f"vocab size must exceed the 5 special symbols, got {size}")
+    if not isinstance(size, int) or size <= 5:
+        raise KdgridError(f"vocab size (vocab.size) must exceed the 5 special symbols, got {size!r}")
+    if model_type not in MODEL_TYPES:
+        raise KdgridError(f"vocab model type (vocab.model_type) {model_type!r} is not one of "
+                          f"{', '.join(MODEL_TYPES)}")
+    if not 0 < character_coverage <= 1:
+        raise KdgridError(f"vocab character coverage (vocab.character_coverage) must be in (0, 1], "
+                          f"got {character_coverage}")
+    for path in text_files:  # before training: name the empty file, not sentencepiece's internals
+        if not any(line.strip() for line in iter_lines(path)):
+            raise KdgridError(f"{path}: empty corpus (no non-blank line to train the vocabulary on)")
     lines = itertools.chain.from_iterable(iter_lines(p) for p in text_files)
     buf = io.BytesIO()
     spm.set_random_generator_seed(seed)
@@ -71,7 +81,7 @@ def train(text_files, model_path, size: int, model_type: str = "unigram",
             input_sentence_size=max_sentences, shuffle_input_sentence=max_sentences > 0,
             hard_vocab_limit=False, num_threads=threads, minloglevel=2,
         )
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:
         raise KdgridError(f"sentencepiece training on {', '.join(map(str, text_files))} failed: {e}") from None
     with atomic_output(model_path, "wb") as f:
         f.write(buf.getvalue())

@@ -29,6 +29,7 @@ COLUMNS = ["raw"] + DISTILLED
 THREADS = config["compute"]["threads"]
 SHARDS = config["distill"]["shards"]
 SPLITS = ["train", "valid", "test"]
+ENV = str(Path(workflow.basedir) / "envs" / "kdgrid.yaml")  # for `--sdm conda`
 SIDES = ["src", "tgt"]
 
 
@@ -85,8 +86,14 @@ def teacher_model(name):
     }
 
 
+def accelerator():
+    """GPU switches of the config, passed to every training job."""
+    return {"bf16": str(config["compute"]["bf16"]).lower(), "compile": config["compute"]["compile"]}
+
+
 def teacher_train(name):
-    return {**config["teacher"]["train"], **config["teacher_sizes"][name].get("train", {})}
+    return {**config["teacher"]["train"], **config["teacher_sizes"][name].get("train", {}),
+            **accelerator()}
 
 
 def teacher_decode():
@@ -98,7 +105,7 @@ def method_params(name):
 
 
 def student_train(name):
-    return {**config["student"]["train"], **config["students"][name].get("train", {})}
+    return {**config["student"]["train"], **config["students"][name].get("train", {}), **accelerator()}
 
 
 def student_decode(name):

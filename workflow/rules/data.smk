@@ -19,6 +19,8 @@ MULTIWAY_OUTPUTS = (
 
 
 rule prepare:
+    conda:
+        ENV
     input:
         corpus_inputs,
     output:
@@ -41,6 +43,8 @@ rule prepare:
 
 
 rule vocab:
+    conda:
+        ENV
     input:
         text=[f"{R}/data/{s}.{side}" for s in SPLITS for side in SIDES],
     output:

@@ -5,6 +5,8 @@ EFLOMAL = q(config["metrics"]["eflomal"])
 
 
 rule align_raw:
+    conda:
+        ENV
     input:
         src=f"{R}/data/train.src",
         tgt=f"{R}/data/train.tgt",
@@ -23,6 +25,8 @@ rule align_raw:
 
 
 rule align_distilled:
+    conda:
+        ENV
     input:
         src=f"{R}/data/train.src",
         real=f"{R}/data/train.tgt",
@@ -44,6 +48,8 @@ rule align_distilled:
 
 
 rule data_metrics_raw:
+    conda:
+        ENV
     input:
         src=f"{R}/data/train.src",
         tgt=f"{R}/data/train.tgt",
@@ -61,6 +67,8 @@ rule data_metrics_raw:
 
 
 rule data_metrics_distilled:
+    conda:
+        ENV
     input:
         src=f"{R}/data/train.src",
         real=f"{R}/data/train.tgt",
@@ -81,6 +89,8 @@ rule data_metrics_distilled:
 
 
 rule align_teacher_valid:
+    conda:
+        ENV
     input:
         src=f"{R}/data/valid.src",
         real=f"{R}/data/valid.tgt",
@@ -100,6 +110,8 @@ rule align_teacher_valid:
 
 
 rule teacher_valid_metrics:
+    conda:
+        ENV
     input:
         src=f"{R}/data/valid.src",
         real=f"{R}/data/valid.tgt",

@@ -14,6 +14,8 @@ def language_files():
 
 
 rule aggregate:
+    conda:
+        ENV
     input:
         scores=[f"{R}/students/{s}/{d}/scores.json" for s, d in cells()],
         teachers=[f"{R}/teachers/{t}/{split}.scores.json" for t in TEACHERS for split in ("valid", "test")],

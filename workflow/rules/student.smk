@@ -8,6 +8,8 @@ def student_targets(wildcards):
 
 
 rule train_student:
+    conda:
+        ENV
     input:
         vocab=VOCAB,
         train_src=f"{R}/vocab/train.src.npz",
@@ -23,6 +25,8 @@ rule train_student:
         labels=lambda w: q({"role": "student", **data_labels(w.student, w.data)}),
         work=lambda w: f"{R}/students/{w.student}/{w.data}/train",
     threads: THREADS
+    resources:
+        gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
     log:
         f"{R}/logs/train_student/{{student}}.{{data}}.log",
     benchmark:
@@ -32,10 +36,12 @@ rule train_student:
         " --train-params {params.train} --labels {params.labels} --vocab {input.vocab}"
         " --train-src {input.train_src} --train-tgt {input.train_tgt}"
         " --valid-src {input.valid_src} --valid-tgt {input.valid_tgt}"
-        " --out {output} --work-dir {params.work} --threads {threads} 2> {log}"
+        " --out {output} --work-dir {params.work} --threads {threads} --gpus {resources.gpu} 2> {log}"
 
 
 rule evaluate_student:
+    conda:
+        ENV
     input:
         model=f"{R}/students/{{student}}/{{data}}/model.pt",
         vocab=VOCAB,
@@ -48,9 +54,11 @@ rule evaluate_student:
         decode=lambda w: q(student_decode(w.student)),
         labels=lambda w: q(data_labels(w.student, w.data)),
     threads: THREADS
+    resources:
+        gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
     log:
         f"{R}/logs/evaluate_student/{{student}}.{{data}}.log",
     shell:
         "python -m kdgrid evaluate --model {input.model} --vocab {input.vocab} --src {input.src}"
         " --ref {input.ref} --hyp {output.hyp} --scores {output.scores} --params {params.decode}"
-        " --labels {params.labels} --threads {threads} 2> {log}"
+        " --labels {params.labels} --threads {threads} --gpus {resources.gpu} 2> {log}"

@@ -26,6 +26,7 @@ class CMLMConfig(ModelConfig):
     max_iter: int = 10  # T - 1: iterations after the first all-mask pass
 
     def __post_init__(self):
+        super().__post_init__()
         if self.length_beam < 1 or self.max_iter < 0:
             raise ValueError("length_beam must be positive and max_iter non-negative")
 

@@ -46,6 +46,7 @@ class FlowSeqConfig(ModelConfig):
     temperature: float = 1.0  # of the noise in noisy parallel decoding
 
     def __post_init__(self):
+        super().__post_init__()
         if self.latent % 2 or self.latent < 2:
             raise ValueError(f"latent must be even and >= 2, got {self.latent}")
         if self.samples < 1 or self.length_beam < 1 or self.flow_steps < 1:

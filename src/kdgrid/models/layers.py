@@ -207,6 +207,16 @@ class ModelConfig:
     attention_dropout: float = 0.0
     pre_norm: bool = True
 
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "ffn", "heads", "encoder_layers", "decoder_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
 
 class EncoderDecoder(nn.Module):
     """Shared embeddings, an encoder and a decoder stack with cross-attention; kinds add heads."""

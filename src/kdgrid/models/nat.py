@@ -24,6 +24,7 @@ class NATConfig(ModelConfig):
     length_beam: int = 1
 
     def __post_init__(self):
+        super().__post_init__()
         if self.decoder_input not in ("copy", "mask"):
             raise ValueError(f"decoder_input must be 'copy' or 'mask', got {self.decoder_input!r}")
         if self.length_beam < 1:

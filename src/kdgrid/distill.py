@@ -1,0 +1,121 @@
+"""Distillation of the training sources by a teacher: one shard per job, resumable by chunks,
+and the gather that checks the shards before joining them."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from kdgrid.checkpoint import load_for_decoding
+from kdgrid.corpus import iter_lines, read_lines, write_lines
+from kdgrid.errors import KdgridError, read_json, write_json
+from kdgrid.progress import Progress, log
+from kdgrid.translate import translate
+
+
+def _sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sha256_lines(lines) -> str:
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode("utf-8") + b"\n")
+    return h.hexdigest()
+
+
+def chunk_seed(seed: int, shard: int, chunk: int) -> int:
+    """Sampling seed of one chunk of one shard: the lines do not depend on which chunks a
+    previous, interrupted run already finished."""
+    return (int(seed) * 100_003 + shard) * 10_007 + chunk
+
+
+def distill_shard(model_path, vocab_path, src, out, shard: int, shards: int, chunk: int,
+                  params: dict, device, threads: int = 1) -> None:
+    """Translate shard `shard` of `shards` of `src` into `out`, chunk by chunk. Finished chunks
+    are kept beside the output (OUT.parts/), so a killed or preempted job resumes where it
+    stopped and writes the very lines an uninterrupted run would."""
+    if not 0 <= shard < shards:
+        raise KdgridError(f"--shard {shard} is outside 0..{shards - 1}")
+    if chunk <= 0:
+        raise KdgridError(f"--chunk must be positive, got {chunk}")
+    missing = [k for k in ("kind", "max_tokens") if k not in params]
+    if missing:
+        raise KdgridError(f"--params: missing key(s) {', '.join(missing)}")
+    model, _, vocab = load_for_decoding(model_path, vocab_path, device)
+    lines = read_lines(src)
+    lo, hi = shard * len(lines) // shards, (shard + 1) * len(lines) // shards
+    lines = lines[lo:hi]
+    opts = {k: v for k, v in params.items() if k not in ("kind", "max_tokens")}
+    opts["method"] = params["kind"]
+    chunks = [(c, lines[c * chunk:(c + 1) * chunk]) for c in range(-(-len(lines) // chunk))]
+
+    parts = Path(f"{out}.parts")
+    key = {"model_sha256": _sha256_file(model_path), "params": params, "shard": [shard, shards],
+           "chunk": chunk, "lines": [lo, hi], "src_sha256": _sha256_lines(lines)}
+    if parts.exists():
+        try:
+            same = read_json(parts / "key.json") == key
+        except KdgridError:
+            same = False
+        if not same:
+            log(f"{parts}: left by a run with other inputs or settings; starting this shard over")
+            shutil.rmtree(parts)
+    if not parts.exists():
+        parts.mkdir(parents=True)
+        write_json(parts / "key.json", key)
+
+    done = {c for c, _ in chunks if (parts / f"{c:06d}.txt").exists()}
+    if done:
+        log(f"resuming shard {shard}: {len(done)} of {len(chunks)} chunks already done in {parts}")
+    progress = Progress(f"distill shard {shard + 1}/{shards}", len(lines), unit="sent",
+                        done=sum(len(lines_) for c, lines_ in chunks if c in done))
+    try:
+        for c, lines_ in chunks:
+            if c in done:
+                continue
+            chunk_opts = dict(opts)
+            if "seed" in opts:
+                chunk_opts["seed"] = chunk_seed(opts["seed"], shard, c)
+            texts, _ = translate(model, vocab, lines_, chunk_opts, params["max_tokens"], threads,
+                                 what=f"distill shard {shard + 1}/{shards} chunk {c + 1}/{len(chunks)}")
+            write_lines(parts / f"{c:06d}.txt", texts)
+            progress.step(len(lines_), tokens=len(lines_))
+            progress.report(f"chunk {c + 1}/{len(chunks)}")
+    except KdgridError:
+        if not any(parts.glob("0*.txt")):  # bad options: nothing worth keeping for a rerun
+            shutil.rmtree(parts)
+        raise
+    write_lines(out, (line for c, _ in chunks for line in iter_lines(parts / f"{c:06d}.txt")))
+    shutil.rmtree(parts)
+
+
+def gather(src, shard_paths: list, out, count: int | None = None) -> None:
+    """Join the shards in numeric order (shard 10 after shard 9), after checking that each of
+    0..N-1 is there exactly once and that together they have as many lines as `src`."""
+    numbered = {}
+    for path in shard_paths:
+        stem = Path(path).name.split(".")[0]
+        if not stem.isdigit():
+            raise KdgridError(f"{path}: a shard file must be named <shard number>.tgt")
+        if int(stem) in numbered:
+            raise KdgridError(f"shard {int(stem)} given twice: {numbered[int(stem)]} and {path}")
+        numbered[int(stem)] = path
+    n = len(numbered) if count is None else count
+    missing, extra = sorted(set(range(n)) - set(numbered)), sorted(set(numbered) - set(range(n)))
+    if missing or extra:
+        raise KdgridError(f"expected shards 0..{n - 1}: missing {missing or 'none'}, unexpected "
+                          f"{extra or 'none'}; rerun the distill jobs of the missing shards")
+    ordered = [numbered[k] for k in range(n)]
+    expected = sum(1 for _ in iter_lines(src))
+    counts = [sum(1 for _ in iter_lines(path)) for path in ordered]
+    if sum(counts) != expected:
+        shown = ", ".join(f"{path}: {k}" for path, k in zip(ordered, counts))
+        raise KdgridError(f"the {n} shards hold {sum(counts)} lines but {src} has {expected} "
+                          f"({shown}); rerun the distill jobs of the short shards")
+    write_lines(out, (line for path in ordered for line in iter_lines(path)))
