@@ -10,16 +10,9 @@ from pathlib import Path
 from kdgrid.checkpoint import load_for_decoding
 from kdgrid.corpus import iter_lines, read_lines, write_lines
 from kdgrid.errors import KdgridError, read_json, write_json
+from kdgrid.importers import sha256_of
 from kdgrid.progress import Progress, log
 from kdgrid.translate import translate
-
-
-def _sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _sha256_lines(lines) -> str:
@@ -56,7 +49,7 @@ def distill_shard(model_path, vocab_path, src, out, shard: int, shards: int, chu
     chunks = [(c, lines[c * chunk:(c + 1) * chunk]) for c in range(-(-len(lines) // chunk))]
 
     parts = Path(f"{out}.parts")
-    key = {"model_sha256": _sha256_file(model_path), "params": params, "shard": [shard, shards],
+    key = {"model_sha256": sha256_of(model_path), "params": params, "shard": [shard, shards],
            "chunk": chunk, "lines": [lo, hi], "src_sha256": _sha256_lines(lines)}
     if parts.exists():
         try:

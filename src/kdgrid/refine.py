@@ -28,6 +28,13 @@ class State:
         return State(self.tokens[index], self.scores[index], pick(self.mask), pick(self.aux))
 
 
+def empty_start(src: torch.Tensor, pad: int):
+    """`initial` of the insertion models: every sentence starts empty (one pad column), one
+    candidate per sentence."""
+    empty = torch.full((src.size(0), 1), pad, dtype=torch.long, device=src.device)
+    return State(empty, torch.zeros(empty.shape, device=src.device)), torch.arange(src.size(0), device=src.device)
+
+
 def trim(state: State, pad: int) -> State:
     """Drop padding columns that no row uses."""
     width = max(int(state.tokens.ne(pad).sum(1).max()) if len(state.tokens) else 0, 1)

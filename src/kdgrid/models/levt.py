@@ -20,7 +20,7 @@ from torch import nn
 from kdgrid.models.edits import expert_edits
 from kdgrid.models.layers import EncoderDecoder, ModelConfig, init_linear, key_mask, smoothed_nll
 from kdgrid.models.noise import random_delete
-from kdgrid.refine import State, refine
+from kdgrid.refine import State, empty_start, refine
 
 
 @dataclass(kw_only=True)
@@ -118,8 +118,7 @@ class LevT(EncoderDecoder):
         return refine(self, src, self.cfg.max_iter if max_iter is None else max_iter)
 
     def initial(self, src, memory, src_pad, length_beam: int):
-        empty = torch.full((src.size(0), 1), self.cfg.pad, dtype=torch.long, device=src.device)
-        return State(empty, torch.zeros(empty.shape, device=src.device)), torch.arange(src.size(0), device=src.device)
+        return empty_start(src, self.cfg.pad)
 
     def step(self, state: State, src, memory, src_pad, step: int, max_iter: int) -> State:
         cfg = self.cfg
