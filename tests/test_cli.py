@@ -85,5 +85,5 @@ def test_bad_params_and_missing_model(tmp_path):
     assert_clean_failure(proc, "none.pt: model file not found")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     proc = kdgrid("evaluate", "--model", tmp_path / "junk.pt", "--vocab", tmp_path / "v", "--src", "s",
-                  "--ref", "r", "--hyp", tmp_path / "h", "--scores", tmp_path / "sc", "--params", "{}")
+                  "--ref", "r", "--hyp", tmp_path / "h", "--scores", tmp_path / "sc", "--params", '{"max_tokens": 10}')
     assert_clean_failure(proc, "junk.pt: not a readable model file")
