@@ -4,6 +4,7 @@ grid runs end to end, after which one cell can be rerun alone."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shlex
 
@@ -13,6 +14,8 @@ from conftest import ROOT, TOY, job_counts, snakemake, write_config
 from kdgrid import cli
 
 TOY_MULTIWAY = ROOT / "tests" / "configs" / "toy_multiway.yaml"
+TOY_STUDENTS = ROOT / "tests" / "configs" / "toy_students.yaml"
+ALL_STUDENTS = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "at_student"]
 
 
 def expected_jobs(teachers, methods, students, shards=1, multiway=False):
@@ -167,3 +170,20 @@ def test_every_shipped_config_dry_runs(tmp_path):
         counts = job_counts(proc.stdout)
         g = cfg["grid"]
         assert counts["train_student"] == len(g["students"]) * (1 + len(g["teachers"]) * len(g["methods"])), path
+
+
+def test_full_roster_dry_run_plans_every_student(tmp_path):
+    proc = snakemake(tmp_path, "-n", configfile=TOY_STUDENTS)
+    assert job_counts(proc.stdout) == expected_jobs(["toy"], ["beam"], ALL_STUDENTS)
+
+
+def test_every_student_kind_runs_through_the_workflow(tmp_path):
+    snakemake(tmp_path, "--cores", "2", "--show-failed-logs", configfile=TOY_STUDENTS)
+    rows = list(csv.DictReader(open(tmp_path / "results/toy_students/grid.csv")))
+    assert [r["student"] for r in rows] == [*ALL_STUDENTS, "C(d)", "F(d)"]
+    for row in rows[: len(ALL_STUDENTS)]:
+        for column in ("raw", "toy.beam"):  # a BLEU in every cell
+            assert 0.0 <= float(row[column]) <= 100.0, (row["student"], column)
+    for student in ALL_STUDENTS:
+        scores = json.loads((tmp_path / f"results/toy_students/students/{student}/raw/scores.json").read_text())
+        assert scores["decode"]["sentences"] == 30
