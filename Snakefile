@@ -8,7 +8,11 @@ if not workflow.config_settings.configfiles:  # no --configfile given: the demo 
 
 # Jobs import kdgrid from this checkout even in environments that lack it (`--sdm conda` builds
 # envs/kdgrid.yaml without the package, and clears PYTHONPATH, which a prefix survives).
-shell.prefix(f"export PYTHONPATH={workflow.basedir}/src${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+import shlex
+
+_src = shlex.quote(workflow.basedir + "/src").replace("{", "{{").replace("}", "}}")
+# A custom prefix replaces Snakemake's own `set -euo pipefail`: keep it.
+shell.prefix("set -euo pipefail; export PYTHONPATH=" + _src + "${{PYTHONPATH:+:$PYTHONPATH}}; ")
 
 
 include: "workflow/rules/common.smk"

@@ -9,6 +9,7 @@ A training job given more than one GPU re-runs itself under torchrun, one proces
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -42,23 +43,27 @@ def visible_gpu_count() -> int:
 def claim(n: int, wait_seconds: float = 600.0) -> list[str]:
     """Reserve `n` GPUs for this process and set CUDA_VISIBLE_DEVICES; returns their ids."""
     given = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    if given and os.environ.get("SLURM_JOB_ID"):  # SLURM chose these devices for this job alone
-        if len(given) < n:
-            raise KdgridError(f"the job asked for {n} GPUs but SLURM gave CUDA_VISIBLE_DEVICES="
-                              f"{','.join(given)}; fix the rule's gpu resource in the profile")
-        return given[:n]
-    # Elsewhere the devices are shared by concurrent jobs: lock among the visible ones.
+    slurm_job = os.environ.get("SLURM_JOB_ID")
+    if given and slurm_job and len(given) == n:  # SLURM chose exactly these devices for this job
+        return given
+    # Otherwise the visible devices may be shared by concurrent jobs (a workstation, or Snakemake
+    # running inside one SLURM allocation): lock among them.
     candidates = given or [str(i) for i in range(visible_gpu_count())]
     if len(candidates) < n:
         raise KdgridError(f"the job asked for {n} GPU(s) (resources gpu={n}) but this machine "
                           f"shows {len(candidates)}; run with --resources gpu=<number of GPUs> or "
                           "set the rule's gpu resource to 0 in the profile")
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    lock_dir = LOCK_DIR / f"slurm-{slurm_job}" if slurm_job else LOCK_DIR
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):  # shared by every user of the machine
+        os.chmod(LOCK_DIR, 0o1777)
+        os.chmod(lock_dir, 0o1777)
     deadline = time.monotonic() + wait_seconds
     while True:
         got = []
         for i in candidates:
-            f = open(LOCK_DIR / f"gpu{i}.lock", "a+")
+            fd = os.open(lock_dir / f"gpu{i}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+            f = os.fdopen(fd, "r+")
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -71,26 +76,30 @@ def claim(n: int, wait_seconds: float = 600.0) -> list[str]:
             _held.extend(f for _, f in got)
             ids = [i for i, _ in got]
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
-            log(f"using GPU(s) {','.join(ids)} (locks in {LOCK_DIR})")
+            log(f"using GPU(s) {','.join(ids)} (locks in {lock_dir})")
             return ids
         for _, f in got:
             f.close()
         if time.monotonic() > deadline:
             raise KdgridError(f"no {n} free GPU(s) after {wait_seconds:.0f}s: other jobs hold the "
-                              f"locks in {LOCK_DIR}; cap GPU jobs with --resources gpu=N")
+                              f"locks in {lock_dir}; cap GPU jobs with --resources gpu=N")
         time.sleep(5)
 
 
 def launch_torchrun(nproc: int, argv: list[str]) -> int:
-    """Run `python -m kdgrid ARGV` as `nproc` torchrun workers; forward SIGTERM/SIGINT to them
-    (SLURM's preemption signal reaches this process first) and return their exit code."""
+    """Run `python -m kdgrid ARGV` as `nproc` torchrun workers and return their exit code.
+    SIGTERM/SIGINT are forwarded to torchrun, which passes them on to the workers (they save a
+    checkpoint and stop) - except under SLURM, which signals every process of the job itself: a
+    second signal would make torchrun give up waiting for the workers' checkpoint."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "kdgrid", *argv]
+           "--shutdown-timeout=300", "-m", "kdgrid", *argv]
     log(f"launching {nproc} training processes: {' '.join(cmd)}")
     child = subprocess.Popen(cmd, env={**os.environ, LAUNCHED: "1"})
+    under_slurm = bool(os.environ.get("SLURM_JOB_ID"))
 
     def forward(signum, frame):
-        child.send_signal(signum)
+        if not under_slurm:
+            child.send_signal(signum)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -77,6 +77,9 @@ def distill_shard(model_path, vocab_path, src, out, shard: int, shards: int, chu
                 chunk_opts["seed"] = chunk_seed(opts["seed"], shard, c)
             texts, _ = translate(model, vocab, lines_, chunk_opts, params["max_tokens"], threads,
                                  what=f"distill shard {shard + 1}/{shards} chunk {c + 1}/{len(chunks)}")
+            if len(texts) != len(lines_):
+                raise KdgridError(f"shard {shard} chunk {c}: {len(texts)} translations for "
+                                  f"{len(lines_)} sentences")
             write_lines(parts / f"{c:06d}.txt", texts)
             progress.step(len(lines_), tokens=len(lines_))
             progress.report(f"chunk {c + 1}/{len(chunks)}")
@@ -107,8 +110,10 @@ def gather(src, shard_paths: list, out, count: int | None = None) -> None:
     ordered = [numbered[k] for k in range(n)]
     expected = sum(1 for _ in iter_lines(src))
     counts = [sum(1 for _ in iter_lines(path)) for path in ordered]
-    if sum(counts) != expected:
-        shown = ", ".join(f"{path}: {k}" for path, k in zip(ordered, counts))
+    wanted = [(k + 1) * expected // n - k * expected // n for k in range(n)]  # as distill_shard cuts
+    if counts != wanted:
+        shown = ", ".join(f"{path}: {c} (expected {w})" for path, c, w in zip(ordered, counts, wanted)
+                          if c != w)
         raise KdgridError(f"the {n} shards hold {sum(counts)} lines but {src} has {expected} "
-                          f"({shown}); rerun the distill jobs of the short shards")
+                          f"({shown}); rerun the distill jobs of those shards")
     write_lines(out, (line for path in ordered for line in iter_lines(path)))

@@ -7,8 +7,9 @@ position in the epoch and RNG state), SIGTERM handling, and a progress line in t
 
 Data parallelism (torchrun, one process per GPU): an update is a fixed group of `update_freq`
 token-budget batches whatever the number of processes; each process takes its share of the group
-and the gradients are summed across processes before the step. So the updates, and the results,
-do not depend on how many GPUs a job got.
+and the gradients are summed across processes before the step. So the updates do not depend on
+how many GPUs a job got (the weights neither, but for dropout: each process draws its own masks).
+Give update_freq >= the number of processes, or some of them idle.
 """
 
 from __future__ import annotations
@@ -127,9 +128,13 @@ class Trainer:
         self.work = Path(work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
         settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_FINGERPRINTED}
+        data = hashlib.sha256()  # a checkpoint trained on other data (a regenerated set) is not resumed
+        for part in (*train, *valid):
+            data.update(np.ascontiguousarray(part.ids).tobytes())
+            data.update(np.ascontiguousarray(part.offsets).tobytes())
         self.fingerprint = hashlib.sha256(json.dumps(
-            {"train": settings, "model": meta.get("model_config"), "kind": model.kind},
-            sort_keys=True, default=str).encode()).hexdigest()[:16]
+            {"train": settings, "model": meta.get("model_config"), "kind": model.kind,
+             "data": data.hexdigest()}, sort_keys=True, default=str).encode()).hexdigest()[:16]
         self.optim = torch.optim.Adam(model.parameters(), lr=cfg.warmup_init_lr, betas=cfg.adam_betas,
                                       eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
         self.state = {"update": 0, "epoch": 1, "batch": 0, "best": math.inf, "bad_valids": 0,
@@ -286,6 +291,12 @@ class Trainer:
 
     def _validate_and_save(self) -> None:
         scores = self.validate()
+        if self.world > 1:  # decide on rank 0's numbers: kernels may differ in the last bits
+            import torch.distributed as dist
+
+            shared = [scores]
+            dist.broadcast_object_list(shared, src=0)
+            scores = shared[0]
         s = self.state
         if not math.isfinite(scores["loss"]):
             raise KdgridError(f"validation loss is {scores['loss']} at update {s['update']}: "
@@ -331,12 +342,12 @@ class Trainer:
                 self._validate_and_save()
         finally:
             signal.signal(signal.SIGTERM, old)
-        if self.main:
-            self._finish(output)
-        if self.world > 1:
-            import torch.distributed as dist
+        if self.world > 1:  # no collective after the output is written: a late failure of
+            import torch.distributed as dist  # another process must not discard a finished run
 
             dist.barrier()
+        if self.main:
+            self._finish(output)
         return self.state
 
     def _finish(self, output) -> None:
