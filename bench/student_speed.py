@@ -27,7 +27,8 @@ from kdgrid.vocab import EOS, PAD
 SIZE = dict(d_model=128, ffn=512, encoder_layers=2, decoder_layers=2, heads=4, dropout=0.0)
 DECODE = {"transformer": [("beam-5", {"method": "beam", "beam": 5}), ("greedy", {"method": "greedy"})],
           "nat": [("1 pass", {})], "inat": [("max_iter 10", {"max_iter": 10})],
-          "cmlm": [("T=10, 5 lengths", {"max_iter": 9, "length_beam": 5}), ("T=4, 1 length", {"max_iter": 3, "length_beam": 1})],
+          "cmlm": [("T=10, 5 lengths", {"max_iter": 9, "length_beam": 5}),
+                   ("T=4, 1 length", {"max_iter": 3, "length_beam": 1})],
           "levt": [("max_iter 10", {"max_iter": 10})], "inst": [("max_iter 20", {"max_iter": 20})],
           "flowseq": [("argmax z", {}), ("NPD 5 samples", {"samples": 5})]}
 
