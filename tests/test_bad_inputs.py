@@ -158,11 +158,27 @@ def distill(t, f, model=None, vocab_path=None, params=None, params_json=None, **
                out=out, params=params_json or json.dumps({**DECODE, **(params or {})}), **shard)
 
 
-def evaluate(t, f, model=None, ref=None, labels="{}") -> Run:
+def evaluate(t, f, model=None, ref=None, labels="{}", **extra) -> Run:
     hyp, scores = t / "test.hyp", t / "scores.json"
     return cli("evaluate", [hyp, scores], model=model or f.model, vocab=f.vocab, src=f.src,
                ref=ref or f.tgt, hyp=hyp, scores=scores, labels=labels,
-               params=json.dumps({"method": "greedy", "max_tokens": 256}))
+               params=json.dumps({"method": "greedy", "length_beam": 2, "max_tokens": 256}), **extra)
+
+
+def saved_model(t, f, kind="nat", vocab_path=None) -> str:
+    """An untrained model of `kind` saved as trained with `vocab_path` (default: the good one)."""
+    import torch
+
+    from kdgrid.checkpoint import save_model
+    from kdgrid.models import build
+    from kdgrid.vocab import Vocab
+
+    v = Vocab.load(vocab_path or f.vocab)
+    cfg = {**MODEL, **v.model_ids(), **({} if kind == "transformer" else {"mask": 4})}
+    torch.manual_seed(0)
+    path = t / f"{kind}.pt"
+    save_model(path, build(kind, cfg), {"vocab_sha256": v.sha256, "model_config": cfg})
+    return str(path)
 
 
 def gather(shard_lines: dict) -> callable:
@@ -286,6 +302,15 @@ CASES = [
                  ["good.src: has 12 lines but", "short.ref has 5"], id="evaluate-mismatched-reference"),
     pytest.param(lambda t, f: evaluate(t, f, labels="[1, 2]"), ["--labels: expected a JSON object"],
                  id="evaluate-bad-labels"),
+    pytest.param(lambda t, f: evaluate(t, f, rescorer=f.model),
+                 ["--rescorer: model kind 'transformer' keeps one candidate per sentence"],
+                 id="evaluate-rescoring-an-at-model"),
+    pytest.param(lambda t, f: evaluate(t, f, model=saved_model(t, f), rescorer=saved_model(t, f, "cmlm")),
+                 ["cmlm.pt: rescoring needs an autoregressive model", "got kind 'cmlm'"],
+                 id="evaluate-rescorer-not-autoregressive"),
+    pytest.param(lambda t, f: evaluate(t, f, model=saved_model(t, f),
+                                       rescorer=saved_model(t, f, "transformer", f.other_vocab)),
+                 ["transformer.pt was trained with a different vocabulary"], id="evaluate-rescorer-other-vocabulary"),
     # configs, through `snakemake -n`
     pytest.param(dry(grid={"teachers": ["toy", "huge"]}),
                  ["grid.teachers[1]: 'huge' is not defined under teacher_sizes"], id="config-unknown-teacher"),

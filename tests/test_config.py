@@ -57,6 +57,12 @@ BAD = [
     ({"distill": {"shards": 0}}, r"distill.shards: 0 is less than the minimum of 1"),
     ({"students": {"nat": {"kind": "nat", "model": {"heads": 3}}}},
      r"students.nat.model.heads: d_model 32 is not divisible by heads 3"),
+    ({"students": {"nat": {"decode": {"length_beam": 3, "rescore": "huge"}}}},
+     r"students.nat.decode.rescore: 'huge' is not defined under teacher_sizes"),
+    ({"students": {"nat": {"decode": {"rescore": "toy"}}}},
+     r"students.nat.decode.rescore: one candidate per sentence \(length_beam 1, samples 1\) leaves nothing"),
+    ({"grid": {"students": ["levt"]}, "students": {"levt": {"decode": {"rescore": "toy"}}}},
+     r"students.levt.decode.rescore: kind 'levt' keeps one candidate per sentence"),
 ]
 
 

@@ -177,6 +177,16 @@ def test_full_roster_dry_run_plans_every_student(tmp_path):
     assert job_counts(proc.stdout) == expected_jobs(["toy"], ["beam"], ALL_STUDENTS)
 
 
+def test_a_rescoring_teacher_is_trained_even_when_the_grid_distills_with_none(tmp_path):
+    cfg = write_config(tmp_path / "rescore.yaml", TOY, grid={"teachers": [], "methods": [], "students": ["nat"]},
+                       students={"nat": {"decode": {"length_beam": 3, "rescore": "toy"}}})
+    proc = snakemake(tmp_path, "-n", "-p", configfile=cfg)
+    counts = job_counts(proc.stdout)
+    assert counts["train_teacher"] == 1 and "distill" not in counts and "evaluate_teacher" not in counts
+    assert "--rescorer results/toy/teachers/toy/model.pt" in proc.stdout
+    assert '"rescore"' not in proc.stdout  # the option travels as a file, not as a decode option
+
+
 def test_every_student_kind_runs_through_the_workflow(tmp_path):
     snakemake(tmp_path, "--cores", "2", "--show-failed-logs", configfile=TOY_STUDENTS)
     rows = list(csv.DictReader(open(tmp_path / "results/toy_students/grid.csv")))
@@ -187,3 +197,6 @@ def test_every_student_kind_runs_through_the_workflow(tmp_path):
     for student in ALL_STUDENTS:
         scores = json.loads((tmp_path / f"results/toy_students/students/{student}/raw/scores.json").read_text())
         assert scores["decode"]["sentences"] == 30
+    flowseq = json.loads((tmp_path / "results/toy_students/students/flowseq/raw/scores.json").read_text())
+    assert flowseq["decode_options"]["rescorer"] == "results/toy_students/teachers/toy/model.pt"
+    assert flowseq["decode_options"]["samples"] == 3

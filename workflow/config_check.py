@@ -95,6 +95,7 @@ def _semantic_problems(c: dict) -> list[str]:
         st = c["students"].get(name)
         if st is None:
             continue
+        problems += _rescore_problems(name, st, c["teacher_sizes"])
         model = st["model"]
         if "d_model" in model and "heads" in model and model["d_model"] % model["heads"]:
             problems.append(f"students.{name}.model.heads: d_model {model['d_model']} is not divisible "
@@ -128,6 +129,28 @@ def _semantic_problems(c: dict) -> list[str]:
             problems += _train_problems({**c["student"]["train"], **st.get("train", {})},
                                         f"students.{name}.train (merged with student.train)")
     return problems
+
+
+RESCORABLE = ("nat", "inat", "cmlm", "flowseq")  # kinds that decode several candidates per sentence
+
+
+def _rescore_problems(name: str, st: dict, teacher_sizes: dict) -> list[str]:
+    decode = st.get("decode", {})
+    teacher = decode.get("rescore")
+    where = f"students.{name}.decode.rescore"
+    if not teacher:
+        return []
+    if teacher not in teacher_sizes:
+        return [f"{where}: {teacher!r} is not defined under teacher_sizes "
+                f"(defined: {', '.join(sorted(teacher_sizes))})"]
+    if st["kind"] not in RESCORABLE:
+        return [f"{where}: kind {st['kind']!r} keeps one candidate per sentence, so there is nothing "
+                f"to rescore; only {', '.join(RESCORABLE)} can be rescored"]
+    if decode.get("length_beam", 1) * decode.get("samples", 1) < 2:
+        return [f"{where}: one candidate per sentence (length_beam {decode.get('length_beam', 1)}, "
+                f"samples {decode.get('samples', 1)}) leaves nothing to rescore; raise length_beam "
+                "or samples"]
+    return []
 
 
 def _train_problems(train: dict, where: str) -> list[str]:

@@ -155,12 +155,28 @@ def cmd_evaluate(a) -> None:
         if len(r) != len(src):
             raise KdgridError(f"{path}: {len(r)} references but {a.src} has {len(src)} lines")
     opts = {k: val for k, val in p.items() if k != "max_tokens"}
-    hyps, stats = translate(model, v, src, opts, p["max_tokens"], a.threads, what="evaluate")
+    decode = dict(opts)
+    if a.rescorer:
+        decode["rescorer"] = _rescorer(a.rescorer, a.vocab, model, p["max_tokens"])
+        opts["rescorer"] = str(a.rescorer)
+    hyps, stats = translate(model, v, src, decode, p["max_tokens"], a.threads, what="evaluate")
     write_lines(a.hyp, hyps)
     scores = bleu.score(hyps, refs)
     write_json(a.scores, {**labels, **scores, "references": [str(r) for r in a.ref], "decode": stats,
                           "decode_options": opts, "parameters": sum(x.numel() for x in model.parameters()),
                           "updates": meta.get("updates"), "model": a.model})
+
+
+def _rescorer(path, vocab_path, model, max_tokens: int):
+    import inspect
+
+    from kdgrid.rescore import Rescorer
+
+    if "rescorer" not in inspect.signature(model.generate).parameters:
+        raise KdgridError(f"--rescorer: model kind {model.kind!r} keeps one candidate per sentence, so "
+                          "there is nothing to rescore (nat, inat, cmlm and flowseq can be rescored)")
+    at_model, _, _ = _load_for_decoding(path, vocab_path)
+    return Rescorer(at_model, name=str(path), max_tokens=max_tokens)
 
 
 def cmd_align(a) -> None:
@@ -281,6 +297,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(o, required=True)
     p.add_argument("--ref", nargs="+", required=True, help="one file per reference (multi-way: per language)")
     p.add_argument("--labels", default="{}")
+    p.add_argument("--rescorer", help="an AT model file (same vocabulary) that ranks the candidates "
+                   "of a length beam or of FlowSeq's latent samples (noisy parallel decoding)")
 
     p = verb("align", cmd_align, "word-align corpora jointly with eflomal (grow-diag-final-and)")
     p.add_argument("--pair", nargs=3, action="append", required=True, metavar=("SRC", "TGT", "LINKS"))

@@ -5,8 +5,9 @@ The loop knows no model kinds. A model provides
       giving each row's sentence (several rows per sentence = a length beam);
   step(state, src, memory, src_pad, step, max_iter) -> State: one refinement step.
 A row is final as soon as its tokens equal the previous step's (adaptive stop) or after step
-`max_iter`; its score is the mean log-probability of its tokens, and each sentence keeps its best
-candidate. Finished rows leave the batch, so no work is spent on them.
+`max_iter`; its score is the mean log-probability of its tokens (or, with a `rescorer`, that of
+an AT model: kdgrid.rescore), and each sentence keeps its best candidate. Finished rows leave the
+batch, so no work is spent on them.
 """
 
 from __future__ import annotations
@@ -52,13 +53,15 @@ def same_tokens(a: torch.Tensor, b: torch.Tensor, pad: int) -> torch.Tensor:
 
 @torch.no_grad()
 def refine(model, src: torch.Tensor, max_iter: int, length_beam: int = 1, adaptive: bool = True,
-           return_steps: bool = False, **initial_options):
+           return_steps: bool = False, rescorer=None, **initial_options):
     """Token ids per sentence (and, with return_steps, the iterations each one took).
-    `initial_options` go to model.initial (e.g. FlowSeq's number of latent samples)."""
+    `initial_options` go to model.initial (e.g. FlowSeq's number of latent samples); `rescorer`
+    (src rows, candidates) -> scores ranks the candidates instead of the model's own scores."""
     pad = model.cfg.pad
     memory, src_pad = model.encode(src)
     state, owner = model.initial(src, memory, src_pad, length_beam, **initial_options)
     src, memory, src_pad = src[owner], memory[owner], src_pad[owner]
+    row_src = src
     n_rows = len(owner)
     final_tokens: list[list[int] | None] = [None] * n_rows
     final_score = torch.full((n_rows,), float("-inf"))
@@ -83,6 +86,10 @@ def refine(model, src: torch.Tensor, max_iter: int, length_beam: int = 1, adapti
             break
         state, live = trim(new.rows(keep), pad), live[keep]
         src, memory, src_pad = src[keep], memory[keep], src_pad[keep]
+    if rescorer is not None and n_rows > int(owner.max()) + 1:  # only a choice needs ranking
+        scores = rescorer(row_src, final_tokens).float().cpu()
+        empty = torch.tensor([not t for t in final_tokens])
+        final_score = torch.where(empty, torch.full_like(scores, -1e9), scores)  # as above
     n = int(owner.max()) + 1
     best = [max((final_score[r].item(), r) for r in (owner == s).nonzero().flatten().tolist())[1]
             for s in range(n)]

@@ -31,6 +31,10 @@ SHARDS = config["distill"]["shards"]
 SPLITS = ["train", "valid", "test"]
 ENV = str(Path(workflow.basedir) / "envs" / "kdgrid.yaml")  # for `--sdm conda`
 SIDES = ["src", "tgt"]
+# teachers that rescore students' candidates (students.X.decode.rescore) are trained even when the
+# grid distills with none of them
+RESCORERS = sorted({config["students"][s]["decode"]["rescore"] for s in STUDENTS
+                    if config["students"][s].get("decode", {}).get("rescore")})
 
 
 def target_languages():
@@ -61,7 +65,7 @@ def choice(names):
 
 
 wildcard_constraints:
-    teacher=choice(TEACHERS),
+    teacher=choice(sorted({*TEACHERS, *RESCORERS})),
     method=choice(METHODS),
     student=choice(STUDENTS),
     data=choice(COLUMNS),
@@ -109,7 +113,16 @@ def student_train(name):
 
 
 def student_decode(name):
-    return {**config["decoding"], **config["students"][name].get("decode", {})}
+    """Decoding options of a student; `rescore` travels as the rescoring model's file instead."""
+    decode = {**config["decoding"], **config["students"][name].get("decode", {})}
+    decode.pop("rescore", None)
+    return decode
+
+
+def student_rescorer(wildcards):
+    """The teacher model that ranks a student's candidates, if its decode options name one."""
+    name = config["students"][wildcards.student].get("decode", {}).get("rescore")
+    return [f"{R}/teachers/{name}/model.pt"] if name else []
 
 
 def metric_params():

@@ -47,12 +47,14 @@ rule evaluate_student:
         vocab=VOCAB,
         src=f"{R}/data/test.src",
         ref=references("test"),
+        rescorer=student_rescorer,
     output:
         scores=f"{R}/students/{{student}}/{{data}}/scores.json",
         hyp=f"{R}/students/{{student}}/{{data}}/test.hyp",
     params:
         decode=lambda w: q(student_decode(w.student)),
         labels=lambda w: q(data_labels(w.student, w.data)),
+        rescorer=lambda w, input: f"--rescorer {input.rescorer}" if input.rescorer else "",
     threads: THREADS
     resources:
         gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
@@ -61,4 +63,5 @@ rule evaluate_student:
     shell:
         "python -m kdgrid evaluate --model {input.model} --vocab {input.vocab} --src {input.src}"
         " --ref {input.ref} --hyp {output.hyp} --scores {output.scores} --params {params.decode}"
-        " --labels {params.labels} --threads {threads} --gpus {resources.gpu} 2> {log}"
+        " --labels {params.labels} {params.rescorer} --threads {threads} --gpus {resources.gpu}"
+        " 2> {log}"

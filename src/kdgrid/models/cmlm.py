@@ -54,9 +54,10 @@ class CMLM(EncoderDecoder):
                        "length": length.detach(), "ntokens": n}
 
     @torch.no_grad()
-    def generate(self, src, length_beam: int | None = None, max_iter: int | None = None, **_):
+    def generate(self, src, length_beam: int | None = None, max_iter: int | None = None,
+                 rescorer=None, **_):
         return refine(self, src, self.cfg.max_iter if max_iter is None else max_iter,
-                      length_beam or self.cfg.length_beam)
+                      length_beam or self.cfg.length_beam, rescorer=rescorer)
 
     # -- the refinement-loop interface -----------------------------------------------------
     def initial(self, src, memory, src_pad, length_beam: int):

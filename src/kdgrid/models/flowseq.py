@@ -7,7 +7,8 @@ to the source) taking z to a standard normal: log p(z|x) = log N(g(z)) + log|det
 decoder p(y|z,x) predicts every token in parallel from z. Training maximizes the ELBO
 (reconstruction - KL(q || p), the KL estimated from the sampled z) plus the length loss.
 Decoding: predict the length, take z = g^-1(0) (argmax decoding), or several z = g^-1(tau * eps)
-per length (noisy parallel decoding); candidates are ranked by the model's mean token log-prob.
+per length (noisy parallel decoding); candidates are ranked by the model's mean token log-prob,
+or by an AT model's (decode option `rescore`, kdgrid.rescore).
 """
 
 from __future__ import annotations
@@ -166,9 +167,10 @@ class FlowSeq(EncoderDecoder):
 
     # -- decoding --------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, src, length_beam: int | None = None, samples: int | None = None, **_):
+    def generate(self, src, length_beam: int | None = None, samples: int | None = None,
+                 rescorer=None, **_):
         return refine(self, src, max_iter=0, length_beam=length_beam or self.cfg.length_beam,
-                      samples=samples or self.cfg.samples)
+                      samples=samples or self.cfg.samples, rescorer=rescorer)
 
     def initial(self, src, memory, src_pad, length_beam: int, samples: int = 1):
         lengths = self.length.predict(memory, src_pad, length_beam).flatten().repeat_interleave(samples)
@@ -177,10 +179,16 @@ class FlowSeq(EncoderDecoder):
         tokens = torch.where(real, self.cfg.mask, self.cfg.pad)
         eps = torch.zeros(*tokens.shape, self.cfg.latent, device=src.device)
         if samples > 1:  # noisy parallel decoding; the first sample of each length stays at the mode
-            gen = torch.Generator(device="cpu").manual_seed(0)
-            noise = torch.randn(eps.shape, generator=gen).to(src.device) * self.cfg.temperature
-            noise.view(-1, samples, *eps.shape[1:])[:, 0] = 0.0
-            eps = noise
+            # sample k at position t gets the same noise in every sentence and every batch, so a
+            # sentence decodes the same whatever it is batched with: fixed-size draws of 256
+            # positions each (torch's normal sampler takes another path for other sizes, so no
+            # prefix of one larger draw would be stable)
+            blocks = [torch.randn(samples, 256, self.cfg.latent, generator=torch.Generator().manual_seed(b))
+                      for b in range((tokens.size(1) + 255) // 256)]
+            noise = torch.cat(blocks, 1)[:, : tokens.size(1)]
+            noise[0] = 0.0
+            sample = torch.arange(len(tokens)) % samples
+            eps = (noise[sample] * self.cfg.temperature).to(src.device)
         return State(tokens, torch.zeros(tokens.shape, device=src.device), aux=eps), owner
 
     def step(self, state: State, src, memory, src_pad, step: int, max_iter: int) -> State:

@@ -54,10 +54,12 @@ class NAT(EncoderDecoder):
         return total, logs
 
     @torch.no_grad()
-    def generate(self, src: torch.Tensor, length_beam: int | None = None, **_) -> list[list[int]]:
+    def generate(self, src: torch.Tensor, length_beam: int | None = None, rescorer=None,
+                 **_) -> list[list[int]]:
         """One parallel pass per candidate length; keeps the candidate with the best mean token
-        log-probability. Returns token ids per sentence (no specials)."""
-        return refine(self, src, max_iter=0, length_beam=length_beam or self.cfg.length_beam)
+        log-probability (or the rescorer's best). Returns token ids per sentence (no specials)."""
+        return refine(self, src, max_iter=0, length_beam=length_beam or self.cfg.length_beam,
+                      rescorer=rescorer)
 
     # -- the refinement-loop interface -----------------------------------------------------
     def initial(self, src, memory, src_pad, length_beam: int):
