@@ -3,10 +3,13 @@ sentences/s at batch 64 and latency (ms/sentence) at batch 1, on demo-corpus tes
 
 With --models DIR (a workflow results folder such as results/demo_students) the trained models
 there are used: students/<name>/<data>/model.pt and teachers/<name>/model.pt, so iterative models
-stop when their output settles, as in evaluation. Without it, untrained models of one size are
-built: iterative students then run every allowed iteration (the slowest case).
+stop when their output settles, as in evaluation. Without it, untrained models of one size
+(--size: the demo's d128 2+2 layers, or Transformer-base d512 6+6) are built; iterative students
+then run every allowed iteration (the slowest case), and output lengths are made equal for every
+model: the AT never ends before it has emitted as many tokens as the source has (EOS included),
+and the NATs' length heads predict the source length.
 
-    python bench/student_speed.py [--models results/demo_students] [--threads 1] [--sentences 256]
+    python bench/student_speed.py [--models results/demo_students] [--size demo|base] [--threads 1]
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from kdgrid.checkpoint import load_model
 from kdgrid.models import build
 from kdgrid.vocab import EOS, PAD
 
-SIZE = dict(d_model=128, ffn=512, encoder_layers=2, decoder_layers=2, heads=4, dropout=0.0)
+SIZES = {"demo": dict(d_model=128, ffn=512, encoder_layers=2, decoder_layers=2, heads=4, dropout=0.0),
+         "base": dict(d_model=512, ffn=2048, encoder_layers=6, decoder_layers=6, heads=8, dropout=0.0)}
 DECODE = {"transformer": [("beam-5", {"method": "beam", "beam": 5}), ("greedy", {"method": "greedy"})],
           "nat": [("1 pass", {})], "inat": [("max_iter 10", {"max_iter": 10})],
           "cmlm": [("T=10, 5 lengths", {"max_iter": 9, "length_beam": 5}),
@@ -52,7 +56,30 @@ def models(args):
         torch.manual_seed(0)
         extra = {"mask": 4} if kind != "transformer" else {}
         extra.update({"latent": 64} if kind == "flowseq" else {})
-        yield kind, build(kind, dict(vocab_size=2000, pad=0, bos=2, eos=3, **SIZE, **extra)).eval()
+        model = build(kind, dict(vocab_size=2000, pad=0, bos=2, eos=3, **SIZES[args.size], **extra)).eval()
+        yield kind, source_lengths(model)
+
+
+def source_lengths(model):
+    """An untrained model made to emit as many tokens as the source has, so that every model
+    decodes the same lengths: the AT's EOS is forbidden until its length limit (max_len_a 1,
+    max_len_b 0: the search forces EOS there), the NATs' length heads give the source length."""
+    if model.kind == "transformer":
+        step, eos = model.decode_step, model.cfg.eos
+
+        def no_early_eos(*args):
+            lprobs = step(*args)
+            lprobs[:, eos] = float("-inf")
+            return lprobs
+
+        model.decode_step = no_early_eos
+    elif hasattr(model, "length"):
+        def source_length(memory, src_pad, beam=1):
+            shifts = torch.arange(beam) - beam // 2
+            return ((~src_pad).sum(1)[:, None] + shifts[None]).clamp(min=1)
+
+        model.length.predict = source_length
+    return model
 
 
 def timed(model, batches, opts) -> float:
@@ -66,6 +93,7 @@ def timed(model, batches, opts) -> float:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models")
+    ap.add_argument("--size", choices=sorted(SIZES), default="demo", help="untrained models' size")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sentences", type=int, default=256)
     args = ap.parse_args()
@@ -83,13 +111,15 @@ def main():
     rows, reference = [], None
     for name, model in models(args):
         for label, opts in DECODE[model.kind]:
+            if model.kind == "transformer" and not args.models:
+                opts = {**opts, "max_len_a": 1.0, "max_len_b": 0}
             throughput = len(src) / timed(model, big, opts)
             latency = statistics.mean(timed(model, [b], opts) for b in single) * 1000
             if reference is None and model.kind == "transformer" and label == "beam-5":
                 reference = latency
             rows.append((f"{name} ({label})", throughput, latency))
     print(f"{args.threads} thread(s), {len(src)} demo test sentences, "
-          f"{'trained models from ' + args.models if args.models else 'untrained models, ' + str(SIZE)}")
+          f"{'trained models from ' + args.models if args.models else 'untrained models, ' + str(SIZES[args.size])}")
     print(f"{'model (decoding)':<44} {'sent/s @64':>11} {'ms/sent @1':>11} {'vs AT beam-5 @1':>16}")
     for name, throughput, latency in rows:
         print(f"{name:<44} {throughput:>11.1f} {latency:>11.2f} {reference / latency:>15.1f}x")
