@@ -171,3 +171,21 @@ def test_unknown_model_option_is_a_clear_error():
         build("natt", model_config("nat"))
     with pytest.raises(KdgridError, match="not divisible"):
         build("transformer", model_config("transformer", d=30))
+
+
+def test_nat_files_from_before_the_shared_length_head_still_load(tmp_path):
+    """Early kdgrid-model/1 NAT files named the length classifier `length_head`; they must load
+    and decode as the model they were saved from."""
+    import dataclasses
+
+    from kdgrid.checkpoint import FORMAT
+
+    torch.manual_seed(0)
+    model = build("nat", model_config("nat", d=32)).eval()
+    old = {k.replace("length.proj.", "length_head."): v for k, v in model.state_dict().items()}
+    assert any(k.startswith("length_head.") for k in old)
+    torch.save({"format": FORMAT, "kind": "nat", "config": dataclasses.asdict(model.cfg), "state_dict": old,
+                "meta": {}}, tmp_path / "old.pt")
+    loaded, _ = load_model(tmp_path / "old.pt")
+    src = collate(*zip(*toy_pairs(4)), pad=0, bos=2, eos=3)["src"]
+    assert loaded.generate(src, length_beam=3) == model.generate(src, length_beam=3)

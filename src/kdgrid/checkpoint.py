@@ -35,7 +35,7 @@ def load_model(path, device: str = "cpu"):
         raise KdgridError(f"{path}: not a kdgrid model file (format {FORMAT} expected)")
     try:
         model = build(payload["kind"], payload["config"])
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(_renamed(payload["state_dict"]))
         meta = payload["meta"]
     except (KeyError, TypeError, RuntimeError) as e:  # a missing field, or weights of another shape
         first = (str(e).splitlines() or [""])[0]  # load_state_dict lists every tensor: keep one line
@@ -43,6 +43,21 @@ def load_model(path, device: str = "cpu"):
                           "retrain it (rerun its rule)") from None
     model.eval()
     return model.to(device), meta
+
+
+# Weights renamed since kdgrid-model/1 files were first written: old name prefix -> new. Files of
+# any kdgrid version keep loading (the NAT's length classifier moved into the shared LengthHead).
+RENAMED = {"length_head.": "length.proj."}
+
+
+def _renamed(state_dict: dict) -> dict:
+    out = {}
+    for key, value in state_dict.items():
+        for old, new in RENAMED.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+        out[key] = value
+    return out
 
 
 def load_for_decoding(model_path, vocab_path, device="cpu"):
