@@ -158,11 +158,11 @@ def distill(t, f, model=None, vocab_path=None, params=None, params_json=None, **
                out=out, params=params_json or json.dumps({**DECODE, **(params or {})}), **shard)
 
 
-def evaluate(t, f, model=None, ref=None, labels="{}", **extra) -> Run:
+def evaluate(t, f, model=None, ref=None, labels="{}", length_beam=2, **extra) -> Run:
     hyp, scores = t / "test.hyp", t / "scores.json"
+    params = {"method": "greedy", "length_beam": length_beam, "max_tokens": 256}
     return cli("evaluate", [hyp, scores], model=model or f.model, vocab=f.vocab, src=f.src,
-               ref=ref or f.tgt, hyp=hyp, scores=scores, labels=labels,
-               params=json.dumps({"method": "greedy", "length_beam": 2, "max_tokens": 256}), **extra)
+               ref=ref or f.tgt, hyp=hyp, scores=scores, labels=labels, params=json.dumps(params), **extra)
 
 
 def saved_model(t, f, kind="nat", vocab_path=None) -> str:
@@ -303,8 +303,12 @@ CASES = [
     pytest.param(lambda t, f: evaluate(t, f, labels="[1, 2]"), ["--labels: expected a JSON object"],
                  id="evaluate-bad-labels"),
     pytest.param(lambda t, f: evaluate(t, f, rescorer=f.model),
-                 ["--rescorer: model kind 'transformer' keeps one candidate per sentence"],
-                 id="evaluate-rescoring-an-at-model"),
+                 ["--rescorer: the model is autoregressive"], id="evaluate-rescoring-an-at-model"),
+    pytest.param(lambda t, f: evaluate(t, f, model=saved_model(t, f, "levt"), rescorer=f.model),
+                 ["--rescorer: model kind 'levt' keeps one candidate per sentence"],
+                 id="evaluate-rescoring-an-insertion-model"),
+    pytest.param(lambda t, f: evaluate(t, f, model=saved_model(t, f), rescorer=f.model, length_beam=1),
+                 ["--rescorer: one candidate per sentence"], id="evaluate-rescoring-one-candidate"),
     pytest.param(lambda t, f: evaluate(t, f, model=saved_model(t, f), rescorer=saved_model(t, f, "cmlm")),
                  ["cmlm.pt: rescoring needs an autoregressive model", "got kind 'cmlm'"],
                  id="evaluate-rescorer-not-autoregressive"),

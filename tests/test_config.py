@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import yaml
 from conftest import ROOT, TOY, snakemake, write_config
 
 sys.path.insert(0, str(ROOT / "workflow"))
-from config_check import ConfigError, check  # noqa: E402
+from config_check import RESCORABLE, ConfigError, check  # noqa: E402
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -23,7 +24,7 @@ def merged(*layers: dict) -> dict:
 
     cfg = yaml.safe_load((ROOT / "workflow" / "defaults.yaml").read_text())
     for layer in layers:
-        cfg = merge(cfg, layer)
+        cfg = merge(cfg, copy.deepcopy(layer))  # never share (and later mutate) a layer's dicts
     return cfg
 
 
@@ -60,9 +61,16 @@ BAD = [
     ({"students": {"nat": {"decode": {"length_beam": 3, "rescore": "huge"}}}},
      r"students.nat.decode.rescore: 'huge' is not defined under teacher_sizes"),
     ({"students": {"nat": {"decode": {"rescore": "toy"}}}},
-     r"students.nat.decode.rescore: one candidate per sentence \(length_beam 1, samples 1\) leaves nothing"),
+     r"students.nat.decode.rescore: one candidate per sentence \(length_beam 1\) leaves nothing"),
     ({"grid": {"students": ["levt"]}, "students": {"levt": {"decode": {"rescore": "toy"}}}},
      r"students.levt.decode.rescore: kind 'levt' keeps one candidate per sentence"),
+    ({"grid": {"students": ["at_student"]}, "students": {"at_student": {"decode": {"rescore": "toy"}}}},
+     r"students.at_student.decode.rescore: kind 'transformer' is autoregressive"),
+    ({"students": {"nat": {"decode": {"samples": 3, "rescore": "toy"}}}},
+     r"students.nat.decode.samples: kind 'nat' draws no samples"),
+    ({"grid": {"teachers": [], "methods": []}, "teacher_sizes": {"odd": {"d_model": 30, "heads": 4, "ffn": 8}},
+      "students": {"nat": {"decode": {"length_beam": 2, "rescore": "odd"}}}},
+     r"teacher_sizes.odd.heads: d_model 30 is not divisible by heads 4"),
 ]
 
 
@@ -70,6 +78,28 @@ BAD = [
 def test_bad_config_names_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         check(merged(TOY_CFG, override), SCHEMA, ["toy.yaml"])
+
+
+def test_rescoring_counts_the_models_own_default_candidates():
+    """A new CMLM variant without decode options decodes the model's default 5 lengths, so
+    rescoring it is fine; a FlowSeq with 4 samples of one length too."""
+    check(merged(TOY_CFG, {"grid": {"students": ["cmlm_r", "flow"]},
+                           "students": {"cmlm_r": {"kind": "cmlm", "model": {}, "decode": {"rescore": "toy"}},
+                                        "flow": {"kind": "flowseq", "model": {},
+                                                 "decode": {"samples": 4, "rescore": "toy"}}}}),
+          SCHEMA, ["toy.yaml"])
+
+
+def test_the_rescoring_table_follows_the_models_defaults():
+    import dataclasses
+    import inspect
+
+    from kdgrid.models.registry import MODELS
+
+    for kind, defaults in RESCORABLE.items():
+        fields = {f.name: f.default for f in dataclasses.fields(MODELS[kind].config_class)}
+        assert defaults == {k: fields[k] for k in defaults}, kind
+        assert "rescorer" in inspect.signature(MODELS[kind].generate).parameters, kind
 
 
 def test_all_problems_are_reported_at_once():

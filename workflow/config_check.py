@@ -82,7 +82,9 @@ def _semantic_problems(c: dict) -> list[str]:
                                 f"(defined: {', '.join(sorted(defined))})")
     if grid["methods"] and not grid["teachers"]:
         problems.append("grid.methods: methods are listed but grid.teachers is empty")
-    for name in grid["teachers"]:
+    rescorers = [c["students"][s].get("decode", {}).get("rescore") for s in grid["students"]
+                 if s in c["students"]]
+    for name in dict.fromkeys([*grid["teachers"], *filter(None, rescorers)]):  # the teachers trained
         size = c["teacher_sizes"].get(name)
         if size is None:
             continue
@@ -131,7 +133,10 @@ def _semantic_problems(c: dict) -> list[str]:
     return problems
 
 
-RESCORABLE = ("nat", "inat", "cmlm", "flowseq")  # kinds that decode several candidates per sentence
+# Kinds that decode several candidates per sentence, with their models' default length_beam and
+# samples (the config classes' defaults; tests/test_config.py keeps the two in step).
+RESCORABLE = {"nat": {"length_beam": 1}, "inat": {"length_beam": 1}, "cmlm": {"length_beam": 5},
+              "flowseq": {"length_beam": 1, "samples": 1}}
 
 
 def _rescore_problems(name: str, st: dict, teacher_sizes: dict) -> list[str]:
@@ -143,13 +148,24 @@ def _rescore_problems(name: str, st: dict, teacher_sizes: dict) -> list[str]:
     if teacher not in teacher_sizes:
         return [f"{where}: {teacher!r} is not defined under teacher_sizes "
                 f"(defined: {', '.join(sorted(teacher_sizes))})"]
-    if st["kind"] not in RESCORABLE:
-        return [f"{where}: kind {st['kind']!r} keeps one candidate per sentence, so there is nothing "
-                f"to rescore; only {', '.join(RESCORABLE)} can be rescored"]
-    if decode.get("length_beam", 1) * decode.get("samples", 1) < 2:
-        return [f"{where}: one candidate per sentence (length_beam {decode.get('length_beam', 1)}, "
-                f"samples {decode.get('samples', 1)}) leaves nothing to rescore; raise length_beam "
-                "or samples"]
+    kind = st["kind"]
+    if kind == "transformer":
+        return [f"{where}: kind 'transformer' is autoregressive (its beam search ranks its own "
+                f"candidates); only {', '.join(RESCORABLE)} candidates can be rescored"]
+    if kind not in RESCORABLE:
+        return [f"{where}: kind {kind!r} keeps one candidate per sentence, so there is nothing to "
+                f"rescore; only {', '.join(RESCORABLE)} candidates can be rescored"]
+    options = {**RESCORABLE[kind], **{k: decode[k] for k in RESCORABLE[kind] if k in decode}}
+    if "samples" in decode and "samples" not in RESCORABLE[kind]:
+        return [f"students.{name}.decode.samples: kind {kind!r} draws no samples (only flowseq "
+                "does); raise length_beam to rescore several candidates"]
+    n = 1
+    for value in options.values():
+        n *= value
+    if n < 2:
+        shown = ", ".join(f"{k} {v}" for k, v in options.items())
+        return [f"{where}: one candidate per sentence ({shown}) leaves nothing to rescore; raise "
+                + " or ".join(options)]
     return []
 
 

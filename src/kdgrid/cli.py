@@ -157,7 +157,7 @@ def cmd_evaluate(a) -> None:
     opts = {k: val for k, val in p.items() if k != "max_tokens"}
     decode = dict(opts)
     if a.rescorer:
-        decode["rescorer"] = _rescorer(a.rescorer, a.vocab, model, p["max_tokens"])
+        decode["rescorer"] = _rescorer(a.rescorer, a.vocab, model, opts, p["max_tokens"])
         opts["rescorer"] = str(a.rescorer)
     hyps, stats = translate(model, v, src, decode, p["max_tokens"], a.threads, what="evaluate")
     write_lines(a.hyp, hyps)
@@ -167,14 +167,22 @@ def cmd_evaluate(a) -> None:
                           "updates": meta.get("updates"), "model": a.model})
 
 
-def _rescorer(path, vocab_path, model, max_tokens: int):
+def _rescorer(path, vocab_path, model, options: dict, max_tokens: int):
     import inspect
 
     from kdgrid.rescore import Rescorer
 
+    if model.kind == "transformer":
+        raise KdgridError("--rescorer: the model is autoregressive (its beam search ranks its own "
+                          "candidates); only nat, inat, cmlm and flowseq candidates can be rescored")
     if "rescorer" not in inspect.signature(model.generate).parameters:
         raise KdgridError(f"--rescorer: model kind {model.kind!r} keeps one candidate per sentence, so "
                           "there is nothing to rescore (nat, inat, cmlm and flowseq can be rescored)")
+    candidates = (options.get("length_beam") or model.cfg.length_beam) * (
+        options.get("samples") or getattr(model.cfg, "samples", 1))
+    if candidates < 2:
+        raise KdgridError("--rescorer: one candidate per sentence (length_beam x samples = 1) leaves "
+                          "nothing to rescore; raise length_beam (or FlowSeq's samples) in --params")
     at_model, _, _ = _load_for_decoding(path, vocab_path)
     return Rescorer(at_model, name=str(path), max_tokens=max_tokens)
 

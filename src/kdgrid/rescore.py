@@ -22,22 +22,24 @@ class Rescorer:
         if kind != "transformer":
             raise KdgridError(f"{name}: rescoring needs an autoregressive model (kind 'transformer'), "
                               f"got kind {kind!r}")
-        self.model, self.name, self.max_tokens = model, name, max_tokens
+        self.model, self.name, self.max_tokens = model.eval(), name, max_tokens  # no dropout in scores
 
     @torch.no_grad()
     def __call__(self, src: torch.Tensor, hyps: list[list[int]]) -> torch.Tensor:
         """Mean log-probability per candidate (N,): row i of src (N, S) is the source of hyps[i]
         (token ids without specials)."""
-        width = src.size(1) + max(len(h) for h in hyps) + 1
+        # the candidates of one sentence share its source: encode each distinct source once
+        unique, which = torch.unique(src, dim=0, return_inverse=True)
+        memory, src_pad = self.model.encode(unique)
+        width = max(len(h) for h in hyps) + 1
         rows = max(1, self.max_tokens // width)  # bounds the (rows, T, vocab) logits in memory
-        return torch.cat([self._score(src[i : i + rows], hyps[i : i + rows])
-                          for i in range(0, len(hyps), rows)])
+        return torch.cat([self._score(memory[which[i : i + rows]], src_pad[which[i : i + rows]],
+                                      hyps[i : i + rows]) for i in range(0, len(hyps), rows)])
 
-    def _score(self, src, hyps):
+    def _score(self, memory, src_pad, hyps):
         cfg = self.model.cfg
-        prev = pad_stack(hyps, cfg.pad, prefix=cfg.bos).to(src.device)
-        gold = pad_stack(hyps, cfg.pad, suffix=cfg.eos).to(src.device)
-        memory, src_pad = self.model.encode(src)
+        prev = pad_stack(hyps, cfg.pad, prefix=cfg.bos).to(memory.device)
+        gold = pad_stack(hyps, cfg.pad, suffix=cfg.eos).to(memory.device)
         # the decoder is causal, so the padding after a candidate's EOS cannot change its scores
         logits = self.model.decode(prev, memory, src_pad).float()
         tok = logits.gather(-1, gold.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
