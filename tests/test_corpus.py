@@ -20,6 +20,14 @@ def test_plain_and_gz_read_the_same(tmp_path):
     assert read_lines(tmp_path / "a.txt") == read_lines(tmp_path / "a.txt.gz") == lines
 
 
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_a_byte_order_mark_does_not_enter_the_first_sentence(tmp_path, suffix):
+    data = "\ufeffZwei Männer .\n\ufeffbleibt\n".encode("utf-8")  # only the file's first BOM goes
+    path = tmp_path / f"bom.txt{suffix}"
+    path.write_bytes(gzip.compress(data) if suffix else data)
+    assert read_lines(path) == ["Zwei Männer .", "\ufeffbleibt"]
+
+
 def test_invalid_utf8_names_file_and_line(tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"fine\nalso fine\nbroken \xff here\n")
     with pytest.raises(KdgridError, match=r"bad.txt: line 3: invalid UTF-8"):

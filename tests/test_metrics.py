@@ -9,7 +9,7 @@ import pytest
 from kdgrid.corpus import write_lines
 from kdgrid.errors import KdgridError
 from kdgrid.metrics.align import align, grow_diag_final_and, word_tokens
-from kdgrid.metrics.complexity import Vocab, complexity, count_links, data_metrics, faithfulness
+from kdgrid.metrics.complexity import Smoothing, Vocab, complexity, count_links, data_metrics, faithfulness
 
 
 def corpus(tmp_path, name, triples):
@@ -51,20 +51,95 @@ def test_known_kl_case(tmp_path):
     r = count_links(*corpus(tmp_path, "r", real), vocab)
     d = count_links(*corpus(tmp_path, "d", dist), vocab)
     kl_a = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)  # = 0.143841...
-    f, types, skipped = faithfulness(r, d)
-    assert (types, skipped) == (2, 0)
-    assert f == pytest.approx(kl_a / 2)
+    f, types, dropped, f_both = faithfulness(r, d)
+    assert (types, dropped) == (2, 0)
+    assert f == pytest.approx(kl_a / 2) and f_both == f
     assert kl_a == pytest.approx(0.1438410362)
 
 
-def test_floor_applies_when_the_distilled_set_drops_a_translation(tmp_path):
-    real = [("a", "x", "0-0"), ("a", "z", "0-0")]
-    dist = [("a", "x", "0-0"), ("a", "x", "0-0")]
+def pair_tables(tmp_path, real, dist):
     vocab = Vocab()
-    r = count_links(*corpus(tmp_path, "r", real), vocab)
-    d = count_links(*corpus(tmp_path, "d", dist), vocab)
-    f, _, _ = faithfulness(r, d, floor=1e-10)
+    return count_links(*corpus(tmp_path, "r", real), vocab), count_links(*corpus(tmp_path, "d", dist), vocab)
+
+
+def test_floor_applies_when_the_distilled_set_drops_a_translation(tmp_path):
+    r, d = pair_tables(tmp_path, [("a", "x", "0-0"), ("a", "z", "0-0")], [("a", "x", "0-0"), ("a", "x", "0-0")])
+    f, _, _, _ = faithfulness(r, d, Smoothing("floor", floor=1e-10))
     assert f == pytest.approx(0.5 * math.log(0.5 / 1.0) + 0.5 * math.log(0.5 / 1e-10))
+
+
+# real: a -> x, z (one link each), b -> y twice, c -> w (once); distilled: a -> x 3 times, b -> y
+# twice, c never linked (the word is there, its link is not): a dropped type.
+REAL3 = [("a b", "x y", "0-0 1-1"), ("a b c", "z y w", "0-0 1-1 2-2")]
+DIST3 = [("a b", "x y", "0-0 1-1"), ("a b c", "x y x", "0-0 1-1 0-2")]
+
+
+def test_dropped_source_types_stay_in_the_average_under_the_floor(tmp_path):
+    r, d = pair_tables(tmp_path, REAL3, DIST3)
+    f, types, dropped, f_both = faithfulness(r, d, Smoothing("floor", floor=1e-4))
+    kl_a = 0.5 * math.log(0.5 / 1.0) + 0.5 * math.log(0.5 / 1e-4)  # z dropped
+    kl_b = 0.0
+    kl_c = 1.0 * math.log(1.0 / 1e-4)  # c -> w only; c never linked in d: p_d = floor
+    assert (types, dropped) == (3, 1)
+    assert f == pytest.approx((kl_a + kl_b + kl_c) / 3)
+    assert f_both == pytest.approx((kl_a + kl_b) / 2)  # the old value, c silently left out
+
+
+def test_add_alpha_smoothing_hand_checked(tmp_path):
+    r, d = pair_tables(tmp_path, REAL3, DIST3)
+    alpha = 0.5
+    f, types, dropped, _ = faithfulness(r, d, Smoothing("add_alpha", alpha=alpha))
+    # a: Y(a) = {x, z}; counts in d: x 3, z 0 -> p_d(x) = 3.5 / 4, p_d(z) = 0.5 / 4
+    kl_a = 0.5 * math.log(0.5 / (3.5 / 4)) + 0.5 * math.log(0.5 / (0.5 / 4))
+    # b: Y(b) = {y}; d: y 2 -> p_d(y) = 2.5 / 2.5 = 1
+    kl_b = 0.0
+    # c: dropped; Y(c) = {w} -> p_d(w) = 0.5 / 0.5 = 1: uniform over one type, KL = ln 1 - H = 0
+    kl_c = 0.0
+    assert (types, dropped) == (3, 1)
+    assert f == pytest.approx((kl_a + kl_b + kl_c) / 3)
+    assert kl_a == pytest.approx(0.5 * math.log(4 / 7) + 0.5 * math.log(4.0))
+
+
+def test_add_alpha_dropped_type_costs_ln_support_minus_entropy(tmp_path):
+    # real: c -> w 3 times, v once; distilled never links c
+    real = [("c", "w", "0-0")] * 3 + [("c", "v", "0-0")]
+    dist = [("c", "w", "")] * 4
+    r, d = pair_tables(tmp_path, real, dist)
+    f, types, dropped, f_both = faithfulness(r, d, Smoothing("add_alpha", alpha=0.1))
+    h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert (types, dropped, f_both) == (1, 1, 0.0)
+    assert f == pytest.approx(math.log(2) - h)
+
+
+def test_complexity_averages_over_types_not_links(tmp_path):
+    # a -> x 1, z 1 (H = ln 2) in 2 links; b -> y in 6 links (H = 0). Mean over types: ln2 / 2;
+    # over links it would be ln2 * 2 / 8.
+    data = [("a b b b", "x y y y", "0-0 1-1 2-2 3-3"), ("a b b b", "z y y y", "0-0 1-1 2-2 3-3")]
+    c, types = complexity(count_links(*corpus(tmp_path, "d", data), Vocab()))
+    assert types == 2 and c == pytest.approx(math.log(2) / 2)
+
+
+def test_faithfulness_averages_over_types_not_links(tmp_path):
+    # a: real x/z evenly (2 links), distilled x 3, z 1 (KL 0.1438); b: 6 links, identical (KL 0)
+    real = [("a b b b", "x y y y", "0-0 1-1 2-2 3-3")] * 2 + [("a b b b", "z y y y", "0-0 1-1 2-2 3-3")] * 2
+    dist = [("a b b b", "x y y y", "0-0 1-1 2-2 3-3")] * 3 + [("a b b b", "z y y y", "0-0 1-1 2-2 3-3")]
+    r, d = pair_tables(tmp_path, real, dist)
+    f, *_ = faithfulness(r, d)
+    assert f == pytest.approx(0.1438410362 / 2)  # over links: 0.1438 * 4 / 16
+
+
+def test_a_links_file_shorter_than_its_corpus_is_an_error(tmp_path):
+    s, t, a = corpus(tmp_path, "d", ONE_TO_ONE)
+    write_lines(a, ["0-0 1-1", "0-0 1-1"])  # three sentences, two lines of links
+    with pytest.raises(KdgridError, match=r"d.links: ends after line 2"):
+        data_metrics(s, t, a)
+
+
+def test_data_metrics_records_the_smoothing(tmp_path):
+    s, t, a = corpus(tmp_path, "real", SPLIT)
+    m = data_metrics(s, t, a, t, a, Smoothing("add_alpha", alpha=0.3))
+    assert m["choices"]["faithfulness"] == {"smoothing": "add_alpha", "alpha": 0.3}
+    assert m["faithfulness_dropped_types"] == 0
 
 
 def test_links_outside_the_sentence_are_an_error(tmp_path):

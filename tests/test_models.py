@@ -116,13 +116,13 @@ class ChainModel:
     class cfg:
         pad, bos, eos = 0, 2, 3
 
-    table = {2: {4: 0.6, 5: 0.4}, 4: {3: 0.34, 4: 0.33, 5: 0.33}, 5: {3: 0.9, 4: 0.05, 5: 0.05}}
+    table = {2: {5: 0.6, 6: 0.4}, 5: {3: 0.34, 5: 0.33, 6: 0.33}, 6: {3: 0.9, 5: 0.05, 6: 0.05}}
 
     def encode(self, src):
         return torch.zeros(src.size(0), 1, 1), src.eq(0)
 
     def decode_step(self, prev, memory, src_pad, cache):
-        out = torch.full((prev.size(0), 6), float("-inf"))
+        out = torch.full((prev.size(0), 7), float("-inf"))
         for row, last in enumerate(prev[:, -1].tolist()):
             for tok, p in self.table[last].items():
                 out[row, tok] = torch.log(torch.tensor(p))
@@ -135,10 +135,36 @@ class ChainModel:
 def test_beam_search_on_a_hand_checked_chain():
     from kdgrid import search
 
-    src = torch.tensor([[4, 3], [5, 3]])
-    assert search.generate(ChainModel(), src, "greedy") == [[4], [4]]
-    assert search.generate(ChainModel(), src, "beam", beam=2) == [[5], [5]]
-    assert search.generate(ChainModel(), src, "beam", beam=1) == [[4], [4]]
+    src = torch.tensor([[5, 3], [6, 3]])  # a = 5, b = 6 (ids below 5 are specials)
+    assert search.generate(ChainModel(), src, "greedy") == [[5], [5]]
+    assert search.generate(ChainModel(), src, "beam", beam=2) == [[6], [6]]
+    assert search.generate(ChainModel(), src, "beam", beam=1) == [[5], [5]]
+
+
+class SpecialsLover:
+    """A trained AT whose every step strongly prefers pad, unk, bos and <mask>."""
+
+    def __init__(self, model):
+        self.model, self.cfg = model, model.cfg
+
+    def encode(self, src):
+        return self.model.encode(src)
+
+    def decode_step(self, prev, memory, src_pad, cache):
+        logits = self.model.decode_step(prev, memory, src_pad, cache).clone()
+        logits[:, [0, 1, 2, 4]] += 100.0
+        return torch.log_softmax(logits, -1)
+
+    def reorder(self, cache, rows):
+        self.model.reorder(cache, rows)
+
+
+@pytest.mark.parametrize("method", ["beam", "greedy", "sample", "sample_topk"])
+def test_at_decoding_never_emits_specials(trained_at, method):
+    from kdgrid import search
+
+    out = search.generate(SpecialsLover(trained_at), batch()["src"], method, seed=3)
+    assert all(out) and all(tok >= 5 for sent in out for tok in sent), out
 
 
 def test_uniform_copy_hand_checked_and_padding_independent():

@@ -34,6 +34,21 @@ def test_learning_rate_schedule_hand_checked():
     assert learning_rate(cfg, 400) == pytest.approx(5e-4)  # 1e-3 * sqrt(100 / 400)
 
 
+def test_weight_decay_is_decoupled_from_the_gradient_scale(tmp_path):
+    """A parameter with zero gradient shrinks by exactly lr * wd * p in one step (AdamW). Coupled
+    L2 inside Adam would move it by ~lr whatever wd is (the decay term, divided by its own scale)."""
+    t = trainer(tmp_path / "w", weight_decay=0.01)
+    lr = 1e-3
+    for group in t.optim.param_groups:
+        group["lr"] = lr
+    before = {n: p.detach().clone() for n, p in t.model.named_parameters()}
+    for p in t.model.parameters():
+        p.grad = torch.zeros_like(p)
+    t.optim.step()
+    for n, p in t.model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[n] * (1 - lr * 0.01), rtol=1e-6, atol=1e-8)
+
+
 def test_token_batches_respect_budget_and_cover_every_sentence():
     rng = np.random.default_rng(0)
     src, tgt = rng.integers(1, 30, 500), rng.integers(1, 30, 500)

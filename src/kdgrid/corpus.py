@@ -15,8 +15,13 @@ from kdgrid.errors import KdgridError, atomic_output
 SPLITS = ("train", "valid", "test")
 
 
+BOM = "\ufeff"
+
+
 def iter_lines(path):
-    """Yield lines without their newline. Streams: never holds the file in memory."""
+    """Yield lines without their newline. Streams: never holds the file in memory. A UTF-8
+    byte-order mark at the start of the file (Windows editors write one) is dropped, so it does
+    not become part of the first sentence's first word."""
     path = Path(path)
     if not path.exists():
         raise KdgridError(f"{path}: file not found")
@@ -30,6 +35,8 @@ def iter_lines(path):
                 except UnicodeDecodeError as e:
                     raise KdgridError(f"{path}: line {n}: invalid UTF-8 (byte 0x{line[e.start]:02x} at "
                                       f"column {e.start + 1}); re-encode the file as UTF-8") from None
+                if n == 1 and text.startswith(BOM):
+                    text = text[1:]
                 yield text.rstrip("\n").rstrip("\r")
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise KdgridError(f"{path}: corrupt or truncated gzip data after line {n} ({e})") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from kdgrid.errors import KdgridError
+from kdgrid.vocab import BOS, EOS, MASK, PAD, UNK
 
 METHODS = ("beam", "greedy", "sample", "sample_topk")
 
@@ -52,10 +53,17 @@ def _max_lengths(src, pad, a, b):
     return ((src.ne(pad).sum(1).float() * a).long() + b).clamp(min=1)
 
 
+def _never(cfg, vocab_size: int) -> list[int]:
+    """Ids an AT decode never emits: pad, bos, unk and <mask> (the vocabulary's fixed specials
+    and the model's own pad/bos). A distilled set must hold words only: an <unk> or <mask> in it
+    would teach every student to produce them."""
+    ids = {PAD, UNK, BOS, MASK, cfg.pad, cfg.bos} - {cfg.eos, EOS}
+    return sorted(i for i in ids if i < vocab_size)
+
+
 def _forbid(lprobs, cfg, force_eos):
-    """No pad/bos ever; only eos for rows that reached their maximum length."""
-    lprobs[:, cfg.pad] = float("-inf")
-    lprobs[:, cfg.bos] = float("-inf")
+    """No specials but eos ever (_never); only eos for rows that reached their maximum length."""
+    lprobs[:, _never(cfg, lprobs.size(-1))] = float("-inf")
     if force_eos.any():
         eos_col = lprobs[:, cfg.eos].clone()
         lprobs[force_eos] = float("-inf")

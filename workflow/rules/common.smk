@@ -126,7 +126,7 @@ def student_rescorer(wildcards):
 
 
 def metric_params():
-    return {"floor": config["metrics"]["floor"]}
+    return {"faithfulness": config["metrics"]["faithfulness"]}
 
 
 def data_labels(student, data):
