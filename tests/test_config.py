@@ -38,6 +38,9 @@ def test_shipped_configs_are_valid(config_file):
 
 
 BAD = [
+    ({"distill": {"shards": 301}}, r"distill.shards: 301 shards for 300 training sentences; use at most 300"),
+    ({"metrics": {"faithfulness": {"smoothing": "laplace"}}},
+     r"metrics.faithfulness.smoothing: 'laplace' is not one of"),
     ({"grid": {"teachers": ["huge"]}}, r"grid.teachers\[0\]: 'huge' is not defined under teacher_sizes"),
     ({"grid": {"methods": ["beam", "nucleus"]}}, r"grid.methods\[1\]: 'nucleus' is not defined under methods"),
     ({"grid": {"students": ["levt2"]}}, r"grid.students\[0\]: 'levt2' is not defined under students"),
@@ -128,3 +131,26 @@ def test_corpus_sides_are_checked():
     assert "corpus.files.test.langpair: 'english' does not match" in text
     assert "corpus.files.train.tgt" in text
     assert "sha256" in text or "url" in text
+
+
+BODY = ("d_model", "ffn", "encoder_layers", "decoder_layers", "heads", "dropout", "attention_dropout", "pre_norm")
+
+
+@pytest.mark.parametrize("config_file", [ROOT / "config.yaml", *sorted((ROOT / "configs").glob("*.yaml"))],
+                         ids=lambda p: p.name)
+def test_the_students_of_a_shipped_grid_share_one_body(config_file):
+    """Student comparisons are confounded unless every student has the same size and dropout; a
+    student that differs on purpose says so with `variant: <why>`."""
+    cfg = merged(yaml.safe_load(Path(config_file).read_text()))
+    bodies = {name: {k: cfg["students"][name]["model"].get(k) for k in BODY}
+              for name in cfg["grid"]["students"] if "variant" not in cfg["students"][name]}
+    distinct = {str(sorted(b.items())) for b in bodies.values()}
+    assert len(distinct) <= 1, f"{config_file.name}: students differ in their body: {bodies}"
+
+
+def test_shards_are_checked_against_a_prepared_corpus(tmp_path):
+    """A files corpus: its size is known once prepared (stats.json), and checked from then on."""
+    cfg = merged(yaml.safe_load((ROOT / "configs" / "multi30k.yaml").read_text()), {"distill": {"shards": 40_000}})
+    check(cfg, SCHEMA, ["x"])  # size unknown before prepare
+    with pytest.raises(ConfigError, match=r"distill.shards: 40000 shards for 28998 training sentences"):
+        check(cfg, SCHEMA, ["x"], train_sentences=28998)

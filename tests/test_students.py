@@ -7,7 +7,8 @@ import math
 
 import pytest
 import torch
-from conftest import model_config, toy_pairs
+import yaml
+from conftest import ROOT, model_config, toy_pairs
 
 from kdgrid.batching import Ids, collate
 from kdgrid.checkpoint import load_model
@@ -19,9 +20,19 @@ from kdgrid.train import TrainConfig, Trainer
 
 KINDS = ["nat", "inat", "cmlm", "levt", "inst", "flowseq"]
 EXTRA = {"flowseq": {"latent": 16}}
-# Mask-Predict's 5-candidate length beam prefers confident longer candidates on 8 memorized
-# pairs; the overfit check decodes at the predicted length (the beam is tested separately).
-DECODE = {"cmlm": {"length_beam": 1}}
+# Students decode as the grid decodes them: the decoding options of workflow/defaults.yaml
+# (CMLM: Mask-Predict with a 5-candidate length beam and max_iter 9).
+GRID_DECODE = yaml.safe_load((ROOT / "workflow" / "defaults.yaml").read_text())["students"]
+DECODE = {"cmlm": GRID_DECODE["cmlm"]["decode"]}
+# Found when the overfit check moved from CMLM's length_beam 1 to the grid's 5: Mask-Predict ranks
+# its length candidates by mean token log-probability alone, and a model that memorized these pairs
+# is as sure of itself at length L+1 (it repeats the last word: "... 26 5 5") or L-1 (a prefix) as
+# at the true L. The ranking is then a near-tie (1e-4 apart without label smoothing, about 5e-3
+# with 0.1) that picks a wrong length for one to four of the eight pairs, by seed, while the length
+# head, sure of L, is not consulted (adding its log p(L | x) to the ranking picked the true length
+# for every pair on every seed tried). Strict: the day the grid's decoding passes, this must go.
+CMLM_LENGTH_TIES = ("Mask-Predict ranks length candidates by mean token log-probability only: on "
+                    "memorized pairs L+1 (a repeated last word) or L-1 ties with the true length")
 UPDATES = {"nat": 300, "flowseq": 400}
 PAIRS = toy_pairs(8)
 SRC, TGT = [p[0] for p in PAIRS], [p[1] for p in PAIRS]
@@ -46,9 +57,19 @@ def trained(request, tmp_path_factory):
     return kind, model, meta
 
 
-def test_overfits_eight_pairs_with_its_own_decoder(trained):
+def test_overfits_eight_pairs_with_its_own_decoder(trained, request):
     kind, model, meta = trained
+    if kind == "cmlm":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=CMLM_LENGTH_TIES))
     assert model.generate(batch()["src"], **DECODE.get(kind, {})) == TGT
+
+
+@pytest.mark.parametrize("trained", ["cmlm"], indirect=True)
+def test_cmlm_memorizes_the_pairs_at_the_predicted_length(trained):
+    """What CMLM's miss above is not: the candidate at the predicted length (the middle of the
+    grid's length beam; candidates are decoded independently) reproduces every pair."""
+    kind, model, _ = trained
+    assert model.generate(batch()["src"], **{**DECODE["cmlm"], "length_beam": 1}) == TGT
 
 
 def test_decoding_is_deterministic_and_batch_independent(trained):
@@ -217,3 +238,67 @@ def test_levt_vectorized_placeholder_counts_match_the_expert():
         for row, y, target in zip(ins_in.tolist(), TGT, targets.tolist()):
             inserts = expert_edits([t for t in row if t], y)[2]
             assert [t for t in target if t != -100] == [len(w) for w in inserts]
+
+
+def test_refinement_loop_without_adaptive_stop_runs_every_iteration():
+    out, steps = refine(Countdown(targets={1: 2, 2: 5}), torch.tensor([[1], [2]]), max_iter=6,
+                        adaptive=False, return_steps=True)
+    assert out == [[10, 7], [10, 7, 7, 7, 7]] and steps == [7, 7]
+
+
+def test_mask_predict_runs_all_t_iterations_unless_told_to_stop_early(trained):
+    kind, model, _ = trained
+    if kind != "cmlm":
+        pytest.skip("Mask-Predict's schedule only")
+    src = batch()["src"]
+    _, steps = model.generate(src, length_beam=5, max_iter=9, return_steps=True)
+    assert steps == [10] * len(SRC)  # T = 10: the shrinking mask is no convergence
+    _, early = model.generate(src, length_beam=5, max_iter=9, adaptive=True, return_steps=True)
+    assert max(early) < 10  # memorized outputs stop changing: the adaptive stop would end them
+
+
+def test_levt_deletion_roll_in_never_fills_a_placeholder_with_a_special():
+    """An untrained model whose word logits favour pad (and the other specials): the roll-in that
+    the deletion head learns from must hold words only, with one eos per row, at its end."""
+    torch.manual_seed(0)
+    model = build("levt", model_config("levt"))
+    inputs = []
+    hidden = model.hidden
+    model.hidden = lambda tokens, memory, src_pad: inputs.append(tokens) or hidden(tokens, memory, src_pad)
+
+    def pad_loving_words(h):
+        logits = torch.zeros(h.size(0), h.size(1) - 2, model.cfg.vocab_size)
+        logits[..., [0, 2, 3, 4]] = torch.tensor([10.0, 9.0, 8.0, 7.0])
+        logits[..., 5] = 1.0
+        return logits.requires_grad_()
+
+    model.words = pad_loving_words
+    b = batch()
+    model.loss(b)
+    guess = inputs[2]  # insertion input, fill input, then the deletion roll-in
+    real = b["tgt"].ne(0)
+    assert guess[real].min() >= 5 and guess.masked_select(~real).eq(0).all()
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_insertion_loss_averages_slots_per_sentence_with_label_smoothing(monkeypatch, smoothing):
+    """Sentence A keeps 5 of 5 6 7 (2 slots: eos, then 6|7 at weights 1/2 each); sentence B keeps
+    all of 5 8 (3 slots, all eos). Every slot's logits: eos 2, the rest 0."""
+    import kdgrid.models.inst as inst
+
+    torch.manual_seed(0)
+    model = build("inst", model_config("inst"))
+    tgt = torch.tensor([[5, 6, 7], [5, 8, 0]])
+    monkeypatch.setattr(inst, "random_delete", lambda t, pad: (torch.tensor([[5, 0, 0], [5, 8, 0]]), None))
+    v = model.cfg.vocab_size
+    logits = torch.zeros(2, 4, v)
+    logits[..., 3] = 2.0
+    model.slot_logits = lambda *a: logits
+    loss, logs = model.loss({"src": torch.tensor([[5, 3], [6, 3]]), "tgt": tgt}, label_smoothing=smoothing)
+    lse = math.log(math.exp(2.0) + v - 1)
+    e, o = lse - 2.0, lse  # CE of the eos target, of a word target
+    per_sentence = ((e + o) / 2 + e) / 2  # over the 5 slots alike it would be (4e + o) / 5
+    uniform = lse - 2.0 / v  # CE against the uniform distribution
+    assert logs["nll"].item() == pytest.approx(per_sentence)
+    assert loss.item() == pytest.approx((1 - smoothing) * per_sentence + smoothing * uniform)
+    assert logs["ntokens"] == 5

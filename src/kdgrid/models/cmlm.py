@@ -24,6 +24,9 @@ class CMLMConfig(ModelConfig):
     length_loss_weight: float = 0.1
     length_beam: int = 5
     max_iter: int = 10  # T - 1: iterations after the first all-mask pass
+    # Mask-Predict runs all T iterations: its mask shrinks every iteration, so an unchanged output
+    # is not convergence (the next iteration rewrites fewer, other tokens). True: stop early.
+    adaptive: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -55,9 +58,11 @@ class CMLM(EncoderDecoder):
 
     @torch.no_grad()
     def generate(self, src, length_beam: int | None = None, max_iter: int | None = None,
-                 rescorer=None, **_):
+                 adaptive: bool | None = None, rescorer=None, return_steps: bool = False, **_):
         return refine(self, src, self.cfg.max_iter if max_iter is None else max_iter,
-                      length_beam or self.cfg.length_beam, rescorer=rescorer)
+                      length_beam or self.cfg.length_beam,
+                      adaptive=self.cfg.adaptive if adaptive is None else adaptive,
+                      return_steps=return_steps, rescorer=rescorer)
 
     # -- the refinement-loop interface -----------------------------------------------------
     def initial(self, src, memory, src_pad, length_beam: int):

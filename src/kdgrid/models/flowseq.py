@@ -1,33 +1,36 @@
 """FlowSeq (Ma et al. 2019): a latent-variable NAT whose prior is a generative flow.
 
 One latent vector z_t per target position. The posterior q(z|x,y) reads the target embeddings
-(with attention to the source) and outputs a diagonal Gaussian. The prior p(z|x) is a Glow-style
-flow g (actnorm, invertible linear map over latent channels, affine coupling whose network attends
-to the source) taking z to a standard normal: log p(z|x) = log N(g(z)) + log|det dg/dz|. The
-decoder p(y|z,x) predicts every token in parallel from z. Training maximizes the ELBO
-(reconstruction - KL(q || p), the KL estimated from the sampled z) plus the length loss.
-Decoding: predict the length, take z = g^-1(0) (argmax decoding), or several z = g^-1(tau * eps)
-per length (noisy parallel decoding); candidates are ranked by the model's mean token log-prob,
-or by an AT model's (decode option `rescore`, kdgrid.rescore).
+(with attention to the source) and outputs a diagonal Gaussian; while training, whole target words
+are dropped from its input (`posterior_dropword`, FlowSeq-base 0.2: a dropped word's embedding is
+zeroed, the others scaled by 1/(1-p) as in FlowSeq's dropout2d; its position stays). The prior
+p(z|x) is a multi-scale Glow-style flow g taking z to a standard normal (kdgrid.models.flow: levels
+of steps of actnorm, invertible linear map over latent channels and affine coupling whose network
+attends to the source; between levels half the channels leave through a split prior conditioned on
+the other half, and the rest is squeezed, two time steps per position; padding is respected at
+every level): log p(z|x) = log N(g(z)) + log|det dg/dz|. ActNorm is initialized from the data of
+the first training batch; as in FlowSeq, the posterior's mean/log-variance layer starts at a 0.05
+scale, so z starts close to N(0, I) noise. The decoder p(y|z,x) predicts every token in parallel from z. Training
+maximizes the ELBO (reconstruction - KL(q || p), the KL estimated from the sampled z) plus the
+length loss. Decoding: predict the length, take z = g^-1(0) (argmax decoding), or several
+z = g^-1(tau * eps) per length (noisy parallel decoding); candidates are ranked by the model's mean
+token log-prob, or by an AT model's (decode option `rescore`, kdgrid.rescore).
+
+Config: `flow_levels` lists the steps per level (FlowSeq-base: [4, 4, 2], three levels; its steps
+are larger than kdgrid's, which have one coupling each). The default [2, 2] is CPU-sized. Files
+and configs of the single-scale FlowSeq give `flow_steps: N`, which means one level, [N].
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from kdgrid.models.layers import (
-    EncoderDecoder,
-    LengthHead,
-    ModelConfig,
-    Stack,
-    init_linear,
-    key_mask,
-    smoothed_nll,
-)
+from kdgrid.models.flow import build_flow, flow_forward, flow_reverse
+from kdgrid.models.layers import EncoderDecoder, LengthHead, ModelConfig, Stack, init_linear, key_mask, smoothed_nll
 from kdgrid.refine import State, refine
 
 LOG_2PI = math.log(2 * math.pi)
@@ -38,7 +41,10 @@ class FlowSeqConfig(ModelConfig):
     mask: int
     latent: int = 64  # channels of z per position (even)
     posterior_layers: int = 1
-    flow_steps: int = 4
+    posterior_dropword: float = 0.0  # while training, drop whole words from the posterior's input
+    flow_levels: list[int] = field(default_factory=lambda: [2, 2])  # steps per level; base [4, 4, 2]
+    flow_steps: int | None = None  # older configs and files: one level of this many steps; when
+    # given, it replaces flow_levels (a config merged over defaults may hold both)
     length_classes: int = 256
     length_loss_weight: float = 0.1
     kl_weight: float = 1.0
@@ -50,61 +56,19 @@ class FlowSeqConfig(ModelConfig):
         super().__post_init__()
         if self.latent % 2 or self.latent < 2:
             raise ValueError(f"latent must be even and >= 2, got {self.latent}")
-        if self.samples < 1 or self.length_beam < 1 or self.flow_steps < 1:
-            raise ValueError("samples, length_beam and flow_steps must be positive")
-
-
-class ActNorm(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.log_scale, self.bias = nn.Parameter(torch.zeros(c)), nn.Parameter(torch.zeros(c))
-
-    def forward(self, z, mask, memory, src_pad):  # density direction z -> eps
-        return (z + self.bias) * self.log_scale.exp(), self.log_scale.sum() * mask.sum(1)
-
-    def reverse(self, e, mask, memory, src_pad):
-        return e * (-self.log_scale).exp() - self.bias
-
-
-class InvertibleLinear(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.weight = nn.Parameter(torch.linalg.qr(torch.randn(c, c))[0])
-
-    def forward(self, z, mask, memory, src_pad):
-        return z @ self.weight, torch.linalg.slogdet(self.weight)[1] * mask.sum(1)
-
-    def reverse(self, e, mask, memory, src_pad):
-        return e @ torch.linalg.inv(self.weight)
-
-
-class Coupling(nn.Module):
-    """Affine coupling: the second half of the channels is scaled and shifted by a network of the
-    first half that attends to the source; zero-initialized, so it starts as the identity."""
-
-    def __init__(self, c, cfg: FlowSeqConfig):
-        super().__init__()
-        self.inp = nn.Linear(c // 2, cfg.d_model)
-        self.net = Stack(1, cfg.d_model, cfg.ffn, cfg.heads, 0.0, 0.0, cfg.pre_norm, cross=True)
-        self.out = nn.Linear(cfg.d_model, c)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def params(self, za, mask, memory, src_pad):
-        h = self.net(self.inp(za), key_mask(mask.eq(0)), memory, key_mask(src_pad))
-        log_scale, shift = self.out(h).chunk(2, -1)
-        return torch.tanh(log_scale), shift  # bounded scales keep the flow stable
-
-    def forward(self, z, mask, memory, src_pad):
-        za, zb = z.chunk(2, -1)
-        log_scale, shift = self.params(za, mask, memory, src_pad)
-        out = torch.cat([za, (zb + shift) * log_scale.exp()], -1)
-        return out, (log_scale * mask[..., None]).sum((1, 2))
-
-    def reverse(self, e, mask, memory, src_pad):
-        ea, eb = e.chunk(2, -1)
-        log_scale, shift = self.params(ea, mask, memory, src_pad)
-        return torch.cat([ea, eb * (-log_scale).exp() - shift], -1)
+        if self.samples < 1 or self.length_beam < 1:
+            raise ValueError("samples and length_beam must be positive")
+        if self.flow_steps is not None:
+            if isinstance(self.flow_steps, bool) or not isinstance(self.flow_steps, int) or self.flow_steps < 1:
+                raise ValueError(f"flow_steps must be a positive integer, got {self.flow_steps!r}")
+            self.flow_levels, self.flow_steps = [self.flow_steps], None  # saved as flow_levels
+        levels = self.flow_levels
+        if (not isinstance(levels, (list, tuple)) or not levels
+                or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in levels)):
+            raise ValueError(f"flow_levels must be a non-empty list of positive step counts, got {levels!r}")
+        self.flow_levels = list(levels)
+        if not 0 <= self.posterior_dropword < 1:
+            raise ValueError(f"posterior_dropword must be in [0, 1), got {self.posterior_dropword}")
 
 
 class FlowSeq(EncoderDecoder):
@@ -119,25 +83,34 @@ class FlowSeq(EncoderDecoder):
         self.latent_in = nn.Linear(cfg.latent, cfg.d_model)
         self.length = LengthHead(cfg.d_model, cfg.length_classes)
         init_linear(self)
-        self.flow = nn.ModuleList(
-            layer for _ in range(cfg.flow_steps)
-            for layer in (ActNorm(cfg.latent), InvertibleLinear(cfg.latent), Coupling(cfg.latent, cfg))
-        )
+        with torch.no_grad():  # FlowSeq starts mu and log-variance at a scale of 0.05: z ~ N(0, I)
+            self.posterior_out.weight.mul_(0.05)
+        # the flat step list keeps the parameter names of single-scale files: `flow.<i>.*`
+        self.flow, self.flow_splits = build_flow(cfg.flow_levels, cfg.latent, cfg.d_model, cfg.ffn,
+                                                 cfg.heads, cfg.pre_norm)
 
     # -- densities -------------------------------------------------------------------------
+    def prior_forward(self, z, mask, memory, src_pad):
+        """z -> (eps, log|det d eps / dz|) per sentence, counting the real positions only."""
+        return flow_forward(self.flow, self.flow_splits, self.cfg.flow_levels, z, mask, memory, src_pad)
+
     def prior_logp(self, z, mask, memory, src_pad):
         """log p(z | x) per sentence: flow to the base normal, plus the log-determinants."""
-        logdet = torch.zeros(len(z), device=z.device)
-        for layer in self.flow:
-            z, ld = layer(z, mask, memory, src_pad)
-            logdet = logdet + ld
-        base = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+        eps, logdet = self.prior_forward(z, mask, memory, src_pad)
+        base = -0.5 * (eps.pow(2) + LOG_2PI).sum(-1)
         return (base * mask).sum(1) + logdet
 
     def prior_sample(self, eps, mask, memory, src_pad):
-        for layer in reversed(self.flow):
-            eps = layer.reverse(eps, mask, memory, src_pad)
-        return eps
+        return flow_reverse(self.flow, self.flow_splits, self.cfg.flow_levels, eps, mask, memory, src_pad)
+
+    def posterior_input(self, tgt):
+        """Target embeddings with dropword while training: whole words zeroed (the others scaled
+        by 1/(1-p)) before the positions are added."""
+        x, p = self.embed.tokens(tgt), self.cfg.posterior_dropword
+        if self.training and p > 0:
+            keep = torch.rand(*tgt.shape, 1, device=tgt.device) >= p
+            x = x * keep.to(x.dtype) / (1 - p)
+        return self.embed.add_positions(x)
 
     def decode_latent(self, z, tgt_pad, memory, src_pad):
         x = self.embed.add_positions(self.latent_in(z))
@@ -149,7 +122,7 @@ class FlowSeq(EncoderDecoder):
         memory, src_pad = self.encode(src)
         tgt_pad = tgt.eq(cfg.pad)
         mask = (~tgt_pad).float()
-        h = self.posterior(self.embed(tgt), key_mask(tgt_pad), memory, key_mask(src_pad))
+        h = self.posterior(self.posterior_input(tgt), key_mask(tgt_pad), memory, key_mask(src_pad))
         mu, logvar = self.posterior_out(h).float().chunk(2, -1)
         logvar = logvar.clamp(-10, 10)
         # a sampled z while training; the posterior mean when validating, so that validation

@@ -27,6 +27,7 @@ class INATConfig(NATConfig):
     train_steps: int = 4
     corrupt_prob: float = 0.5
     max_iter: int = 10
+    adaptive: bool = True  # stop a sentence once an iteration leaves it unchanged (Lee et al.)
 
     def __post_init__(self):
         super().__post_init__()
@@ -62,9 +63,11 @@ class INAT(NAT):
 
     @torch.no_grad()
     def generate(self, src, length_beam: int | None = None, max_iter: int | None = None,
-                 rescorer=None, **_):
+                 adaptive: bool | None = None, rescorer=None, return_steps: bool = False, **_):
         return refine(self, src, self.cfg.max_iter if max_iter is None else max_iter,
-                      length_beam or self.cfg.length_beam, rescorer=rescorer)
+                      length_beam or self.cfg.length_beam,
+                      adaptive=self.cfg.adaptive if adaptive is None else adaptive,
+                      return_steps=return_steps, rescorer=rescorer)
 
     def step(self, state: State, src, memory, src_pad, step: int, max_iter: int) -> State:
         tgt_pad = state.tokens.eq(self.cfg.pad)

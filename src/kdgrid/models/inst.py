@@ -5,6 +5,9 @@ states; a distribution over words, with eos meaning "insert nothing here", is pr
 Training deletes random target tokens and, per slot, spreads the target over the words missing
 there by the balanced-binary-tree weights softmax(-|centre - i| / tau), which teaches the model to
 insert the middle word first (log-many parallel steps); a slot with nothing missing targets eos.
+The loss of a sentence is the mean of its slots' cross-entropies against these soft targets (Stern
+et al., eq. 7: 1/(k+1) over the k+1 slots), label-smoothed like every other kind's token loss
+((1 - e) * CE + e * uniform CE); the batch loss is the mean over sentences.
 Decoding starts from the empty sequence and inserts at most one word per slot per iteration
 until every slot chooses eos, or `max_iter`; length is capped at a * |x| + b.
 """
@@ -29,6 +32,7 @@ class InsTConfig(ModelConfig):
     mask: int
     tree_temperature: float = 1.0  # tau; large values make the slot target uniform
     max_iter: int = 20
+    adaptive: bool = True  # stop a sentence once an iteration leaves it unchanged
     max_len_a: float = 2.0
     max_len_b: int = 10
 
@@ -70,14 +74,24 @@ class InsertionTransformer(EncoderDecoder):
                     weights.append(weight)
             n_slots += len(inserts)
         lprobs = torch.log_softmax(self.slot_logits(partial, memory, src_pad).float(), -1)
-        index = [torch.tensor(x, device=tgt.device) for x in (rows, slots, words)]
-        picked = lprobs[index[0], index[1], index[2]]
-        loss = -(torch.tensor(weights, device=tgt.device) * picked).sum() / n_slots
-        return loss, {"loss": loss.detach(), "nll": loss.detach(), "ntokens": n_slots}
+        r, j, w = (torch.tensor(x, device=tgt.device) for x in (rows, slots, words))
+        ce = torch.zeros(lprobs.shape[:2], device=tgt.device)  # soft-target CE per (sentence, slot)
+        ce.index_put_((r, j), -torch.tensor(weights, device=tgt.device) * lprobs[r, j, w], accumulate=True)
+        real = torch.zeros(lprobs.shape[:2], dtype=torch.bool, device=tgt.device)
+        real[r, j] = True
+        slots_per_sentence = real.sum(1)
+        per_sentence = lambda x: ((x * real).sum(1) / slots_per_sentence).mean()  # noqa: E731
+        nll = per_sentence(ce)
+        loss = per_sentence((1 - label_smoothing) * ce - label_smoothing * lprobs.mean(-1)) \
+            if label_smoothing else nll
+        return loss, {"loss": loss.detach(), "nll": nll.detach(), "ntokens": n_slots}
 
     @torch.no_grad()
-    def generate(self, src, max_iter: int | None = None, **_):
-        return refine(self, src, self.cfg.max_iter if max_iter is None else max_iter)
+    def generate(self, src, max_iter: int | None = None, adaptive: bool | None = None,
+                 return_steps: bool = False, **_):
+        return refine(self, src, self.cfg.max_iter if max_iter is None else max_iter,
+                      adaptive=self.cfg.adaptive if adaptive is None else adaptive,
+                      return_steps=return_steps)
 
     def initial(self, src, memory, src_pad, length_beam: int):
         return empty_start(src, self.cfg.pad)

@@ -29,6 +29,7 @@ class LevTConfig(ModelConfig):
     placeholder_classes: int = 256  # 0 .. 255 placeholders per slot
     insertion_penalty: float = 0.0  # subtracted from the "0 placeholders" logit when decoding
     max_iter: int = 10
+    adaptive: bool = True  # stop a sentence once an iteration leaves it unchanged
     max_len_a: float = 2.0
     max_len_b: int = 10
 
@@ -84,6 +85,15 @@ class LevT(EncoderDecoder):
     def words(self, h):
         return self.embed.logits(h[:, 1:-1])  # (N, T, V)
 
+    def word_choices(self, word_logits):
+        """Log-probabilities over the words a placeholder may take: never pad, bos, eos or <mask>.
+        Training's roll-in uses it too: pad's tied logit is 0, which an untrained model's argmax
+        often picks, and frame() would then put eos over a real token."""
+        cfg = self.cfg
+        word_logits = word_logits.float().clone()
+        word_logits[..., [cfg.pad, cfg.bos, cfg.eos, cfg.mask]] = float("-inf")
+        return torch.log_softmax(word_logits, -1)
+
     # -- training --------------------------------------------------------------------------
     def loss(self, batch: dict, label_smoothing: float = 0.0):
         cfg, src, tgt = self.cfg, batch["src"], batch["tgt"]
@@ -103,7 +113,7 @@ class LevT(EncoderDecoder):
         word_logits = self.words(self.hidden(fill_in, memory, src_pad))
         word, nll, n = smoothed_nll(word_logits, tgt.masked_fill(~masked, cfg.pad), cfg.pad, label_smoothing)
         # deletion of the model's own fill output, labelled by the expert
-        guess = torch.where(masked, word_logits.detach().argmax(-1), tgt)
+        guess = torch.where(masked, self.word_choices(word_logits.detach()).argmax(-1), tgt)
         delete = [expert_edits(g[:len(y)].tolist(), y)[0] for g, y in zip(guess, rows)]
         del_logits = self.deletions(self.hidden(guess, memory, src_pad))
         del_target = pad_rows(delete, -100, tgt.device)
@@ -114,8 +124,11 @@ class LevT(EncoderDecoder):
 
     # -- decoding --------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, src, max_iter: int | None = None, **_):
-        return refine(self, src, self.cfg.max_iter if max_iter is None else max_iter)
+    def generate(self, src, max_iter: int | None = None, adaptive: bool | None = None,
+                 return_steps: bool = False, **_):
+        return refine(self, src, self.cfg.max_iter if max_iter is None else max_iter,
+                      adaptive=self.cfg.adaptive if adaptive is None else adaptive,
+                      return_steps=return_steps)
 
     def initial(self, src, memory, src_pad, length_beam: int):
         return empty_start(src, self.cfg.pad)
@@ -153,9 +166,7 @@ class LevT(EncoderDecoder):
         scores = pad_rows(new_scores, 0.0, src.device, torch.float)
         holes = tokens.eq(cfg.mask)
         if holes.any():  # 3. fill the placeholders
-            word_logits = self.words(self.hidden(tokens, memory, src_pad)).float()
-            word_logits[..., [cfg.pad, cfg.bos, cfg.eos, cfg.mask]] = float("-inf")
-            best, words = torch.log_softmax(word_logits, -1).max(-1)
+            best, words = self.word_choices(self.words(self.hidden(tokens, memory, src_pad))).max(-1)
             tokens = torch.where(holes, words, tokens)
             scores = torch.where(holes, best, scores)
         return State(tokens, scores)
