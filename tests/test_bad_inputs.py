@@ -9,6 +9,11 @@ message must contain. Every row checks the same four things:
 - no Python traceback;
 - nothing left at the declared output paths (nor a half-written temporary beside them), so that
   Snakemake never takes a failed step for a complete one.
+
+Most bad inputs are found before a verb writes anything. The rows marked "after the first write"
+meet a verb that had begun writing: a KdgridError is injected into a real later step (writing the
+test split, scoring, the third chunk of a shard; tests/inject_faults.py), after checking that
+something was written already, so that they test the all-or-nothing writes of multi-output verbs.
 """
 
 from __future__ import annotations
@@ -82,6 +87,16 @@ class Run:
     outputs: list = field(default_factory=list)  # declared outputs that must not exist afterwards
     config: dict | None = None  # dry/real: overrides of tests/configs/toy.yaml
     log: str | None = None  # real: the log that holds the verb's message, relative to the workdir
+    fault: str | None = None  # cli: a fault of tests/inject_faults.py, raised after the first write
+
+
+def after_first_write(fault: str, make) -> callable:
+    """A cli case run with `fault` injected after the verb's first write (see inject_faults.py)."""
+    def setup(t, f):
+        run = make(t, f)
+        run.fault = fault
+        return run
+    return setup
 
 
 def cli(verb, outputs, **options) -> Run:
@@ -153,9 +168,11 @@ def train(t, f, kind="transformer", model=None, train_params=None, src=None, tgt
 
 
 def distill(t, f, model=None, vocab_path=None, params=None, params_json=None, **shard) -> Run:
+    """`distill` of the 12 good lines; its outputs: the shard and its chunks (OUT.parts/)."""
     out = t / "distill" / "0.tgt"
-    return cli("distill", [out], model=model or f.model, vocab=vocab_path or f.vocab, src=f.src,
-               out=out, params=params_json or json.dumps({**DECODE, **(params or {})}), **shard)
+    return cli("distill", [out, t / "distill" / "0.tgt.parts"], model=model or f.model,
+               vocab=vocab_path or f.vocab, src=f.src, out=out,
+               params=params_json or json.dumps({**DECODE, **(params or {})}), **shard)
 
 
 def evaluate(t, f, model=None, ref=None, labels="{}", length_beam=2, **extra) -> Run:
@@ -192,6 +209,19 @@ def gather(shard_lines: dict) -> callable:
                 write_lines(paths[-1], lines)
         return cli("gather", [t / "train.tgt"], src=src, shards=paths, out=t / "train.tgt")
     return setup
+
+
+def aggregate(t, f) -> Run:
+    """`aggregate` of one cell into its tables and pictures."""
+    cell = {"student": "nat", "data": "raw", "bleu": 1.5, "chrf": 20.0, "bleu_signature": "b",
+            "chrf_signature": "c", "decode": {"sentences_per_second": 10.0, "seconds": 1.2}}
+    (t / "scores.json").write_text(json.dumps(cell))
+    o = t / "grid"
+    outs = {"csv": o / "grid.csv", "long_csv": o / "grid_long.csv", "teachers_csv": o / "teachers.csv",
+            "data_csv": o / "data.csv", "costs_csv": o / "costs.csv", "md": o / "grid.md", "png": o / "grid.png",
+            "complexity_png": o / "bleu_vs_c.png", "complexity_pdf": o / "bleu_vs_c.pdf"}
+    return cli("aggregate", outs.values(), scores=t / "scores.json", **outs,
+               params=json.dumps({"students": ["nat"], "columns": ["raw"], "corpus": "toy"}))
 
 
 def short_ids(t: Path, f: Fx) -> Path:
@@ -240,6 +270,9 @@ CASES = [
                  ["missing.src: file not found"], id="prepare-missing-input-file"),
     pytest.param(lambda t, f: prepare(t, f, ref_out=["test", "de", t / "data" / "test.ref.de"]),
                  ["corpus.multiway and the target languages disagree"], id="prepare-multiway-disagrees"),
+    pytest.param(after_first_write("prepare-test-split", prepare),
+                 ["test.src: injected fault while writing the test split"],
+                 id="prepare-fails-after-writing-train-and-valid"),
     # vocabularies and encoding
     pytest.param(lambda t, f: vocab(t, f, {"size": 0}), ["vocab size (vocab.size) must exceed", "got 0"],
                  id="vocab-size-zero"),
@@ -250,6 +283,9 @@ CASES = [
                  ["blank.txt: empty corpus"], id="vocab-empty-text"),
     pytest.param(lambda t, f: vocab(t, f, encode=[f.src, side(t, "bad.txt", raw=b"gut\n\xff schlecht\n")]),
                  ["bad.txt: line 2: invalid UTF-8"], id="vocab-encode-invalid-utf8"),
+    pytest.param(after_first_write("vocab-second-encoding", lambda t, f: vocab(t, f, encode=[f.src, f.tgt])),
+                 ["1.npz: injected fault while saving the second encoded file"],
+                 id="vocab-fails-after-writing-the-model-and-one-encoding"),
     pytest.param(lambda t, f: cli("vocab", [t / "spm.model"], train_text=[f.src], model=t / "spm.model",
                                   params='{"size": 24}'),
                  ["--params", "model_type"], id="vocab-params-missing-key"),
@@ -291,6 +327,8 @@ CASES = [
     pytest.param(lambda t, f: distill(t, f, params={"beem": 3}), ["beem"], id="distill-unknown-decoding-option"),
     pytest.param(lambda t, f: distill(t, f, params_json='{"kind": "beam"}'), ["--params", "max_tokens"],
                  id="distill-params-missing-key"),
+    pytest.param(after_first_write("distill-third-chunk", lambda t, f: distill(t, f, chunk=4)),
+                 ["injected fault while translating chunk 3"], id="distill-fails-after-two-chunks"),
     # gathering shards
     pytest.param(gather({0: ["w", "x"], 1: ["y"]}), ["shards hold 3 lines but", "has 4", "1.tgt: 1"],
                  id="gather-short-shard"),
@@ -315,6 +353,11 @@ CASES = [
     pytest.param(lambda t, f: evaluate(t, f, model=saved_model(t, f),
                                        rescorer=saved_model(t, f, "transformer", f.other_vocab)),
                  ["transformer.pt was trained with a different vocabulary"], id="evaluate-rescorer-other-vocabulary"),
+    pytest.param(after_first_write("evaluate-scoring", lambda t, f: evaluate(t, f, model=saved_model(t, f))),
+                 ["injected fault while scoring the hypotheses"], id="evaluate-fails-scoring-after-writing-hypotheses"),
+    # the grid
+    pytest.param(after_first_write("aggregate-complexity-plot", aggregate),
+                 ["injected fault while drawing BLEU against C(d)"], id="aggregate-fails-after-tables-and-heatmap"),
     # configs, through `snakemake -n`
     pytest.param(dry(grid={"teachers": ["toy", "huge"]}),
                  ["grid.teachers[1]: 'huge' is not defined under teacher_sizes"], id="config-unknown-teacher"),
@@ -350,8 +393,10 @@ CASES = [
 def test_bad_input_stops_cleanly(setup, fragments, fx, tmp_path):
     run = setup(tmp_path, fx)
     if run.how == "cli":
-        proc = subprocess.run([sys.executable, "-m", "kdgrid", *run.argv], capture_output=True, text=True,
-                              cwd=tmp_path, env=env(), timeout=120)
+        cmd = [sys.executable, "-m", "kdgrid"] if run.fault is None else [
+            sys.executable, str(Path(__file__).with_name("inject_faults.py")), run.fault]
+        proc = subprocess.run([*cmd, *run.argv], capture_output=True, text=True, cwd=tmp_path, env=env(),
+                              timeout=120)
         assert proc.returncode == 2, f"exit {proc.returncode}:\n{proc.stderr[-3000:]}"
         assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
         lines = proc.stderr.strip().splitlines()
@@ -381,3 +426,27 @@ def test_bad_input_stops_cleanly(setup, fragments, fx, tmp_path):
         assert not out.exists(), f"{out} was left behind"
         if out.parent.exists():  # nor the temporary an atomic write would rename onto it
             assert not list(out.parent.glob(f".{out.name}.*")), list(out.parent.iterdir())
+
+
+def test_outputs_of_a_group_appear_together_or_not_at_all(tmp_path):
+    """`all_or_nothing`, which every multi-output verb writes through, on its own."""
+    from kdgrid.errors import all_or_nothing, atomic_output, write_json
+
+    a, b, other = tmp_path / "a.txt", tmp_path / "sub" / "b.json", tmp_path / "cache.txt"
+    with all_or_nothing(a, b, None):
+        write_lines(a, ["first"])
+        write_lines(a, ["second"])  # written twice: the later one wins, no temporary stays
+        write_json(b, {"x": 1})
+        write_lines(other, ["not declared: written at once"])
+        assert other.exists() and not a.exists() and not b.exists()
+    assert a.read_text() == "second\n" and json.loads(b.read_text()) == {"x": 1}
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "b.json", "cache.txt", "sub"]
+
+    c, d = tmp_path / "c.txt", tmp_path / "d.txt"
+    with pytest.raises(KeyboardInterrupt), all_or_nothing(c, d):
+        write_lines(c, ["written"])
+        with atomic_output(d) as f:
+            f.write("half")
+            raise KeyboardInterrupt
+    assert not c.exists() and not d.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "b.json", "cache.txt", "sub"]

@@ -83,11 +83,19 @@ def distill_shard(model_path, vocab_path, src, out, shard: int, shards: int, chu
             write_lines(parts / f"{c:06d}.txt", texts)
             progress.step(len(lines_), tokens=len(lines_))
             progress.report(f"chunk {c + 1}/{len(chunks)}")
+        write_lines(out, (line for c, _ in chunks for line in iter_lines(parts / f"{c:06d}.txt")))
     except KdgridError:
-        if not any(parts.glob("0*.txt")):  # bad options: nothing worth keeping for a rerun
-            shutil.rmtree(parts)
+        # What "nothing left behind" means for OUT.parts/: the chunks are kept only when a rerun
+        # can use them. A kill, a preemption, Ctrl-C or a crash (anything but a KdgridError) stops
+        # a run that a rerun of the same inputs would finish, so the chunks stay for it to resume.
+        # A KdgridError here is a bad input found while translating: decoding is a function of
+        # what the key holds (model, options, sources, seeds), so a rerun with the same key fails
+        # the same way, and the fix (other options, another model) changes the key, which would
+        # discard these chunks anyway. So they go now, and a failed job leaves neither OUT nor
+        # OUT.parts/. (A KdgridError before the key was checked, e.g. an unreadable model, leaves
+        # the chunks of an earlier run alone: they may still fit once the input is fixed.)
+        shutil.rmtree(parts, ignore_errors=True)
         raise
-    write_lines(out, (line for c, _ in chunks for line in iter_lines(parts / f"{c:06d}.txt")))
     shutil.rmtree(parts)
 
 

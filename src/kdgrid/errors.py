@@ -2,16 +2,25 @@
 
 A KdgridError is a problem with the user's input (a file, a line, a config key) and is printed by
 the CLI as one message without a traceback. Every output goes through `atomic_output`, so a
-crash or a bad input never leaves a half-written file that looks complete.
+crash or a bad input never leaves a half-written file that looks complete; and a verb with several
+outputs writes them inside `all_or_nothing`, so a failure after its first output leaves none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import tempfile
 from pathlib import Path
+
+# The open `all_or_nothing` group, if any: ({key: declared path}, {key: finished temporary}).
+_GROUP: contextvars.ContextVar = contextvars.ContextVar("kdgrid_output_group", default=None)
+
+
+def _key(path) -> str:
+    return os.path.abspath(os.fspath(path))
 
 
 class KdgridError(Exception):
@@ -19,8 +28,49 @@ class KdgridError(Exception):
 
 
 @contextlib.contextmanager
+def all_or_nothing(*paths):
+    """The outputs of one verb appear together or not at all.
+
+    Inside the block, `atomic_output` to one of `paths` (None: an optional output not asked for)
+    leaves its finished temporary (`.NAME.*.tmp` beside NAME) in place instead of renaming it.
+    When the whole block succeeds, every temporary is renamed onto its path; when it fails (a bad
+    input found late, a crash, Ctrl-C), every temporary is removed, so no declared output exists.
+    Only the declared paths wait: other files the block writes (a download cache, resumable
+    chunks) are written at once. A kill -9 can still leave hidden `.NAME.*.tmp` files, never NAME.
+    """
+    declared = {_key(p): Path(p) for p in paths if p is not None}
+    pending: dict[str, Path] = {}
+    token = _GROUP.set((declared, pending))
+    try:
+        yield
+    except BaseException:
+        for tmp in pending.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    finally:
+        _GROUP.reset(token)
+    done = []
+    try:
+        for key, tmp in pending.items():
+            os.replace(tmp, declared[key])
+            done.append(declared[key])
+    except BaseException:  # a rename failed: take back the ones already made
+        for path in done:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        for tmp in pending.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "w"):
-    """Yield a temporary file beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary file beside `path`; rename it onto `path` only if the block succeeds
+    (inside `all_or_nothing` declaring `path`: when the whole group succeeds)."""
+    group = _GROUP.get()
+    deferred = group is not None and _key(path) in group[0]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -33,7 +83,14 @@ def atomic_output(path: str | os.PathLike, mode: str = "w"):
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if deferred:  # written again within the group: the newer one wins
+            old = group[1].pop(_key(path), None)
+            if old is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(old)
+            group[1][_key(path)] = Path(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
