@@ -1,9 +1,14 @@
-"""Teacher speed on this machine's CPU threads (or GPU): training target tokens/s and beam-5
-decoding sentences/s for a fixed model (the paper's `tiny` teacher: d256, ffn1024, 3+3 layers,
-4 heads) on synthetic data, each beside a reference measured in the same run:
+"""Teacher speed on this machine's CPU threads (or GPU): training target tokens/s and decoding
+speed for a fixed model (the paper's `tiny` teacher: d256, ffn1024, 3+3 layers, 4 heads) on
+synthetic data, each beside a reference measured in the same run:
 
 - training: torch.nn.Transformer of the same size on the same batches (ratio > 1: kdgrid faster);
-- decoding: kdgrid greedy, and beam-5 without the key/value cache (the cache's speed-up).
+- decoding: beam-5 with and without the key/value cache on the SAME batches (every decoding batch,
+  the two timed batch by batch in turn so that a change in the machine's load hits both), whose
+  outputs must be identical (the bench stops with an error if they are not), and greedy. Each
+  configuration decodes one batch untimed first (warm-up). Decoding speed is given in output
+  tokens/s (content tokens without eos) and sentences/s; the cache's speed-up is the uncached time over
+  the cached time (equal outputs, so also the ratio of their tokens/s).
 
     python bench/teacher_speed.py [--threads N] [--updates 20] [--sentences 300]
 """
@@ -74,13 +79,43 @@ def train_speed(model, batches, updates: int) -> float:
     return tokens / (time.perf_counter() - start)
 
 
-def decode_speed(model, batches, **opts) -> float:
+def decode(model, batch, opts) -> tuple[float, list[list[int]]]:
+    start = time.perf_counter()
+    out = model.generate(batch["src"], **opts)
+    return time.perf_counter() - start, out
+
+
+def decode_speed(model, batches, *configs) -> list[dict]:
+    """Decode every batch with each of `configs` (option dicts), timed batch by batch in turn,
+    after one untimed warm-up batch per configuration; seconds, outputs and token counts each."""
     model.eval()
-    n, start = 0, time.perf_counter()
+    for opts in configs:  # warm-up
+        decode(model, batches[len(batches) // 2], opts)
+    results = [{"seconds": 0.0, "out": []} for _ in configs]
     for b in batches:
-        model.generate(b["src"], **opts)
-        n += b["src"].size(0)
-    return n / (time.perf_counter() - start)
+        for opts, r in zip(configs, results):
+            seconds, out = decode(model, b, opts)
+            r["seconds"] += seconds
+            r["out"] += out
+    for r in results:
+        r["tokens"] = sum(len(h) for h in r["out"])
+        r["tok/s"] = r["tokens"] / r["seconds"]
+        r["sent/s"] = len(r["out"]) / r["seconds"]
+    return results
+
+
+def check_identical(cached: list, uncached: list) -> None:
+    differ = [i for i, (a, b) in enumerate(zip(cached, uncached)) if a != b]
+    if len(cached) != len(uncached) or differ:
+        i = differ[0] if differ else min(len(cached), len(uncached))
+        raise SystemExit(f"teacher_speed: cached and uncached beam-5 disagree on {len(differ)} of "
+                         f"{len(cached)} sentences (first: sentence {i}: cached {cached[i:i + 1]} vs "
+                         f"uncached {uncached[i:i + 1]}): the key/value cache changes the search, so "
+                         "the speed-up would compare different work; fix the cache first")
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "n/a (no output tokens)"
 
 
 def main():
@@ -111,11 +146,20 @@ def main():
     dec_src = src[-args.sentences:]
     lens = Ids.from_lists(dec_src).lengths
     dec = [collate([dec_src[i] for i in b], None, 0, 2, 3) for b in token_batches(lens, lens, 2048)]
-    beam = decode_speed(ours, dec, method="beam", beam=5)
-    greedy = decode_speed(ours, dec, method="greedy")
-    nocache = decode_speed(ours, dec[: max(1, len(dec) // 4)], method="beam", beam=5, use_cache=False)
-    print(f"decoding   beam-5 {beam:8.1f} sent/s | greedy {greedy:8.1f} sent/s (beam/greedy "
-          f"{beam / greedy:.2f}) | beam-5 uncached {nocache:8.1f} sent/s (cache speed-up {beam / nocache:.2f}x)")
+    beam, nocache = decode_speed(ours, dec, dict(method="beam", beam=5),
+                                 dict(method="beam", beam=5, use_cache=False))
+    check_identical(beam["out"], nocache["out"])
+    (greedy,) = decode_speed(ours, dec, dict(method="greedy"))
+    plural = "es" if len(dec) > 1 else ""
+    print(f"decoding   {len(dec_src)} sentences in {len(dec)} batch{plural} of <= 2048 tokens, output tokens/s "
+          f"(sentences/s)")
+    print(f"  beam-5 cached   {beam['tok/s']:8.0f} tok/s ({beam['sent/s']:6.1f} sent/s, "
+          f"{beam['tokens'] / len(beam['out']):.1f} tokens/sentence)")
+    print(f"  beam-5 uncached {nocache['tok/s']:8.0f} tok/s ({nocache['sent/s']:6.1f} sent/s), same batches, "
+          f"identical outputs: cache speed-up {nocache['seconds'] / beam['seconds']:.2f}x")
+    print(f"  greedy cached   {greedy['tok/s']:8.0f} tok/s ({greedy['sent/s']:6.1f} sent/s, "
+          f"{greedy['tokens'] / len(greedy['out']):.1f} tokens/sentence): beam-5/greedy "
+          f"{ratio(beam['tok/s'], greedy['tok/s'])} in tok/s, {ratio(beam['sent/s'], greedy['sent/s'])} in sent/s")
 
 
 if __name__ == "__main__":
