@@ -30,14 +30,21 @@ demo: setup
 	@echo
 	@cat results/demo/grid.md
 	@echo
+	$(BIN)/snakemake --report results/demo/report.html
 	@echo "Report files: results/demo/grid.md, results/demo/grid.csv, results/demo/scores.csv, results/demo/grid.png"
+	@echo "Costs: results/demo/costs.csv (and the last section of grid.md)"
 	@echo "Per-job logs: results/demo/logs/   timings: results/demo/benchmarks/"
+	@echo "HTML report (open in a browser): $(CURDIR)/results/demo/report.html"
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q
 
+# Python (ruff), the Snakefile's formatting (snakefmt, settings in pyproject.toml) and Snakemake's
+# own best-practice lints; `make test` runs it first.
 lint: setup
 	$(BIN)/ruff check src tests bench workflow/config_check.py
+	$(BIN)/snakefmt --check Snakefile workflow/
+	$(BIN)/snakemake --lint
 
 bench: setup
 	$(BIN)/python bench/teacher_speed.py

@@ -1,18 +1,21 @@
 # kdgrid: teacher x decoding method x NAT student, as one workflow (see README.md).
-# Rules only wire files to `python -m kdgrid VERB`; settings live in the validated config.
+# Rules only wire files to `kdgrid VERB` (python -m kdgrid, see workflow/rules/common.smk);
+# settings live in the validated config.
 
-configfile: workflow.basedir + "/workflow/defaults.yaml"
+import os
+
+
+configfile: os.path.join(workflow.basedir, "workflow", "defaults.yaml")
+
+
 if not workflow.config_settings.configfiles:  # no --configfile given: the demo config
-    configfile: workflow.basedir + "/config.yaml"
+
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
-# Jobs import kdgrid from this checkout even in environments that lack it (`--sdm conda` builds
-# envs/kdgrid.yaml without the package, and clears PYTHONPATH, which a prefix survives).
-import shlex
-
-_src = shlex.quote(workflow.basedir + "/src").replace("{", "{{").replace("}", "}}")
-# A custom prefix replaces Snakemake's own `set -euo pipefail`: keep it.
-shell.prefix("set -euo pipefail; export PYTHONPATH=" + _src + "${{PYTHONPATH:+:$PYTHONPATH}}; ")
+# `snakemake --report results/<name>/report.html` (or .zip): this description, the grid, plots and
+# tables marked with report() in workflow/rules/report.smk, their captions in workflow/report/.
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -21,6 +24,13 @@ include: "workflow/rules/teacher.smk"
 include: "workflow/rules/student.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
+
+
+# Jobs too small for a cluster queue: run by Snakemake itself, also under --profile slurm.
+localrules:
+    all,
+    gather,
+    aggregate,
 
 
 rule all:

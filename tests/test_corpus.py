@@ -121,3 +121,10 @@ def test_synthetic_spec_rejects_bad_knobs():
         synthetic.SyntheticSpec(min_len=6, max_len=4)
     with pytest.raises(ValueError, match="synonym_rate"):
         synthetic.SyntheticSpec(synonym_rate=1.5)
+
+
+def test_progress_rates_keep_three_significant_digits():
+    from kdgrid.progress import rate_text
+
+    assert [rate_text(r) for r in (0.0, 0.338, 33.8, 338.4, 3384.0, 33840.0, 3.384e6)] == \
+        ["0.00", "0.34", "33.8", "338", "3.38k", "33.8k", "3.38M"]

@@ -22,8 +22,10 @@ from conftest import ROOT, TOY, env, job_counts, snakemake
 
 TOY_MULTIWAY = ROOT / "tests" / "configs" / "toy_multiway.yaml"
 GPU_RULES = {"train_teacher", "train_student", "distill", "evaluate_teacher", "evaluate_student"}
+LOCAL_RULES = {"gather", "aggregate"}  # run by Snakemake itself, never queued
 SITE_VARS = ("KDGRID_ACCOUNT", "KDGRID_PARTITION", "KDGRID_GPU_PARTITION", "KDGRID_JOBS", "KDGRID_GPUS",
-             "KDGRID_CORES")
+             "KDGRID_CORES", "KDGRID_MEM_MB")
+RESOURCES = yaml.safe_load((ROOT / "workflow" / "defaults.yaml").read_text())["compute"]["resources"]
 
 
 def site_env(**values) -> dict:
@@ -106,7 +108,7 @@ def test_slurm_profile_dry_run_plans_gpu_jobs(tmp_path):
         threads = str(prof["set-threads"][rule])
         for res in planned:
             assert res["slurm_account"] == "proj", rule
-            assert res["mem_mb"] == str(prof["set-resources"][rule]["mem_mb"]), rule
+            assert res["mem_mb"] == str(RESOURCES[rule]["mem_mb"]), rule  # from the config
             if rule in GPU_RULES:
                 assert (res["gpu"], res["cpus_per_gpu"], res["slurm_partition"]) == ("1", threads, "gpuq"), rule
             else:
@@ -134,8 +136,31 @@ def test_workstation_profile_dry_run(tmp_path, monkeypatch, gpus):
     for var in SITE_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("KDGRID_GPUS", str(gpus))
+    monkeypatch.setenv("KDGRID_MEM_MB", "20000")
     parsed = parse_profile(ROOT / "profiles" / "workstation" / "config.yaml")
-    assert parsed["resources"] == [f"gpu={gpus}"] and parsed["cores"] == "all"
+    assert parsed["resources"] == [f"gpu={gpus}", "mem_mb=20000"] and parsed["cores"] == "all"
+
+
+def test_jobs_ask_for_more_memory_and_time_on_each_retry(tmp_path):
+    """A job that ran out of memory or time asks for attempt x its config's amounts."""
+    proc = snakemake_in_root("--profile", "slurm", "-n", "--directory", str(tmp_path), environ=site_env())
+    first = job_resources(proc.stdout)["align_raw"][0]
+    assert (first["mem_mb"], first["runtime"]) == (str(RESOURCES["align_raw"]["mem_mb"]),
+                                                   str(RESOURCES["align_raw"]["runtime"]))
+    sys.path.insert(0, str(ROOT / "workflow"))
+    from resources import per_attempt
+
+    assert [per_attempt(48000)(None, attempt) for attempt in (1, 2, 3)] == [48000, 96000, 144000]
+
+
+def test_the_workstation_profile_schedules_by_memory(tmp_path):
+    """Jobs carry their config's memory, capped at the machine's (KDGRID_MEM_MB), against which
+    Snakemake schedules: two 48-64 GB alignment jobs do not start together on a 50 GB machine."""
+    environ = site_env(KDGRID_GPUS="0", KDGRID_MEM_MB="50000")
+    proc = snakemake_in_root("--profile", "profiles/workstation", "-n", "--directory", str(tmp_path), environ=environ)
+    jobs = job_resources(proc.stdout)
+    assert [int(r["mem_mb"]) for r in jobs["align_distilled"]] == [50000] * len(jobs["align_distilled"])
+    assert int(jobs["align_raw"][0]["mem_mb"]) == 48000 and int(jobs["prepare"][0]["mem_mb"]) == 16000
 
 
 # -- a real single-node SLURM ----------------------------------------------------------------
@@ -335,9 +360,8 @@ def override_profile(directory: Path, monkeypatch) -> Path:
         key = target.split(":", 1)[1]
         if key == "gpu":
             value = "0"
-        elif key == "mem_mb":
-            value = str(min(int(value), 1000))
         resources.append(f"{target}={value}")
+    resources += [f"{rule}:mem_mb=1000" for rule in RESOURCES]  # the config's amounts fit no test node
     override = {
         "set-resources": resources,
         "set-threads": [f"{entry.split('=')[0]}=1" for entry in parsed["set-threads"]],
@@ -374,7 +398,7 @@ def test_toy_grid_runs_through_slurm(slurm, tmp_path, monkeypatch):
             assert 0.0 <= float(value) <= 100.0, row
 
     # every job went through SLURM: one completed SLURM job per Snakemake job, in partition debug
-    planned = job_counts(log)
+    planned = {r: n for r, n in job_counts(log).items() if r not in LOCAL_RULES}
     expected = sum(n for rule, n in planned.items() if rule != "all")
     done = [j for j in slurm.jobs() if j.get("WorkDir") == str(work)]
     assert len(done) == expected, (planned, done)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shlex
+import subprocess
 
 import pytest
-from conftest import ROOT, TOY, job_counts, snakemake, write_config
+from conftest import BIN, ROOT, TOY, job_counts, snakemake, write_config
 
 from kdgrid import cli
 
@@ -86,9 +88,9 @@ def test_every_rule_runs_an_existing_cli_verb_with_valid_arguments(tmp_path, mul
     for rule, cmds in commands.items():
         for cmd in cmds:
             words = shlex.split(cmd)
-            assert words[:3] == ["python", "-m", "kdgrid"], (rule, cmd)
-            assert words[3] in cli.VERBS, f"rule {rule} calls unknown verb {words[3]!r}"
-            args = words[3: words.index("2>")] if "2>" in words else words[3:]
+            assert words[0] == "kdgrid", (rule, cmd)  # the Snakefile's shell function
+            assert words[1] in cli.VERBS, f"rule {rule} calls unknown verb {words[1]!r}"
+            args = words[1: words.index("2>")] if "2>" in words else words[1:]
             parser.parse_args(args)  # exits (fails the test) on an unknown or missing option
 
 
@@ -119,6 +121,50 @@ def test_toy_grid_end_to_end_has_a_number_in_every_cell(toy_run):
     assert re.search(r"train 40/40 \(100%\) .* tok/s .* ETA", log)
     # nothing left to do afterwards
     assert "Nothing to be done" in snakemake(work, "-n", configfile=TOY).stdout
+
+
+def test_toy_run_cost_table_counts_shared_jobs_once(toy_run):
+    work, _ = toy_run
+    rows = list(csv.DictReader(open(work / "results/toy/costs.csv")))
+    assert [(r["scope"], r["student"] or r["data"] or r["teacher"]) for r in rows] == [
+        ("cell", "nat"), ("cell", "nat"), ("cell", "nat"), ("data", "raw"), ("data", "toy.beam"),
+        ("data", "toy.greedy"), ("teacher", "toy"), ("setup", ""), ("total", "")]
+    assert [r["data"] for r in rows[:3]] == ["raw", "toy.beam", "toy.greedy"]
+    assert rows[4]["rules"] == "distill; gather; encode_distilled; align_distilled; data_metrics_distilled"
+    total = rows[-1]
+    assert int(total["jobs"]) == 25 == sum(int(r["jobs"]) for r in rows[:-1])  # every job but aggregate
+    for key in ("wall_seconds", "gpu_hours"):  # the total is the sum of the rows: nothing counted twice
+        assert float(total[key]) == pytest.approx(sum(float(r[key]) for r in rows[:-1]), abs=1e-4)
+    assert all(float(r["wall_seconds"]) > 0 for r in rows)
+    log = (work / "results/toy/logs/train_student/nat.raw.log").read_text()
+    assert re.search(r"kdgrid device: (cpu|cuda:0)$", log, re.MULTILINE)
+    md = (work / "results/toy/grid.md").read_text()
+    assert "## Compute cost" in md and "| nat | toy.beam | 2 |" in md and "| teacher toy |" in md
+
+
+def test_report_holds_the_grid_plots_tables_and_captions(toy_run):
+    """`snakemake --report x.zip` after the run: every result in its category, with its caption."""
+    import zipfile
+
+    work, _ = toy_run
+    snakemake(work, "--report", "results/toy/report.zip", configfile=TOY)
+    with zipfile.ZipFile(work / "results/toy/report.zip") as z:
+        names = {n.rsplit("/", 1)[-1]: n for n in z.namelist()}
+        html = z.read(names["report.html"]).decode()
+        for f in ("grid.md", "grid.csv", "grid.png", "scores.csv", "teachers.csv", "data_metrics.csv",
+                  "costs.csv", "bleu_vs_complexity.png", "bleu_vs_complexity.pdf"):
+            assert z.read(names[f]) == (work / "results/toy" / ("plots/" if "complexity" in f else "") / f).read_bytes()
+    categories = json.loads(re.search(r"var categories = (\{.*\});\n", html).group(1))
+    assert categories["Grid"] == {"Tables": ["results/toy/grid.csv", "results/toy/grid.md"],
+                                  "Heatmap": ["results/toy/grid.png"]}
+    assert set(categories) == {"Grid", "Students", "Data metrics", "Teachers", "Costs"}
+    assert set(categories["Students"]) == {"Scores", "BLEU vs complexity"}
+    results = json.loads(re.search(r"var results = (\{.*\});\n", html).group(1))
+    assert len(results) == 9 and all(len(r["caption"]) > 200 for r in results.values())
+    assert "kdgrid device:" in results["results/toy/costs.csv"]["caption"]
+    assert "Heatmap of student" in results["results/toy/grid.png"]["caption"]
+    assert "max_updates</tt>: 40" in results["results/toy/teachers.csv"]["caption"]  # a config value
+    assert "knowledge-distillation grid of corpus" in html and "{{" not in html
 
 
 def test_single_cell_rerun_touches_only_that_cell(toy_run):
@@ -200,3 +246,15 @@ def test_every_student_kind_runs_through_the_workflow(tmp_path):
     flowseq = json.loads((tmp_path / "results/toy_students/students/flowseq/raw/scores.json").read_text())
     assert flowseq["decode_options"]["rescorer"] == "results/toy_students/teachers/toy/model.pt"
     assert flowseq["decode_options"]["samples"] == 3
+
+
+def test_jobs_use_snakemakes_interpreter_without_the_venv_on_path(tmp_path):
+    """`.venv/bin/snakemake` without an activated venv: the jobs must not pick up whatever
+    `python` PATH offers (none here, or one without sentencepiece)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = "/usr/bin:/bin"
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           f"--configfile={TOY}", "--cores", "1", "--show-failed-logs", "results/toy/vocab/spm.model"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / "results/toy/vocab/spm.model").stat().st_size > 0

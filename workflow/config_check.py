@@ -169,16 +169,31 @@ def _rescore_problems(name: str, st: dict, teacher_sizes: dict) -> list[str]:
     return []
 
 
+def _shard_problems(c: dict, train_sentences: int | None) -> list[str]:
+    """More distillation shards than training sentences leaves shards empty and makes planning
+    crawl (100,000 shards do not plan in a minute). The count is the synthetic generator's, or
+    that of an already prepared corpus (results/<name>/data/stats.json)."""
+    corpus, shards = c["corpus"], c["distill"]["shards"]
+    if corpus["source"] == "synthetic":
+        syn = corpus.get("synthetic", {})
+        train_sentences = syn.get("train", 0) * (syn.get("modes", 1) if corpus.get("multiway") else 1)
+    if train_sentences is not None and shards > train_sentences:
+        return [f"distill.shards: {shards} shards for {train_sentences} training sentences; use at most "
+                f"{train_sentences} (a shard of a few thousand sentences keeps each job worth its start-up)"]
+    return []
+
+
 def _train_problems(train: dict, where: str) -> list[str]:
     if train.get("max_updates", 0) <= 0 and train.get("max_epochs", 0) <= 0:
         return [f"{where}: set max_updates or max_epochs above 0, or training never stops"]
     return []
 
 
-def check(config: dict, schema_path, sources: list[str]) -> None:
+def check(config: dict, schema_path, sources: list[str], train_sentences: int | None = None) -> None:
+    """`train_sentences`: the prepared corpus's size where known (files corpora)."""
     problems = _schema_problems(config, schema_path)
     if not problems:  # cross-key rules assume the shapes the schema guarantees
-        problems = _semantic_problems(config)
+        problems = _semantic_problems(config) + _shard_problems(config, train_sentences)
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"invalid configuration (from {' + '.join(sources)}):\n{listed}")

@@ -2,6 +2,8 @@
 
 Hyperparameters arrive as one JSON object (`--params`), built by the workflow from the validated
 config. A KdgridError (bad input) is printed as one line naming the file/line or key, exit code 2.
+A verb with several outputs writes them inside `all_or_nothing`: they appear together when it
+succeeds, and none of them (nor a temporary) when it fails, even after its first write.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import argparse
 import json
 import sys
 
-from kdgrid.errors import KdgridError, read_json, write_json
+from kdgrid.errors import KdgridError, all_or_nothing, read_json, write_json
 
 
 def _json(value: str, option: str) -> dict:
@@ -46,14 +48,15 @@ def cmd_prepare(a) -> None:
     if set(wanted) != have or bool(a.train_lang) != (data["train"]["lang"] is not None):
         raise KdgridError(f"the corpus has references {sorted(have)} but the workflow asked for "
                           f"{sorted(wanted)}: corpus.multiway and the target languages disagree")
-    for split, (src_out, tgt_out) in (("train", a.train), ("valid", a.valid), ("test", a.test)):
-        corpus.write_lines(src_out, data[split]["src"])
-        corpus.write_lines(tgt_out, data[split]["tgt"])
-    for (split, lang), path in wanted.items():
-        corpus.write_lines(path, data[split]["refs"][lang])
-    if a.train_lang:
-        corpus.write_lines(a.train_lang, data["train"]["lang"])
-    write_json(a.stats, {"source": p["source"], "splits": data["stats"]})
+    with all_or_nothing(*a.train, *a.valid, *a.test, *wanted.values(), a.train_lang, a.stats):
+        for split, (src_out, tgt_out) in (("train", a.train), ("valid", a.valid), ("test", a.test)):
+            corpus.write_lines(src_out, data[split]["src"])
+            corpus.write_lines(tgt_out, data[split]["tgt"])
+        for (split, lang), path in wanted.items():
+            corpus.write_lines(path, data[split]["refs"][lang])
+        if a.train_lang:
+            corpus.write_lines(a.train_lang, data["train"]["lang"])
+        write_json(a.stats, {"source": p["source"], "splits": data["stats"]})
 
 
 def _require(params: dict, keys, option: str) -> None:
@@ -72,11 +75,12 @@ def cmd_vocab(a) -> None:
     p = _json(a.params, "--params")
     _require(p, ("size", "model_type", "character_coverage", "max_sentences", "seed"), "--params")
     texts = [read_lines(src) for src in a.encode]  # read every input before writing any output
-    v = vocab.train(a.train_text, a.model, p["size"], p["model_type"], p["character_coverage"],
-                    p["max_sentences"], p["seed"], a.threads)
-    encoded = [v.encode(lines, threads=a.threads) for lines in texts]
-    for ids, dst in zip(encoded, a.encoded):
-        save_ids(dst, ids)
+    with all_or_nothing(a.model, *a.encoded):
+        v = vocab.train(a.train_text, a.model, p["size"], p["model_type"], p["character_coverage"],
+                        p["max_sentences"], p["seed"], a.threads)
+        encoded = [v.encode(lines, threads=a.threads) for lines in texts]
+        for ids, dst in zip(encoded, a.encoded):
+            save_ids(dst, ids)
 
 
 def cmd_encode(a) -> None:
@@ -160,11 +164,12 @@ def cmd_evaluate(a) -> None:
         decode["rescorer"] = _rescorer(a.rescorer, a.vocab, model, opts, p["max_tokens"])
         opts["rescorer"] = str(a.rescorer)
     hyps, stats = translate(model, v, src, decode, p["max_tokens"], a.threads, what="evaluate")
-    write_lines(a.hyp, hyps)
-    scores = bleu.score(hyps, refs)
-    write_json(a.scores, {**labels, **scores, "references": [str(r) for r in a.ref], "decode": stats,
-                          "decode_options": opts, "parameters": sum(x.numel() for x in model.parameters()),
-                          "updates": meta.get("updates"), "model": a.model})
+    with all_or_nothing(a.hyp, a.scores):
+        write_lines(a.hyp, hyps)
+        scores = bleu.score(hyps, refs)
+        write_json(a.scores, {**labels, **scores, "references": [str(r) for r in a.ref], "decode": stats,
+                              "decode_options": opts, "parameters": sum(x.numel() for x in model.parameters()),
+                              "updates": meta.get("updates"), "model": a.model})
 
 
 def _rescorer(path, vocab_path, model, options: dict, max_tokens: int):
@@ -191,18 +196,21 @@ def cmd_align(a) -> None:
     from kdgrid.metrics.align import align
 
     p = _json(a.params, "--params")
-    align([tuple(pair) for pair in a.pair], a.threads, p.get("n_samplers", 3), p.get("rel_iterations", 1.0))
+    with all_or_nothing(*(links for _, _, links in a.pair)):
+        align([tuple(pair) for pair in a.pair], a.threads, p.get("n_samplers", 3), p.get("rel_iterations", 1.0))
 
 
 def cmd_data_metrics(a) -> None:
     from kdgrid.metrics import bleu
-    from kdgrid.metrics.complexity import data_metrics
+    from kdgrid.metrics.complexity import Smoothing, data_metrics
 
     if bool(a.distilled) != bool(a.distilled_links):
         raise KdgridError("--distilled and --distilled-links go together")
     p = _json(a.params, "--params")
+    f = p["faithfulness"]
+    smoothing = Smoothing(f["smoothing"], f.get("floor", Smoothing.floor), f.get("alpha", Smoothing.alpha))
     out = {**_json(a.labels, "--labels"), **data_metrics(a.src, a.real, a.real_links, a.distilled,
-                                                         a.distilled_links, p["floor"])}
+                                                         a.distilled_links, smoothing)}
     if a.distilled:  # how close the teacher's translations are to the real targets
         b = bleu.streamed_bleu(a.distilled, a.real)
         out["bleu_vs_real"], out["bleu_signature"] = b["bleu"], b["bleu_signature"]
@@ -217,10 +225,11 @@ def cmd_language_mix(a) -> None:
 
 
 def cmd_aggregate(a) -> None:
-    from kdgrid import grid, report
+    from kdgrid import costs, grid, report
     from kdgrid.errors import atomic_output
 
     p = _json(a.params, "--params")
+    cost = costs.table(costs.jobs(a.job_labels, a.benchmarks, a.job_logs))
     g = grid.build([read_json(f) for f in a.scores], [read_json(f) for f in a.teacher_scores],
                    p["students"], p["columns"], data_metrics=[read_json(f) for f in a.data_metrics],
                    teacher_metrics=[read_json(f) for f in a.teacher_metrics],
@@ -231,15 +240,21 @@ def cmd_aggregate(a) -> None:
 
         src = read_lines(a.test_src)
         g["copy_source"] = bleu.score(src, [read_lines(r) for r in a.test_refs])
-    grid.write_csv(g, a.csv)
-    grid.write_long_csv(g, a.long_csv)
-    with atomic_output(a.md) as f:
-        f.write(grid.markdown(g, f"kdgrid grid: {p['corpus']}"))
-    report.heatmap(g, a.png, title=f"{p['corpus']}: student test BLEU")
-    report.bleu_vs_complexity(g, a.complexity_png, title=f"{p['corpus']}: student BLEU against C(d)",
-                              pdf=a.complexity_pdf)
-    if a.languages_png:
-        report.language_mix(g, a.languages_png, title=f"{p['corpus']}: p(language | output)")
+    outputs = (a.csv, a.long_csv, a.teachers_csv, a.data_csv, a.costs_csv, a.md, a.png, a.complexity_png,
+               a.complexity_pdf, a.languages_png)
+    with all_or_nothing(*outputs):
+        grid.write_csv(g, a.csv)
+        grid.write_long_csv(g, a.long_csv)
+        grid.write_teachers_csv(g, a.teachers_csv, p.get("teacher_sizes"))
+        grid.write_data_csv(g, a.data_csv)
+        costs.write_csv(cost, a.costs_csv)
+        with atomic_output(a.md) as f:
+            f.write(grid.markdown(g, f"kdgrid grid: {p['corpus']}") + "\n" + costs.markdown(cost))
+        report.heatmap(g, a.png, title=f"{p['corpus']}: student test BLEU")
+        report.bleu_vs_complexity(g, a.complexity_png, title=f"{p['corpus']}: student BLEU against C(d)",
+                                  pdf=a.complexity_pdf)
+        if a.languages_png:
+            report.language_mix(g, a.languages_png, title=f"{p['corpus']}: p(language | output)")
 
 
 # -- argument parsing -------------------------------------------------------------------------
@@ -335,7 +350,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--complexity-pdf")
     p.add_argument("--test-src", help="with --test-refs: score copying the source as a baseline")
     p.add_argument("--test-refs", nargs="*", default=[])
-    for o in ("--params", "--csv", "--long-csv", "--md", "--png", "--complexity-png"):
+    p.add_argument("--job-labels", nargs="*", default=[], help="SCOPE/RULE[/NAMES] of each job (the cost table)")
+    p.add_argument("--benchmarks", nargs="*", default=[], help="the same jobs' benchmark TSVs, in that order")
+    p.add_argument("--job-logs", nargs="*", default=[], help="the same jobs' logs (their GPUs), in that order")
+    for o in ("--params", "--csv", "--long-csv", "--teachers-csv", "--data-csv", "--costs-csv", "--md", "--png",
+              "--complexity-png"):
         p.add_argument(o, required=True)
     return ap
 
@@ -367,6 +386,10 @@ def main(argv=None) -> int:
         if code is not None:
             return code
         args.fn(args)
+        if hasattr(args, "gpus"):  # a verb that may run on a GPU names its device (for the cost table)
+            from kdgrid.devices import announce
+
+            announce()
     except KdgridError as e:
         print(f"kdgrid {args.verb}: error: {e}", file=sys.stderr)
         return 2

@@ -134,6 +134,15 @@ def device():
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
+DEVICE_LINE = "kdgrid device:"  # read by kdgrid.costs
+
+
+def announce() -> None:
+    """Name the device this process ran on, in the job's log, when it is done: one line per
+    process (per torchrun worker). The cost table counts a job's GPUs from these lines."""
+    log(f"{DEVICE_LINE} {device()}")
+
+
 def init_distributed() -> tuple[int, int]:
     """(rank, world size); joins the process group when started by torchrun with >1 process
     (NCCL on GPUs, gloo on CPUs)."""

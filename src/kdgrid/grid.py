@@ -80,6 +80,49 @@ def write_long_csv(grid: dict, path) -> None:
         f.write(buf.getvalue())
 
 
+def _write_rows(path, fields: list[str], rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
+    with atomic_output(path) as f:
+        f.write(buf.getvalue())
+
+
+def write_teachers_csv(grid: dict, path, sizes: dict | None = None) -> None:
+    """One row per teacher: its size (the config's shape and the parameter count), valid and
+    test BLEU/chrF, and C(d), F(d) of its valid output (against the valid references')."""
+    shape = ["d_model", "ffn", "heads", "encoder_layers", "decoder_layers"]
+    fields = ["teacher", *shape, "parameters", "updates", "valid_bleu", "valid_chrf", "test_bleu", "test_chrf",
+              "valid_complexity", "valid_complexity_references", "valid_faithfulness"]
+    rows = []
+    for t, splits in grid["teachers"].items():
+        valid, test, vm = splits.get("valid", {}), splits.get("test", {}), splits.get("valid_metrics", {})
+        rows.append({"teacher": t, **{k: (sizes or {}).get(t, {}).get(k) for k in shape},
+                     "parameters": valid.get("parameters", test.get("parameters")),
+                     "updates": valid.get("updates", test.get("updates")),
+                     "valid_bleu": valid.get("bleu"), "valid_chrf": valid.get("chrf"),
+                     "test_bleu": test.get("bleu"), "test_chrf": test.get("chrf"),
+                     "valid_complexity": vm.get("complexity"),
+                     "valid_complexity_references": vm.get("real", {}).get("complexity"),
+                     "valid_faithfulness": vm.get("faithfulness")})
+    _write_rows(path, fields, rows)
+
+
+def write_data_csv(grid: dict, path) -> None:
+    """One row per training-data column: its data metrics (data_metrics.json, flattened)."""
+    fields = ["data", "teacher", "method", "sentences", "complexity", "faithfulness", "bleu_vs_real",
+              "target_types", "source_types", "links", "real_complexity", "real_target_types"]
+    rows = []
+    for c in grid["columns"]:
+        m = grid["data"].get(c) or {}
+        real = m.get("real") or {}
+        rows.append({**{k: m.get(k) for k in fields}, "data": c, "real_complexity": real.get("complexity"),
+                     "real_target_types": real.get("target_types")})
+    _write_rows(path, fields, rows)
+
+
 def markdown(grid: dict, title: str) -> str:
     cols = grid["columns"]
     lines = [f"# {title}", "", "Student BLEU on the test set (rows: students; columns: training data).", "",

@@ -16,6 +16,16 @@ def clock(seconds: float) -> str:
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
 
 
+def rate_text(per_second: float) -> str:
+    """Three significant digits at any scale: 33.8, 338, 3.38k, 33.8k, 3.38M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k"), (1.0, "")):
+        if per_second >= scale or scale == 1.0:
+            value = per_second / scale
+            digits = 0 if value >= 100 else 1 if value >= 10 else 2
+            return f"{value:.{digits}f}{suffix}"
+    raise AssertionError("unreachable")
+
+
 class Progress:
     """Counts steps toward `total` and tokens (or sentences) since the last report."""
 
@@ -36,5 +46,5 @@ class Progress:
         eta = per_step * max(self.total - self.done, 0)
         pct = 100.0 * self.done / max(self.total, 1)
         log(f"{self.what} {self.done}/{self.total} ({pct:.0f}%) | {extra + ' | ' if extra else ''}"
-            f"{rate / 1000:.1f}k {self.unit}/s | elapsed {clock(now - self.start)} | ETA {clock(eta)}")
+            f"{rate_text(rate)} {self.unit}/s | elapsed {clock(now - self.start)} | ETA {clock(eta)}")
         self.last, self.items = now, 0

@@ -1,32 +1,27 @@
 # Corpus -> text splits -> joint sentencepiece model and encoded splits.
 
 
-def corpus_inputs(wildcards):
-    """Local corpus files (URLs and sacrebleu sets are fetched and checked by the verb)."""
-    c = config["corpus"]
-    if c["source"] != "files":
-        return []
-    paths = []
-    for spec in c["files"].values():
-        sides = [spec.get("src"), *(spec["tgt"].values() if LANGS else [spec.get("tgt")])]
-        paths += [side for side in sides if isinstance(side, str)]
-    return paths
-
-
-MULTIWAY_OUTPUTS = (
-    {"train_lang": f"{R}/data/train.lang"} if LANGS else {}
-) | {f"ref_{s}_{lang}": f"{R}/data/{s}.ref.{lang}" for s in ("valid", "test") for lang in LANGS}
+MULTIWAY_OUTPUTS = ({"train_lang": f"{R}/data/train.lang"} if LANGS else {}) | {
+    f"ref_{s}_{lang}": f"{R}/data/{s}.ref.{lang}" for s in ("valid", "test") for lang in LANGS
+}
 
 
 rule prepare:
-    conda:
-        ENV
     input:
         corpus_inputs,
     output:
         **{f"{s}_{side}": f"{R}/data/{s}.{side}" for s in SPLITS for side in SIDES},
         **MULTIWAY_OUTPUTS,
         stats=f"{R}/data/stats.json",
+    log:
+        f"{R}/logs/prepare.log",
+    benchmark:
+        f"{R}/benchmarks/prepare.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=mem_mb("prepare"),
+        runtime=runtime("prepare"),
     params:
         corpus=q(config["corpus"]),
         downloads=f"{R}/downloads",
@@ -34,29 +29,32 @@ rule prepare:
             ([f"--train-lang {R}/data/train.lang"] if LANGS else [])
             + [f"--ref-out {s} {lang} {R}/data/{s}.ref.{lang}" for s in ("valid", "test") for lang in LANGS]
         ),
-    log:
-        f"{R}/logs/prepare.log",
     shell:
-        "python -m kdgrid prepare --params {params.corpus} --download-dir {params.downloads}"
+        "kdgrid prepare --params {params.corpus} --download-dir {params.downloads}"
         " --train {output.train_src} {output.train_tgt} --valid {output.valid_src} {output.valid_tgt}"
         " --test {output.test_src} {output.test_tgt} {params.multiway} --stats {output.stats} 2> {log}"
 
 
 rule vocab:
-    conda:
-        ENV
     input:
         text=[f"{R}/data/{s}.{side}" for s in SPLITS for side in SIDES],
     output:
         model=f"{R}/vocab/spm.model",
         encoded=[f"{R}/vocab/{s}.{side}.npz" for s in SPLITS for side in SIDES],
+    log:
+        f"{R}/logs/vocab.log",
+    benchmark:
+        f"{R}/benchmarks/vocab.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        mem_mb=mem_mb("vocab"),
+        runtime=runtime("vocab"),
     params:
         vocab=q(config["vocab"]),
         train_text=[f"{R}/data/train.{side}" for side in SIDES],
-    threads: THREADS
-    log:
-        f"{R}/logs/vocab.log",
     shell:
-        "python -m kdgrid vocab --train-text {params.train_text} --model {output.model}"
+        "kdgrid vocab --train-text {params.train_text} --model {output.model}"
         " --params {params.vocab} --encode {input.text} --encoded {output.encoded}"
         " --threads {threads} 2> {log}"

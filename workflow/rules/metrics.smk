@@ -5,28 +5,28 @@ EFLOMAL = q(config["metrics"]["eflomal"])
 
 
 rule align_raw:
-    conda:
-        ENV
     input:
         src=f"{R}/data/train.src",
         tgt=f"{R}/data/train.tgt",
     output:
         f"{R}/data/align/train.links",
-    params:
-        eflomal=EFLOMAL,
-    threads: THREADS
     log:
         f"{R}/logs/align/raw.log",
     benchmark:
         f"{R}/benchmarks/align/raw.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        mem_mb=mem_mb("align_raw"),
+        runtime=runtime("align_raw"),
+    params:
+        eflomal=EFLOMAL,
     shell:
-        "python -m kdgrid align --pair {input.src} {input.tgt} {output} --params {params.eflomal}"
-        " --threads {threads} 2> {log}"
+        "kdgrid align --pair {input.src} {input.tgt} {output} --params {params.eflomal}" " --threads {threads} 2> {log}"
 
 
 rule align_distilled:
-    conda:
-        ENV
     input:
         src=f"{R}/data/train.src",
         real=f"{R}/data/train.tgt",
@@ -34,41 +34,49 @@ rule align_distilled:
     output:
         real=f"{R}/distill/{{teacher}}.{{method}}/align/real.links",
         distilled=f"{R}/distill/{{teacher}}.{{method}}/align/distilled.links",
-    params:
-        eflomal=EFLOMAL,
-    threads: THREADS
     log:
         f"{R}/logs/align/{{teacher}}.{{method}}.log",
     benchmark:
         f"{R}/benchmarks/align/{{teacher}}.{{method}}.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        mem_mb=mem_mb("align_distilled"),
+        runtime=runtime("align_distilled"),
+    params:
+        eflomal=EFLOMAL,
     shell:
-        "python -m kdgrid align --pair {input.src} {input.real} {output.real}"
+        "kdgrid align --pair {input.src} {input.real} {output.real}"
         " --pair {input.src} {input.distilled} {output.distilled} --params {params.eflomal}"
         " --threads {threads} 2> {log}"
 
 
 rule data_metrics_raw:
-    conda:
-        ENV
     input:
         src=f"{R}/data/train.src",
         tgt=f"{R}/data/train.tgt",
         links=f"{R}/data/align/train.links",
     output:
         f"{R}/data/data_metrics.json",
+    log:
+        f"{R}/logs/data_metrics/raw.log",
+    benchmark:
+        f"{R}/benchmarks/data_metrics/raw.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=mem_mb("data_metrics_raw"),
+        runtime=runtime("data_metrics_raw"),
     params:
         metrics=q(metric_params()),
         labels=q({"data": "raw"}),
-    log:
-        f"{R}/logs/data_metrics/raw.log",
     shell:
-        "python -m kdgrid data_metrics --src {input.src} --real {input.tgt} --real-links {input.links}"
+        "kdgrid data_metrics --src {input.src} --real {input.tgt} --real-links {input.links}"
         " --params {params.metrics} --labels {params.labels} --out {output} 2> {log}"
 
 
 rule data_metrics_distilled:
-    conda:
-        ENV
     input:
         src=f"{R}/data/train.src",
         real=f"{R}/data/train.tgt",
@@ -77,20 +85,25 @@ rule data_metrics_distilled:
         distilled_links=f"{R}/distill/{{teacher}}.{{method}}/align/distilled.links",
     output:
         f"{R}/distill/{{teacher}}.{{method}}/data_metrics.json",
+    log:
+        f"{R}/logs/data_metrics/{{teacher}}.{{method}}.log",
+    benchmark:
+        f"{R}/benchmarks/data_metrics/{{teacher}}.{{method}}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=mem_mb("data_metrics_distilled"),
+        runtime=runtime("data_metrics_distilled"),
     params:
         metrics=q(metric_params()),
         labels=lambda w: q(data_labels(None, f"{w.teacher}.{w.method}")),
-    log:
-        f"{R}/logs/data_metrics/{{teacher}}.{{method}}.log",
     shell:
-        "python -m kdgrid data_metrics --src {input.src} --real {input.real} --real-links {input.real_links}"
+        "kdgrid data_metrics --src {input.src} --real {input.real} --real-links {input.real_links}"
         " --distilled {input.distilled} --distilled-links {input.distilled_links}"
         " --params {params.metrics} --labels {params.labels} --out {output} 2> {log}"
 
 
 rule align_teacher_valid:
-    conda:
-        ENV
     input:
         src=f"{R}/data/valid.src",
         real=f"{R}/data/valid.tgt",
@@ -98,20 +111,25 @@ rule align_teacher_valid:
     output:
         real=f"{R}/teachers/{{teacher}}/align/valid.real.links",
         hyp=f"{R}/teachers/{{teacher}}/align/valid.hyp.links",
-    params:
-        eflomal=EFLOMAL,
-    threads: THREADS
     log:
         f"{R}/logs/align/{{teacher}}.valid.log",
+    benchmark:
+        f"{R}/benchmarks/align/{{teacher}}.valid.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        mem_mb=mem_mb("align_teacher_valid"),
+        runtime=runtime("align_teacher_valid"),
+    params:
+        eflomal=EFLOMAL,
     shell:
-        "python -m kdgrid align --pair {input.src} {input.real} {output.real}"
+        "kdgrid align --pair {input.src} {input.real} {output.real}"
         " --pair {input.src} {input.hyp} {output.hyp} --params {params.eflomal}"
         " --threads {threads} 2> {log}"
 
 
 rule teacher_valid_metrics:
-    conda:
-        ENV
     input:
         src=f"{R}/data/valid.src",
         real=f"{R}/data/valid.tgt",
@@ -120,13 +138,20 @@ rule teacher_valid_metrics:
         hyp_links=f"{R}/teachers/{{teacher}}/align/valid.hyp.links",
     output:
         f"{R}/teachers/{{teacher}}/valid.data_metrics.json",
+    log:
+        f"{R}/logs/data_metrics/{{teacher}}.valid.log",
+    benchmark:
+        f"{R}/benchmarks/data_metrics/{{teacher}}.valid.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=mem_mb("teacher_valid_metrics"),
+        runtime=runtime("teacher_valid_metrics"),
     params:
         metrics=q(metric_params()),
         labels=lambda w: q({"teacher": w.teacher, "split": "valid"}),
-    log:
-        f"{R}/logs/data_metrics/{{teacher}}.valid.log",
     shell:
-        "python -m kdgrid data_metrics --src {input.src} --real {input.real} --real-links {input.real_links}"
+        "kdgrid data_metrics --src {input.src} --real {input.real} --real-links {input.real_links}"
         " --distilled {input.hyp} --distilled-links {input.hyp_links}"
         " --params {params.metrics} --labels {params.labels} --out {output} 2> {log}"
 
@@ -140,12 +165,19 @@ if LANGS:
             hyp=f"{R}/teachers/{{teacher}}/test.hyp",
         output:
             f"{R}/teachers/{{teacher}}/test.languages.json",
-        params:
-            labels=lambda w: q({"output": f"AT {w.teacher}", "teacher": w.teacher}),
         log:
             f"{R}/logs/language_mix/{{teacher}}.log",
+        benchmark:
+            f"{R}/benchmarks/language_mix/{{teacher}}.tsv"
+        conda:
+            ENV
+        resources:
+            mem_mb=mem_mb("language_mix_teacher"),
+            runtime=runtime("language_mix_teacher"),
+        params:
+            labels=lambda w: q({"output": f"AT {w.teacher}", "teacher": w.teacher}),
         shell:
-            "python -m kdgrid language_mix --train-tgt {input.tgt} --train-lang {input.lang}"
+            "kdgrid language_mix --train-tgt {input.tgt} --train-lang {input.lang}"
             " --hyp {input.hyp} --labels {params.labels} --out {output} 2> {log}"
 
     rule language_mix_student:
@@ -155,10 +187,17 @@ if LANGS:
             hyp=f"{R}/students/{{student}}/{{data}}/test.hyp",
         output:
             f"{R}/students/{{student}}/{{data}}/languages.json",
-        params:
-            labels=lambda w: q({"output": f"{w.student} on {w.data}", **data_labels(w.student, w.data)}),
         log:
             f"{R}/logs/language_mix/{{student}}.{{data}}.log",
+        benchmark:
+            f"{R}/benchmarks/language_mix/{{student}}.{{data}}.tsv"
+        conda:
+            ENV
+        resources:
+            mem_mb=mem_mb("language_mix_student"),
+            runtime=runtime("language_mix_student"),
+        params:
+            labels=lambda w: q({"output": f"{w.student} on {w.data}", **data_labels(w.student, w.data)}),
         shell:
-            "python -m kdgrid language_mix --train-tgt {input.tgt} --train-lang {input.lang}"
+            "kdgrid language_mix --train-tgt {input.tgt} --train-lang {input.lang}"
             " --hyp {input.hyp} --labels {params.labels} --out {output} 2> {log}"

@@ -1,21 +1,8 @@
-# All scores and data metrics -> grid tables and plots.
-
-
-def data_metric_files():
-    return [f"{R}/data/data_metrics.json"] + [f"{R}/distill/{d}/data_metrics.json" for d in DISTILLED]
-
-
-def language_files():
-    if not LANGS:
-        return []
-    return [f"{R}/teachers/{t}/test.languages.json" for t in TEACHERS] + [
-        f"{R}/students/{s}/{d}/languages.json" for s, d in cells()
-    ]
+# All scores, data metrics and job benchmarks -> grid tables, plots and the cost table, each marked
+# for Snakemake's HTML report (`snakemake --report`; captions in workflow/report/).
 
 
 rule aggregate:
-    conda:
-        ENV
     input:
         scores=[f"{R}/students/{s}/{d}/scores.json" for s, d in cells()],
         teachers=[f"{R}/teachers/{t}/{split}.scores.json" for t in TEACHERS for split in ("valid", "test")],
@@ -24,24 +11,113 @@ rule aggregate:
         languages=language_files(),
         test_src=f"{R}/data/test.src",
         test_refs=references("test"),
+        benchmarks=cost_benchmarks(),
+        job_logs=cost_logs(),
     output:
-        csv=f"{R}/grid.csv",
-        long_csv=f"{R}/scores.csv",
-        md=f"{R}/grid.md",
-        png=f"{R}/grid.png",
-        complexity_png=f"{R}/plots/bleu_vs_complexity.png",
-        complexity_pdf=f"{R}/plots/bleu_vs_complexity.pdf",
-        **({"languages_png": f"{R}/plots/language_mix.png"} if LANGS else {}),
-    params:
-        grid=q({"corpus": config["corpus"]["name"], "students": STUDENTS, "columns": COLUMNS,
-                "languages": LANGS}),
-        languages_png=lambda w, output: f"--languages-png {output.languages_png}" if LANGS else "",
+        **(
+            {
+                "languages_png": report(
+                    f"{R}/plots/language_mix.png",
+                    caption="../report/language_mix.rst",
+                    category="Data metrics",
+                    subcategory="Language mix",
+                    labels={"file": "plots/language_mix.png", "shows": "p(language | output) of test outputs"},
+                )
+            }
+            if LANGS
+            else {}
+        ),
+        csv=report(
+            f"{R}/grid.csv",
+            caption="../report/grid_csv.rst",
+            category="Grid",
+            subcategory="Tables",
+            labels={"file": "grid.csv", "shows": "student BLEU by training data, C(d), F(d)"},
+        ),
+        long_csv=report(
+            f"{R}/scores.csv",
+            caption="../report/scores_csv.rst",
+            category="Students",
+            subcategory="Scores",
+            labels={"file": "scores.csv", "shows": "every cell's scores, one row per cell"},
+        ),
+        teachers_csv=report(
+            f"{R}/teachers.csv",
+            caption="../report/teachers_csv.rst",
+            category="Teachers",
+            subcategory="Teacher table",
+            labels={"file": "teachers.csv", "shows": "teacher size, BLEU, chrF, C(d) of valid output"},
+        ),
+        data_csv=report(
+            f"{R}/data_metrics.csv",
+            caption="../report/data_metrics_csv.rst",
+            category="Data metrics",
+            subcategory="Training data",
+            labels={"file": "data_metrics.csv", "shows": "C(d), F(d) of every training-data column"},
+        ),
+        costs_csv=report(
+            f"{R}/costs.csv",
+            caption="../report/costs_csv.rst",
+            category="Costs",
+            subcategory="Cost table",
+            labels={"file": "costs.csv", "shows": "wall/CPU time, memory, GPU hours per cell and shared job"},
+        ),
+        md=report(
+            f"{R}/grid.md",
+            caption="../report/grid_md.rst",
+            category="Grid",
+            subcategory="Tables",
+            labels={"file": "grid.md", "shows": "the whole grid as text: scores, data, teachers, costs"},
+        ),
+        png=report(
+            f"{R}/grid.png",
+            caption="../report/grid_png.rst",
+            category="Grid",
+            subcategory="Heatmap",
+            labels={"file": "grid.png", "shows": "student test BLEU by training data"},
+        ),
+        complexity_png=report(
+            f"{R}/plots/bleu_vs_complexity.png",
+            caption="../report/bleu_vs_complexity.rst",
+            category="Students",
+            subcategory="BLEU vs complexity",
+            labels={"file": "plots/bleu_vs_complexity.png", "shows": "student BLEU against C(d)"},
+        ),
+        complexity_pdf=report(
+            f"{R}/plots/bleu_vs_complexity.pdf",
+            caption="../report/bleu_vs_complexity.rst",
+            category="Students",
+            subcategory="BLEU vs complexity",
+            labels={"file": "plots/bleu_vs_complexity.pdf", "shows": "the same, as vector PDF"},
+        ),
     log:
         f"{R}/logs/aggregate.log",
+    benchmark:
+        f"{R}/benchmarks/aggregate.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=mem_mb("aggregate"),
+        runtime=runtime("aggregate"),
+    params:
+        grid=q(
+            {
+                "corpus": config["corpus"]["name"],
+                "students": STUDENTS,
+                "columns": COLUMNS,
+                "languages": LANGS,
+                "teacher_sizes": {t: teacher_model(t) for t in TEACHERS},
+            }
+        ),
+        jobs=cost_labels(),
+        languages_png=lambda w, output: f"--languages-png {output.languages_png}" if LANGS else "",
     shell:
-        "python -m kdgrid aggregate --scores {input.scores} --teacher-scores {input.teachers}"
+        "kdgrid aggregate --scores {input.scores} --teacher-scores {input.teachers}"
         " --data-metrics {input.data_metrics} --teacher-metrics {input.teacher_metrics}"
         " --languages {input.languages} {params.languages_png} --params {params.grid} --csv {output.csv} --long-csv {output.long_csv}"
         " --test-src {input.test_src} --test-refs {input.test_refs}"
+        " --teachers-csv {output.teachers_csv} --data-csv {output.data_csv}"
+        " --job-labels {params.jobs} --benchmarks {input.benchmarks} --job-logs {input.job_logs}"
+        " --costs-csv {output.costs_csv}"
         " --md {output.md} --png {output.png} --complexity-png {output.complexity_png}"
         " --complexity-pdf {output.complexity_pdf} 2> {log}"

@@ -1,15 +1,7 @@
 # NAT (and AT) students: one model per grid cell, trained on raw or distilled targets.
 
 
-def student_targets(wildcards):
-    if wildcards.data == "raw":
-        return f"{R}/vocab/train.tgt.npz"
-    return f"{R}/distill/{wildcards.data}/train.tgt.npz"
-
-
 rule train_student:
-    conda:
-        ENV
     input:
         vocab=VOCAB,
         train_src=f"{R}/vocab/train.src.npz",
@@ -18,21 +10,25 @@ rule train_student:
         valid_tgt=f"{R}/vocab/valid.tgt.npz",
     output:
         f"{R}/students/{{student}}/{{data}}/model.pt",
+    log:
+        f"{R}/logs/train_student/{{student}}.{{data}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_student/{{student}}.{{data}}.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        mem_mb=mem_mb("train_student"),
+        runtime=runtime("train_student"),
+        gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
     params:
         kind=lambda w: config["students"][w.student]["kind"],
         model=lambda w: q(config["students"][w.student]["model"]),
         train=lambda w: q(student_train(w.student)),
         labels=lambda w: q({"role": "student", **data_labels(w.student, w.data)}),
         work=lambda w: f"{R}/students/{w.student}/{w.data}/train",
-    threads: THREADS
-    resources:
-        gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
-    log:
-        f"{R}/logs/train_student/{{student}}.{{data}}.log",
-    benchmark:
-        f"{R}/benchmarks/train_student/{{student}}.{{data}}.tsv"
     shell:
-        "python -m kdgrid train --kind {params.kind} --model-params {params.model}"
+        "kdgrid train --kind {params.kind} --model-params {params.model}"
         " --train-params {params.train} --labels {params.labels} --vocab {input.vocab}"
         " --train-src {input.train_src} --train-tgt {input.train_tgt}"
         " --valid-src {input.valid_src} --valid-tgt {input.valid_tgt}"
@@ -40,8 +36,6 @@ rule train_student:
 
 
 rule evaluate_student:
-    conda:
-        ENV
     input:
         model=f"{R}/students/{{student}}/{{data}}/model.pt",
         vocab=VOCAB,
@@ -51,17 +45,23 @@ rule evaluate_student:
     output:
         scores=f"{R}/students/{{student}}/{{data}}/scores.json",
         hyp=f"{R}/students/{{student}}/{{data}}/test.hyp",
+    log:
+        f"{R}/logs/evaluate_student/{{student}}.{{data}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate_student/{{student}}.{{data}}.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        mem_mb=mem_mb("evaluate_student"),
+        runtime=runtime("evaluate_student"),
+        gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
     params:
         decode=lambda w: q(student_decode(w.student)),
         labels=lambda w: q(data_labels(w.student, w.data)),
         rescorer=lambda w, input: f"--rescorer {input.rescorer}" if input.rescorer else "",
-    threads: THREADS
-    resources:
-        gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
-    log:
-        f"{R}/logs/evaluate_student/{{student}}.{{data}}.log",
     shell:
-        "python -m kdgrid evaluate --model {input.model} --vocab {input.vocab} --src {input.src}"
+        "kdgrid evaluate --model {input.model} --vocab {input.vocab} --src {input.src}"
         " --ref {input.ref} --hyp {output.hyp} --scores {output.scores} --params {params.decode}"
         " --labels {params.labels} {params.rescorer} --threads {threads} --gpus {resources.gpu}"
         " 2> {log}"

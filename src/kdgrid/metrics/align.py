@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import bisect
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
@@ -102,8 +104,11 @@ def align(pairs: list[tuple[str, str, str]], threads: int = 1, n_samplers: int =
         log(f"eflomal: aligning {sum(sizes)} sentence pairs ({' + '.join(map(str, sizes))}) jointly, "
             f"{n_samplers} samplers, {threads} threads")
         aligner = eflomal.Aligner(n_samplers=n_samplers, rel_iterations=rel_iterations)
+        start = time.perf_counter()
         with open(tmp / "src", encoding="utf-8") as fs, open(tmp / "tgt", encoding="utf-8") as ft:
             aligner.align(fs, ft, links_filename_fwd=str(tmp / "fwd"), links_filename_rev=str(tmp / "rev"))
+        sys.stderr.flush()
+        log(f"eflomal: aligned in {time.perf_counter() - start:.1f}s; symmetrizing (grow-diag-final-and)")
         links = 0
         with open(tmp / "fwd", encoding="utf-8") as ff, open(tmp / "rev", encoding="utf-8") as fr:
             line_pairs = zip(ff, fr)
@@ -114,6 +119,7 @@ def align(pairs: list[tuple[str, str, str]], threads: int = 1, n_samplers: int =
                         sym = grow_diag_final_and(parse_links(f_line), parse_links(r_line))
                         out.write(" ".join(f"{i}-{j}" for i, j in sym) + "\n")
                         links += len(sym)
+    log(f"align: {links} links written to {', '.join(str(p[2]) for p in pairs)}")
     return {"sentences": sizes, "links": links}
 
 

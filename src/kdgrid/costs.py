@@ -1,0 +1,162 @@
+"""What the grid's jobs cost: wall time, CPU time, peak memory and GPU hours, from Snakemake's
+benchmark files and the jobs' logs.
+
+The workflow labels every job `SCOPE/RULE[/NAMES]` with the scope it is charged to:
+`cell/RULE/STUDENT/DATA` (training and evaluating one student), or, counted once and shown apart,
+the shared upstream work of a training-data column (`data/RULE/COLUMN`: a distilled set's shards,
+gather, encoding, alignment and data metrics, or the raw data's alignment and metrics), of a
+teacher (`teacher/RULE/NAME`: training, evaluation, metrics of its valid output), or of the whole
+grid (`setup/RULE`: corpus and vocabulary).
+
+GPU hours are the wall time of each job times the GPUs it ran on: the distinct CUDA devices its
+processes named on their `kdgrid device:` log line (one per torchrun worker). A job on the CPU,
+or of a verb that never uses a GPU (no such line), counts none.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import Counter
+from pathlib import Path
+
+from kdgrid.devices import DEVICE_LINE
+from kdgrid.errors import KdgridError, atomic_output
+
+SCOPES = ("cell", "data", "teacher", "setup")
+_NAMES = {"cell": ("student", "data"), "data": ("data",), "teacher": ("teacher",), "setup": ()}
+FIELDS = ["scope", "student", "data", "teacher", "rules", "jobs", "wall_seconds", "cpu_seconds",
+          "max_rss_mb", "gpu_jobs", "gpu_hours"]
+
+
+def _number(value: str | None, path, column: str) -> float | None:
+    if value is None or value.strip() in ("", "NA", "-"):  # NA: a job too short to be sampled
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise KdgridError(f"{path}: column {column!r} holds {value!r}, not a number") from None
+
+
+def read_benchmark(path) -> dict:
+    """Wall seconds, CPU seconds and peak resident memory (MB) of one job's benchmark TSV. Several
+    rows (Snakemake's `repeat()`) are several runs: their times add up, their memory is the max.
+    A value Snakemake could not measure (NA) is None."""
+    try:
+        rows = list(csv.DictReader(io.StringIO(Path(path).read_text()), delimiter="\t"))
+    except OSError as e:
+        raise KdgridError(f"{path}: cannot read the benchmark file ({e.strerror})") from None
+    if not rows or "s" not in rows[0]:
+        raise KdgridError(f"{path}: not a Snakemake benchmark file (no rows, or no column 's')")
+    wall = [_number(r.get("s"), path, "s") for r in rows]
+    cpu = [_number(r.get("cpu_time"), path, "cpu_time") for r in rows]
+    rss = [_number(r.get("max_rss"), path, "max_rss") for r in rows]
+    known = lambda xs: [x for x in xs if x is not None]
+    return {"wall": sum(known(wall)), "cpu": sum(known(cpu)) if known(cpu) else None,
+            "rss": max(known(rss)) if known(rss) else None}
+
+
+def gpus_in_log(path) -> int:
+    """GPUs a job ran on: the distinct CUDA devices named on its `kdgrid device:` lines."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as e:
+        raise KdgridError(f"{path}: cannot read the job's log ({e.strerror})") from None
+    return len(set(re.findall(rf"{re.escape(DEVICE_LINE)} (cuda(?::\d+)?)\s*$", text, re.MULTILINE)))
+
+
+def job(label: str, benchmark, log) -> dict:
+    """One job: its label `scope/rule[/names]`, its benchmark and the GPUs its log names."""
+    parts = label.split("/")
+    if len(parts) < 2 or parts[0] not in SCOPES or len(parts) != 2 + len(_NAMES[parts[0]]):
+        raise KdgridError(f"job label {label!r}: expected SCOPE/RULE[/NAMES] with SCOPE one of "
+                          f"{', '.join(SCOPES)} (cell/RULE/STUDENT/DATA, data/RULE/COLUMN, teacher/RULE/NAME, "
+                          "setup/RULE)")
+    scope, rule, *names = parts
+    return {"scope": scope, "rule": rule, **dict(zip(_NAMES[scope], names)),
+            **read_benchmark(benchmark), "gpus": gpus_in_log(log)}
+
+
+def jobs(labels: list[str], benchmarks: list, logs: list) -> list[dict]:
+    """Every job, from three lists that match one to one (as the workflow passes them)."""
+    if not len(labels) == len(benchmarks) == len(logs):
+        raise KdgridError(f"--job-labels ({len(labels)}), --benchmarks ({len(benchmarks)} files) and "
+                          f"--job-logs ({len(logs)} files) must match one to one")
+    return [job(*j) for j in zip(labels, benchmarks, logs)]
+
+
+def _group(scope: str, jobs: list[dict], **names) -> dict:
+    cpu = [j["cpu"] for j in jobs if j["cpu"] is not None]
+    rss = [j["rss"] for j in jobs if j["rss"] is not None]
+    rules = Counter(j["rule"] for j in jobs)
+    return {"scope": scope, "student": None, "data": None, "teacher": None, **names,
+            "rules": "; ".join(r if n == 1 else f"{r} x{n}" for r, n in rules.items()),
+            "jobs": len(jobs), "wall_seconds": sum(j["wall"] for j in jobs),
+            "cpu_seconds": sum(cpu) if cpu else None, "max_rss_mb": max(rss) if rss else None,
+            "gpu_jobs": sum(1 for j in jobs if j["gpus"]),
+            "gpu_hours": sum(j["wall"] * j["gpus"] for j in jobs) / 3600}
+
+
+def table(jobs: list[dict]) -> list[dict]:
+    """One row per cell, then per data column, per teacher, the setup (each in the order the jobs
+    came), and a `total` row in which every job counts once."""
+    groups: dict[tuple, list[dict]] = {}
+    for j in sorted(jobs, key=lambda j: SCOPES.index(j["scope"])):  # stable: keeps the order within
+        key = (j["scope"], *(j[n] for n in _NAMES[j["scope"]]))
+        groups.setdefault(key, []).append(j)
+    rows = [_group(key[0], js, **dict(zip(_NAMES[key[0]], key[1:]))) for key, js in groups.items()]
+    return rows + [{**_group("total", jobs), "rules": "every job above, once"}]
+
+
+def write_csv(rows: list[dict], path) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r[k] is None else round(r[k], 6) if isinstance(r[k], float) else r[k]
+                    for k in FIELDS})
+    with atomic_output(path) as f:
+        f.write(buf.getvalue())
+
+
+def clock(seconds: float | None) -> str:
+    """h:mm:ss (hours may exceed 24)."""
+    if seconds is None:
+        return "—"
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def memory(mb: float | None) -> str:
+    if mb is None:
+        return "—"
+    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+
+
+def _cells(r: dict) -> str:
+    return (f"{r['jobs']} | {clock(r['wall_seconds'])} | {clock(r['cpu_seconds'])} | {memory(r['max_rss_mb'])} "
+            f"| {r['gpu_hours']:.2f} |")
+
+
+def markdown(rows: list[dict]) -> str:
+    """The cost section of grid.md: the cells' own jobs, then the shared jobs, each counted once."""
+    head = "jobs | wall time | CPU time | peak memory | GPU hours |"
+    lines = ["## Compute cost", "",
+             "From Snakemake's benchmark files (`benchmarks/`): wall and CPU time are summed over the jobs "
+             "(which may have run in parallel), peak memory is the largest max_rss of one job, and GPU hours "
+             "are each job's wall time times the GPUs its log names (`kdgrid device:` lines; none on a CPU). "
+             "The aggregate job itself is not counted.", "",
+             "Each cell's own jobs (training and evaluating its student; multi-way corpora: its language mix):", "",
+             f"| student | data | {head}", "|---|---|" + "---:|" * 5]
+    lines += [f"| {r['student']} | {r['data']} | {_cells(r)}" for r in rows if r["scope"] == "cell"]
+    lines += ["", "Shared upstream jobs, each counted once (a cell on `teacher.method` also relies on that "
+              "distilled set and its teacher; every cell on the setup):", "",
+              f"| shared work | jobs run | {head}", "|---|---|" + "---:|" * 5]
+    for r in rows:
+        if r["scope"] == "cell":
+            continue
+        what = {"data": f"data {r['data']}", "teacher": f"teacher {r['teacher']}", "setup": "setup",
+                "total": "**all jobs**"}[r["scope"]]
+        lines.append(f"| {what} | {r['rules']} | {_cells(r)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,130 @@
+"""The cost table on tiny made-up benchmark files, checked by hand: sums, the shared-once rule,
+GPU hours from the jobs' `kdgrid device:` log lines."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from kdgrid import costs
+from kdgrid.errors import KdgridError
+
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def bench(tmp_path, name, *rows):
+    """A benchmark TSV with one row per (wall seconds, max_rss MB, cpu seconds); "NA" allowed."""
+    path = tmp_path / f"{name}.tsv"
+    path.write_text(HEADER + "".join(f"{s}\t0:00:00\t{rss}\t1\t1\t1\t0\t0\t0\t{cpu}\n" for s, rss, cpu in rows))
+    return path
+
+
+def log(tmp_path, name, *devices):
+    path = tmp_path / f"{name}.log"
+    path.write_text("01:00:00 some progress | 3.4k tok/s\n"
+                    + "".join(f"01:00:0{i} kdgrid device: {d}\n" for i, d in enumerate(devices)))
+    return path
+
+
+@pytest.fixture
+def grid_jobs(tmp_path):
+    """setup (2 jobs), teacher T (training on 2 GPUs under torchrun, evaluation on 1), the
+    distilled set T.beam (2 GPU shards, a CPU gather), and two cells of student nat."""
+    spec = [  # label, (wall s, max_rss MB, cpu s) rows, devices in the log
+        (["setup", "prepare"], [(10, 100, 8)], []),
+        (["setup", "vocab"], [(20, 200, 30)], []),
+        (["teacher", "train_teacher", "T"], [(3600, 1000, 100)], ["cuda:0", "cuda:1"]),
+        (["teacher", "evaluate_teacher", "T"], [(360, "NA", "NA")], ["cuda:0"]),
+        (["data", "distill", "T.beam"], [(1800, 900, 50)], ["cuda:0"]),
+        (["data", "distill", "T.beam"], [(1800, 950, 60)], ["cuda:0"]),
+        (["data", "gather", "T.beam"], [(5, 10, 1)], []),
+        (["cell", "train_student", "nat", "raw"], [(7200, 500, 7000)], ["cpu"]),
+        (["cell", "evaluate_student", "nat", "raw"], [(60, 300, 55)], ["cpu"]),
+        (["cell", "train_student", "nat", "T.beam"], [(1800, 800, 90)], ["cuda:0"]),
+        (["cell", "evaluate_student", "nat", "T.beam"], [(36, 700, 30)], ["cuda:0"]),
+    ]
+    labels, benchmarks, logs = [], [], []
+    for i, (label, rows, devices) in enumerate(spec):
+        labels.append("/".join(label))
+        benchmarks.append(bench(tmp_path, f"job{i}", *rows))
+        logs.append(log(tmp_path, f"job{i}", *devices))
+    return costs.jobs(labels, benchmarks, logs)
+
+
+def by_scope(rows):
+    return {(r["scope"], r["student"], r["data"], r["teacher"]): r for r in rows}
+
+
+def test_each_cell_counts_only_its_own_jobs(grid_jobs):
+    rows = by_scope(costs.table(grid_jobs))
+    raw = rows["cell", "nat", "raw", None]
+    assert (raw["jobs"], raw["wall_seconds"], raw["cpu_seconds"], raw["max_rss_mb"]) == (2, 7260, 7055, 500)
+    assert raw["gpu_hours"] == 0 and raw["gpu_jobs"] == 0  # trained on the CPU
+    beam = rows["cell", "nat", "T.beam", None]
+    # its own training and evaluation only: not the teacher's nor the distilled set's hours
+    assert beam["wall_seconds"] == 1836 and beam["gpu_hours"] == pytest.approx(1836 / 3600)
+    assert beam["rules"] == "train_student; evaluate_student"
+
+
+def test_shared_jobs_are_counted_once_apart_from_the_cells(grid_jobs):
+    rows = costs.table(grid_jobs)
+    assert [(r["scope"], r["student"] or r["data"] or r["teacher"]) for r in rows] == [
+        ("cell", "nat"), ("cell", "nat"), ("data", "T.beam"), ("teacher", "T"), ("setup", None), ("total", None)]
+    s = by_scope(rows)
+    data = s["data", None, "T.beam", None]
+    assert data["rules"] == "distill x2; gather" and data["jobs"] == 3
+    assert data["wall_seconds"] == 3605 and data["cpu_seconds"] == 111 and data["max_rss_mb"] == 950
+    assert data["gpu_hours"] == pytest.approx(1.0) and data["gpu_jobs"] == 2  # 2 x 1800 s on one GPU
+    teacher = s["teacher", None, None, "T"]
+    # 1 h on 2 GPUs (two torchrun workers) + 0.1 h on one; the evaluation's CPU time and memory were NA
+    assert teacher["gpu_hours"] == pytest.approx(2.1)
+    assert teacher["cpu_seconds"] == 100 and teacher["max_rss_mb"] == 1000
+    setup = s["setup", None, None, None]
+    assert (setup["jobs"], setup["wall_seconds"], setup["cpu_seconds"], setup["max_rss_mb"]) == (2, 30, 38, 200)
+    assert setup["gpu_hours"] == 0
+    total = rows[-1]
+    assert total["jobs"] == 11 == sum(r["jobs"] for r in rows[:-1])
+    assert total["wall_seconds"] == 30 + 3960 + 3605 + 7260 + 1836
+    assert total["wall_seconds"] == sum(r["wall_seconds"] for r in rows[:-1])
+    assert total["gpu_hours"] == pytest.approx(1836 / 3600 + 1.0 + 2.1)
+    assert total["max_rss_mb"] == 1000
+
+
+def test_benchmark_repeats_add_up_and_na_is_unknown(tmp_path):
+    b = costs.read_benchmark(bench(tmp_path, "r", (10, 100, 4), (12.5, 150, 5), (1, "NA", "NA")))
+    assert b == {"wall": 23.5, "cpu": 9, "rss": 150}
+    assert costs.read_benchmark(bench(tmp_path, "na", (0.2, "NA", "NA"))) == {"wall": 0.2, "cpu": None, "rss": None}
+
+
+def test_gpus_are_the_distinct_cuda_devices_a_log_names(tmp_path):
+    assert costs.gpus_in_log(log(tmp_path, "cpu", "cpu")) == 0
+    assert costs.gpus_in_log(log(tmp_path, "none")) == 0
+    assert costs.gpus_in_log(log(tmp_path, "one", "cuda:0")) == 1
+    assert costs.gpus_in_log(log(tmp_path, "ddp", "cuda:1", "cuda:0", "cuda:1")) == 2
+
+
+def test_outputs(grid_jobs, tmp_path):
+    rows = costs.table(grid_jobs)
+    costs.write_csv(rows, tmp_path / "costs.csv")
+    table = list(csv.DictReader(open(tmp_path / "costs.csv")))
+    assert list(table[0]) == costs.FIELDS and len(table) == 6
+    assert table[-1]["scope"] == "total" and float(table[-1]["gpu_hours"]) == pytest.approx(3.61)
+    assert table[3]["teacher"] == "T" and table[3]["cpu_seconds"] == "100.0"
+    md = costs.markdown(rows)
+    assert "| nat | raw | 2 | 2:01:00 | 1:57:35 | 500 MB | 0.00 |" in md
+    assert "| teacher T | train_teacher; evaluate_teacher | 2 | 1:06:00 | 0:01:40 | 1000 MB | 2.10 |" in md
+    assert "| **all jobs** | every job above, once | 11 |" in md
+
+
+def test_bad_inputs_name_the_problem(tmp_path):
+    b, lg = bench(tmp_path, "b", (1, 1, 1)), log(tmp_path, "l")
+    with pytest.raises(KdgridError, match="must match one to one"):
+        costs.jobs(["setup/prepare"], [b, b], [lg])
+    with pytest.raises(KdgridError, match="expected SCOPE/RULE"):
+        costs.jobs(["cell/train_student/nat"], [b], [lg])  # a cell needs student and data
+    (tmp_path / "bad.tsv").write_text("not a benchmark\n")
+    with pytest.raises(KdgridError, match="bad.tsv: not a Snakemake benchmark file"):
+        costs.read_benchmark(tmp_path / "bad.tsv")
+    with pytest.raises(KdgridError, match="missing.log: cannot read"):
+        costs.gpus_in_log(tmp_path / "missing.log")
