@@ -103,6 +103,17 @@ def write_json(path, obj) -> None:
         f.write("\n")
 
 
+def json_option(value: str, option: str) -> dict:
+    """A command-line option holding a JSON object (the workflow's --params blobs)."""
+    try:
+        obj = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise KdgridError(f"{option}: not valid JSON ({e.msg} at column {e.pos + 1})") from None
+    if not isinstance(obj, dict):
+        raise KdgridError(f"{option}: expected a JSON object")
+    return obj
+
+
 def read_json(path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:

@@ -1,0 +1,74 @@
+"""The measuring and reporting verbs of the CLI (align, data_metrics, language_mix, aggregate):
+word alignments and data metrics of the training sets, and the grid's tables, plots and costs.
+Registered with the others in kdgrid.cli."""
+
+from __future__ import annotations
+
+from kdgrid.errors import KdgridError, all_or_nothing, json_option, read_json, write_json
+
+_json = json_option
+
+
+def cmd_align(a) -> None:
+    from kdgrid.metrics.align import align
+
+    p = _json(a.params, "--params")
+    with all_or_nothing(*(links for _, _, links in a.pair)):
+        align([tuple(pair) for pair in a.pair], a.threads, p.get("n_samplers", 3), p.get("rel_iterations", 1.0))
+
+
+def cmd_data_metrics(a) -> None:
+    from kdgrid.metrics import bleu
+    from kdgrid.metrics.complexity import Smoothing, data_metrics
+
+    if bool(a.distilled) != bool(a.distilled_links):
+        raise KdgridError("--distilled and --distilled-links go together")
+    p = _json(a.params, "--params")
+    f = p["faithfulness"]
+    smoothing = Smoothing(f["smoothing"], f.get("floor", Smoothing.floor), f.get("alpha", Smoothing.alpha))
+    out = {**_json(a.labels, "--labels"), **data_metrics(a.src, a.real, a.real_links, a.distilled,
+                                                         a.distilled_links, smoothing)}
+    if a.distilled:  # how close the teacher's translations are to the real targets
+        b = bleu.streamed_bleu(a.distilled, a.real)
+        out["bleu_vs_real"], out["bleu_signature"] = b["bleu"], b["bleu_signature"]
+    write_json(a.out, out)
+
+
+def cmd_language_mix(a) -> None:
+    from kdgrid.metrics.language import LanguageModels, language_mix
+
+    models = LanguageModels.train(a.train_tgt, a.train_lang)
+    write_json(a.out, {**_json(a.labels, "--labels"), **language_mix(models, a.hyp)})
+
+
+def cmd_aggregate(a) -> None:
+    from kdgrid import costs, grid, report
+    from kdgrid.errors import atomic_output
+
+    p = _json(a.params, "--params")
+    cost = costs.table(costs.jobs(a.job_labels, a.benchmarks, a.job_logs))
+    g = grid.build([read_json(f) for f in a.scores], [read_json(f) for f in a.teacher_scores],
+                   p["students"], p["columns"], data_metrics=[read_json(f) for f in a.data_metrics],
+                   teacher_metrics=[read_json(f) for f in a.teacher_metrics],
+                   languages=[read_json(f) for f in a.languages])
+    if a.test_src:  # the trivial baseline every student must beat: output the source unchanged
+        from kdgrid.corpus import read_lines
+        from kdgrid.metrics import bleu
+
+        src = read_lines(a.test_src)
+        g["copy_source"] = bleu.score(src, [read_lines(r) for r in a.test_refs])
+    outputs = (a.csv, a.long_csv, a.teachers_csv, a.data_csv, a.costs_csv, a.md, a.png, a.complexity_png,
+               a.complexity_pdf, a.languages_png)
+    with all_or_nothing(*outputs):
+        grid.write_csv(g, a.csv)
+        grid.write_long_csv(g, a.long_csv)
+        grid.write_teachers_csv(g, a.teachers_csv, p.get("teacher_sizes"))
+        grid.write_data_csv(g, a.data_csv)
+        costs.write_csv(cost, a.costs_csv)
+        with atomic_output(a.md) as f:
+            f.write(grid.markdown(g, f"kdgrid grid: {p['corpus']}") + "\n" + costs.markdown(cost))
+        report.heatmap(g, a.png, title=f"{p['corpus']}: student test BLEU")
+        report.bleu_vs_complexity(g, a.complexity_png, title=f"{p['corpus']}: student BLEU against C(d)",
+                                  pdf=a.complexity_pdf)
+        if a.languages_png:
+            report.language_mix(g, a.languages_png, title=f"{p['corpus']}: p(language | output)")
