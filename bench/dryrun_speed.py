@@ -1,6 +1,8 @@
 """How long Snakemake takes to plan the grid: the paper's full grid (configs/wmt14.yaml: 4 teachers
-x 4 methods x 6 students + raw, 8 distillation shards) and grids 4x and 16x its size (more teacher
-sizes), each a real `snakemake -n` from the command line, in a scratch directory.
+x 4 methods x 6 students + raw, 8 distillation shards), the same with the section-5 methods
+(interpolate, Born-Again rounds 1-2, and a base-sized 3-expert MoE teacher with the moe method),
+and grids 4x and 16x the paper's size (more teacher sizes), each a real `snakemake -n` from the
+command line, in a scratch directory.
 
     python bench/dryrun_speed.py [--repeats 3]
 """
@@ -21,9 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 
-def grid_config(scale: int, path: Path) -> Path:
-    """configs/wmt14.yaml with `scale` times as many teachers (copies of the four sizes)."""
+def grid_config(scale: int, path: Path, section5: bool = False) -> Path:
+    """configs/wmt14.yaml with `scale` times as many teachers (copies of the four sizes); with
+    `section5`, plus the methods interpolate, ban (2 rounds) and moe, and an MoE teacher."""
     cfg = yaml.safe_load((ROOT / "configs" / "wmt14.yaml").read_text())
+    if section5:
+        presets = yaml.safe_load((ROOT / "workflow" / "defaults.yaml").read_text())["teacher_sizes"]
+        cfg.setdefault("teacher_sizes", {})["base_moe"] = {**presets["base"], "experts": 3}
+        cfg["grid"]["teachers"] = [*cfg["grid"]["teachers"], "base_moe"]
+        cfg["grid"]["methods"] = [*cfg["grid"]["methods"], "interpolate", "ban", "moe"]
     base = cfg["grid"]["teachers"]
     sizes = cfg.setdefault("teacher_sizes", {})
     teachers = list(base)
@@ -59,14 +67,16 @@ def main() -> None:
         for side in ("en", "de"):  # the local training files the config names (a plan reads none)
             (Path(tmp) / "data" / "wmt14_en_de").mkdir(parents=True, exist_ok=True)
             (Path(tmp) / "data" / "wmt14_en_de" / f"train.{side}").touch()
-        for scale in args.scales:
-            cfg = grid_config(scale, Path(tmp) / f"grid{scale}.yaml")
+        rows = [(1, True)] * (1 in args.scales) + [(scale, False) for scale in args.scales]
+        for scale, section5 in rows:
+            cfg = grid_config(scale, Path(tmp) / f"grid{scale}{'s5' * section5}.yaml", section5)
             runs = [dry_run(cfg, Path(tmp)) for _ in range(args.repeats)]
             times = sorted(s for s, _ in runs)
             jobs = runs[0][1]
-            print(f"{scale:>3}x paper {4 * scale:>8} {jobs:>7} {times[0]:>8.2f} "
+            name = "paper+s5" if section5 else f"{scale:>3}x paper"
+            print(f"{name:<10} {4 * scale + section5:>8} {jobs:>7} {times[0]:>8.2f} "
                   f"{times[len(times) // 2]:>9.2f} {1000 * times[0] / max(jobs, 1):>7.2f}")
-        print("(the full paper grid must plan in under 5 s)")
+        print("(the full paper grid, also with the section-5 methods, must plan in under 5 s)")
 
 
 if __name__ == "__main__":

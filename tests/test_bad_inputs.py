@@ -322,7 +322,7 @@ CASES = [
                  id="distill-zero-beam"),
     pytest.param(lambda t, f: distill(t, f, params={"max_tokens": 0}), ["max_tokens must be positive, got 0"],
                  id="distill-zero-max_tokens"),
-    pytest.param(lambda t, f: distill(t, f, params={"kind": "nucleus"}), ["unknown decoding method 'nucleus'"],
+    pytest.param(lambda t, f: distill(t, f, params={"kind": "nucleus"}), ["unknown method kind 'nucleus'"],
                  id="distill-unknown-method"),
     pytest.param(lambda t, f: distill(t, f, params={"beem": 3}), ["beem"], id="distill-unknown-decoding-option"),
     pytest.param(lambda t, f: distill(t, f, params_json='{"kind": "beam"}'), ["--params", "max_tokens"],

@@ -38,6 +38,9 @@ def test_shipped_configs_are_valid(config_file):
 
 
 BAD = [
+    ({"metrics": {"floor": 1e-4}}, r"metrics.floor: moved to metrics.faithfulness.floor"),
+    ({"students": {"nat": {"kind": "nat", "model": {}, "decode": {"adaptive": False}}}},
+     r"students.nat.decode.adaptive: kind 'nat' does not iterate"),
     ({"distill": {"shards": 301}}, r"distill.shards: 301 shards for 300 training sentences; use at most 300"),
     ({"metrics": {"faithfulness": {"smoothing": "laplace"}}},
      r"metrics.faithfulness.smoothing: 'laplace' is not one of"),
@@ -74,6 +77,25 @@ BAD = [
     ({"grid": {"teachers": [], "methods": []}, "teacher_sizes": {"odd": {"d_model": 30, "heads": 4, "ffn": 8}},
       "students": {"nat": {"decode": {"length_beam": 2, "rescore": "odd"}}}},
      r"teacher_sizes.odd.heads: d_model 30 is not divisible by heads 4"),
+    # the section-5 methods (workflow/method_kinds.py)
+    ({"grid": {"methods": ["interpolate"]}, "methods": {"interpolate": {"nbest": 8, "beam": 4}}},
+     r"methods.interpolate.nbest: 8 is more than beam 4: the n-best list comes from the beam"),
+    ({"grid": {"methods": ["ban"]}, "methods": {"ban": {"size": "huge"}}},
+     r"methods.ban.size: 'huge' is not defined under teacher_sizes"),
+    ({"grid": {"methods": ["ban"]}, "methods": {"ban": {"size": "odd"}},
+      "teacher_sizes": {"odd": {"d_model": 30, "heads": 4, "ffn": 8, "layers": 1}}},
+     r"teacher_sizes.odd.heads: d_model 30 is not divisible by heads 4"),  # a BAN size is trained: checked
+    ({"grid": {"methods": ["moe"]}},
+     r"methods.moe: kind 'moe' decodes with a mixture-of-experts teacher, but none of grid.teachers \(toy\)"),
+    ({"grid": {"teachers": ["toy", "mix"], "methods": ["moe"]}, "methods": {"moe": {"expert": 3}},
+      "teacher_sizes": {"mix": {"d_model": 32, "ffn": 64, "heads": 2, "layers": 1, "experts": 3}}},
+     r"methods.moe.expert: 3 but teacher mix has 3 experts \(0..2\)"),
+    ({"grid": {"methods": ["beam"]}, "methods": {"beam": {"nbest": 3}}},
+     r"methods.beam.nbest: only kind 'interpolate' takes nbest \(this method's kind is 'beam'\)"),
+    ({"grid": {"methods": ["ban"]}, "methods": {"ban": {"temperature": 2.0}}},
+     r"methods.ban.temperature: kind 'ban' takes no temperature"),
+    ({"grid": {"methods": ["ban", "ban2"]}, "methods": {"ban2": {"kind": "beam"}}},
+     r"methods.ban2: its column 'ban2' is also a column of method 'ban'"),
 ]
 
 
@@ -103,6 +125,25 @@ def test_the_rescoring_table_follows_the_models_defaults():
         fields = {f.name: f.default for f in dataclasses.fields(MODELS[kind].config_class)}
         assert defaults == {k: fields[k] for k in defaults}, kind
         assert "rescorer" in inspect.signature(MODELS[kind].generate).parameters, kind
+
+
+def test_the_section5_defaults_follow_the_method_kinds():
+    """defaults.yaml spells out each section-5 kind's defaults under its own name; a method of
+    your own name gets the same from workflow/method_kinds.py; the kinds match the package's."""
+    import method_kinds
+
+    from kdgrid import methods
+
+    defaults = yaml.safe_load((ROOT / "workflow" / "defaults.yaml").read_text())["methods"]
+    for kind, values in method_kinds.KIND_DEFAULTS.items():
+        assert defaults[kind] == {"kind": kind, **values}, kind
+    assert set(method_kinds.KINDS) == set(methods.KINDS)
+    assert {k for k in methods.KINDS if methods.needs_reference(k)} == set(method_kinds.NEEDS_REFERENCE)
+    for kind, taken in method_kinds.KIND_OPTIONS.items():
+        assert set(methods.module(kind).OPTIONS) == set(taken) - set(method_kinds.WORKFLOW_OPTIONS), kind
+    assert method_kinds.resolved({"kind": "interpolate", "nbest": 8})["beam"] == 8  # beam defaults to nbest
+    assert method_kinds.columns("ban", {"kind": "ban", "rounds": 3}) == ["ban1", "ban2", "ban3"]
+    assert "rounds" not in method_kinds.distill_options({"kind": "ban", "rounds": 3, "size": "x"})
 
 
 def test_all_problems_are_reported_at_once():

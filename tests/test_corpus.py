@@ -128,3 +128,4 @@ def test_progress_rates_keep_three_significant_digits():
 
     assert [rate_text(r) for r in (0.0, 0.338, 33.8, 338.4, 3384.0, 33840.0, 3.384e6)] == \
         ["0.00", "0.34", "33.8", "338", "3.38k", "33.8k", "3.38M"]
+    assert [rate_text(r) for r in (9.996, 99.96, 999.0, 999.6, 999_600.0)] == ["10.0", "100", "999", "1.00k", "1.00M"]

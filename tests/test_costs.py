@@ -126,5 +126,34 @@ def test_bad_inputs_name_the_problem(tmp_path):
     (tmp_path / "bad.tsv").write_text("not a benchmark\n")
     with pytest.raises(KdgridError, match="bad.tsv: not a Snakemake benchmark file"):
         costs.read_benchmark(tmp_path / "bad.tsv")
-    with pytest.raises(KdgridError, match="missing.log: cannot read"):
-        costs.gpus_in_log(tmp_path / "missing.log")
+    assert costs.gpus_in_log(tmp_path / "missing.log") == 0  # a deleted log cannot name a GPU
+
+
+PATTERNS = [  # as the workflow passes them (common.smk: cost_params)
+    {"rule": "prepare", "scope": "setup", "benchmark": "r/benchmarks/prepare.tsv", "log": "r/logs/prepare.log"},
+    {"rule": "distill", "scope": "data/{teacher}.{method}",
+     "benchmark": "r/benchmarks/distill/{teacher}.{method}.{shard}.tsv",
+     "log": "r/logs/distill/{teacher}.{method}.{shard}.log"},
+    {"rule": "evaluate_teacher", "scope": "teacher/{teacher}",
+     "benchmark": "r/benchmarks/evaluate_teacher/{teacher}.{split}.tsv",
+     "log": "r/logs/e/{teacher}.{split}.log"},
+    {"rule": "train_student", "scope": "cell/{student}/{data}",
+     "benchmark": "r/benchmarks/train_student/{student}.{data}.tsv", "log": "r/logs/ts/{student}.{data}.log"},
+]
+
+
+def test_jobs_are_found_by_their_rules_paths_and_only_this_grids(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("prepare", "distill/T.beam.0", "distill/T.beam.1", "distill/T.sample.0", "distill/U.beam.0",
+                 "evaluate_teacher/T.valid", "evaluate_teacher/U.test", "train_student/nat.raw",
+                 "train_student/nat.T.beam", "train_student/cmlm.raw", "train_student/nat.T.beam.extra"):
+        path = tmp_path / "r" / "benchmarks" / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(HEADER + "1\t0:00:01\t10\t1\t1\t1\t0\t0\t0\t1\n")
+    found = costs.discover(PATTERNS, students=["nat"], columns=["raw", "T.beam"], teachers=["T"])
+    assert [label for label, _, _ in found] == [  # other grids' files (T.sample, U, cmlm) left out
+        "setup/prepare", "data/distill/T.beam", "data/distill/T.beam", "teacher/evaluate_teacher/T",
+        "cell/train_student/nat/T.beam", "cell/train_student/nat/raw"]
+    assert found[1][1:] == ("r/benchmarks/distill/T.beam.0.tsv", "r/logs/distill/T.beam.0.log")
+    rows = costs.table(costs.jobs(*map(list, zip(*found))))  # the logs are gone: no GPU, no error
+    assert rows[-1]["jobs"] == 6 and rows[-1]["gpu_hours"] == 0

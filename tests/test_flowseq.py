@@ -180,3 +180,24 @@ def test_noisy_decoding_is_batch_independent_with_several_levels():
         together = model.generate(src, **options)
         alone = [model.generate(src[i : i + 1, : int(src[i].ne(0).sum())], **options)[0] for i in range(3)]
         assert together == alone
+
+
+def test_the_trainer_initializes_actnorms_from_one_batch_before_training(tmp_path):
+    """Every process gets the same first batch through data_init (no collective in a forward);
+    an actnorm that batch never reaches (a level deeper than its sentences) starts as the identity."""
+    from kdgrid.batching import Ids
+    from kdgrid.train import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = build("flowseq", model_config("flowseq", latent=8, flow_levels=[1, 1, 1, 1, 1, 1]))
+    short = [([5, 6], [7, 8]), ([6, 5], [8, 7])]  # 2 target tokens: levels past the second are empty
+    data = (Ids.from_lists([s for s, _ in short]), Ids.from_lists([t for _, t in short]))
+    calls = []
+    data_init = model.data_init
+    model.data_init = lambda batch: calls.append(batch["tgt"].shape) or data_init(batch)
+    cfg = TrainConfig(max_tokens=100, lr=1e-3, warmup_updates=1, max_updates=1, valid_every=1, log_every=1)
+    Trainer(model, data, data, cfg, tmp_path / "work", meta={}).run(tmp_path / "model.pt")
+    assert len(calls) == 1
+    norms = [m for m in model.modules() if isinstance(m, ActNorm)]
+    assert all(bool(m.initialized) for m in norms)
+    assert any(torch.equal(m.log_scale.detach(), torch.zeros_like(m.log_scale)) for m in norms[-2:])

@@ -141,6 +141,42 @@ def test_beam_search_on_a_hand_checked_chain():
     assert search.generate(ChainModel(), src, "beam", beam=1) == [[5], [5]]
 
 
+def test_beam_search_nbest_on_the_hand_checked_chain():
+    from kdgrid import search
+
+    src = torch.tensor([[5, 3]])
+    (best,) = search.generate(ChainModel(), src, "beam", beam=2, nbest=2)
+    assert [hyp for _, hyp in best] == [[6], [5]]  # b eos, then a eos (mean log-prob -0.795)
+    assert [score for score, _ in best] == pytest.approx([-0.5108, -0.7948], abs=1e-4)
+
+
+@pytest.mark.parametrize("nbest", [1, 3, 4])
+def test_beam_search_nbest_is_the_beams_best_first_then_distinct_by_score(trained_at, nbest):
+    from kdgrid import search
+
+    noisy = [s[:-1] + [7] for s in SRC] + [s[::-1] for s in SRC]  # unseen inputs: varied candidates
+    src = batch(noisy)["src"]
+    plain = trained_at.generate(src, "beam", beam=4)
+    lists = trained_at.generate(src, "beam", beam=4, nbest=nbest)
+    uncached = search.generate(trained_at, src, "beam", beam=4, nbest=nbest, use_cache=False)
+    assert [[h for _, h in hyps] for hyps in lists] == [[h for _, h in hyps] for hyps in uncached]
+    assert [hyps[0][1] for hyps in lists] == plain  # the same search: entry 0 is the plain result
+    for hyps in lists:
+        assert len(hyps) == nbest
+        assert len({tuple(h) for _, h in hyps}) == nbest  # distinct hypotheses
+        scores = [score for score, _ in hyps]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_nbest_only_comes_from_a_beam_of_at_least_its_size(trained_at):
+    from kdgrid.errors import KdgridError
+
+    with pytest.raises(KdgridError, match="nbest must be between 1 and the beam size 2"):
+        trained_at.generate(batch()["src"], "beam", beam=2, nbest=3)
+    with pytest.raises(KdgridError, match="n-best list comes from beam search, not from 'greedy'"):
+        trained_at.generate(batch()["src"], "greedy", nbest=2)
+
+
 class SpecialsLover:
     """A trained AT whose every step strongly prefers pad, unk, bos and <mask>."""
 

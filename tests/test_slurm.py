@@ -21,7 +21,7 @@ import yaml
 from conftest import ROOT, TOY, env, job_counts, snakemake
 
 TOY_MULTIWAY = ROOT / "tests" / "configs" / "toy_multiway.yaml"
-GPU_RULES = {"train_teacher", "train_student", "distill", "evaluate_teacher", "evaluate_student"}
+GPU_RULES = {"train_teacher", "train_ban", "train_student", "distill", "evaluate_teacher", "evaluate_student"}
 LOCAL_RULES = {"gather", "aggregate"}  # run by Snakemake itself, never queued
 SITE_VARS = ("KDGRID_ACCOUNT", "KDGRID_PARTITION", "KDGRID_GPU_PARTITION", "KDGRID_JOBS", "KDGRID_GPUS",
              "KDGRID_CORES", "KDGRID_MEM_MB")
@@ -142,7 +142,8 @@ def test_workstation_profile_dry_run(tmp_path, monkeypatch, gpus):
 
 
 def test_jobs_ask_for_more_memory_and_time_on_each_retry(tmp_path):
-    """A job that ran out of memory or time asks for attempt x its config's amounts."""
+    """A job that ran out of memory or time asks for attempt x its config's amounts, within the
+    caps; training keeps its time limit, since its retry resumes."""
     proc = snakemake_in_root("--profile", "slurm", "-n", "--directory", str(tmp_path), environ=site_env())
     first = job_resources(proc.stdout)["align_raw"][0]
     assert (first["mem_mb"], first["runtime"]) == (str(RESOURCES["align_raw"]["mem_mb"]),
@@ -150,7 +151,8 @@ def test_jobs_ask_for_more_memory_and_time_on_each_retry(tmp_path):
     sys.path.insert(0, str(ROOT / "workflow"))
     from resources import per_attempt
 
-    assert [per_attempt(48000)(None, attempt) for attempt in (1, 2, 3)] == [48000, 96000, 144000]
+    assert [per_attempt(48000, 100000)(None, attempt) for attempt in (1, 2, 3)] == [48000, 96000, 100000]
+    assert [per_attempt(1440, 2880, grows=False)(None, attempt) for attempt in (1, 2, 3)] == [1440] * 3
 
 
 def test_the_workstation_profile_schedules_by_memory(tmp_path):

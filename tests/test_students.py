@@ -30,7 +30,8 @@ DECODE = {"cmlm": GRID_DECODE["cmlm"]["decode"]}
 # at the true L. The ranking is then a near-tie (1e-4 apart without label smoothing, about 5e-3
 # with 0.1) that picks a wrong length for one to four of the eight pairs, by seed, while the length
 # head, sure of L, is not consulted (adding its log p(L | x) to the ranking picked the true length
-# for every pair on every seed tried). Strict: the day the grid's decoding passes, this must go.
+# for every pair on every seed tried). Not strict: a near-tie may fall either way on another BLAS
+# or thread count; the test below checks what the model did learn.
 CMLM_LENGTH_TIES = ("Mask-Predict ranks length candidates by mean token log-probability only: on "
                     "memorized pairs L+1 (a repeated last word) or L-1 ties with the true length")
 UPDATES = {"nat": 300, "flowseq": 400}
@@ -60,7 +61,7 @@ def trained(request, tmp_path_factory):
 def test_overfits_eight_pairs_with_its_own_decoder(trained, request):
     kind, model, meta = trained
     if kind == "cmlm":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=CMLM_LENGTH_TIES))
+        request.applymarker(pytest.mark.xfail(strict=False, reason=CMLM_LENGTH_TIES))
     assert model.generate(batch()["src"], **DECODE.get(kind, {})) == TGT
 
 

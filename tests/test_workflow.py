@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 
 import pytest
 from conftest import BIN, ROOT, TOY, job_counts, snakemake, write_config
@@ -20,15 +21,19 @@ TOY_STUDENTS = ROOT / "tests" / "configs" / "toy_students.yaml"
 ALL_STUDENTS = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "at_student"]
 
 
-def expected_jobs(teachers, methods, students, shards=1, multiway=False):
-    t, m, s = len(teachers), len(methods), len(students)
-    counts = {"prepare": 1, "vocab": 1, "train_teacher": t, "evaluate_teacher": 2 * t,
-              "distill": t * m * shards, "gather": t * m, "encode_distilled": t * m,
-              "train_student": s * (1 + t * m), "evaluate_student": s * (1 + t * m),
-              "align_raw": 1, "data_metrics_raw": 1, "align_distilled": t * m, "data_metrics_distilled": t * m,
+def expected_jobs(teachers, methods, students, shards=1, multiway=False, columns=None, bans=0):
+    """Jobs of a grid. `columns`: its distilled columns where they are not teachers x methods (a
+    ban method yields one per round, a moe method none for teachers without experts); `bans`: the
+    Born-Again ATs it trains (rounds >= 2)."""
+    t, s = len(teachers), len(students)
+    m = t * len(methods) if columns is None else columns  # distilled columns
+    counts = {"prepare": 1, "vocab": 1, "train_teacher": t, "evaluate_teacher": 2 * t, "train_ban": bans,
+              "distill": m * shards, "gather": m, "encode_distilled": m,
+              "train_student": s * (1 + m), "evaluate_student": s * (1 + m),
+              "align_raw": 1, "data_metrics_raw": 1, "align_distilled": m, "data_metrics_distilled": m,
               "align_teacher_valid": t, "teacher_valid_metrics": t, "aggregate": 1, "all": 1}
     if multiway:
-        counts.update(language_mix_teacher=t, language_mix_student=s * (1 + t * m))
+        counts.update(language_mix_teacher=t, language_mix_student=s * (1 + m))
     return {k: v for k, v in counts.items() if v}
 
 
@@ -79,7 +84,9 @@ def test_multiway_dry_run_adds_language_mix_jobs(tmp_path):
 
 @pytest.mark.parametrize("multiway", [False, True])
 def test_every_rule_runs_an_existing_cli_verb_with_valid_arguments(tmp_path, multiway):
-    cfg = TOY_MULTIWAY if multiway else shaped_config(tmp_path, *SHAPES[3])
+    # every rule planned: the section-5 methods too (train_ban; distill with --ref)
+    cfg = write_config(tmp_path / "every_rule.yaml", TOY_MULTIWAY if multiway else shaped_config(tmp_path, *SHAPES[3]),
+                       grid={"methods": ["beam", "sample_topk", "interpolate", "ban"]})
     proc = snakemake(tmp_path, "-n", "-p", configfile=cfg)
     commands = rule_commands(proc.stdout)
     all_rules = set(snakemake(tmp_path, "--list-rules", configfile=cfg).stdout.split())
@@ -115,8 +122,25 @@ def test_toy_grid_end_to_end_has_a_number_in_every_cell(toy_run):
     assert c_beam < c_raw  # even a barely trained teacher's beam output is simpler than raw data
     md = (work / "results/toy/grid.md").read_text()
     assert "| nat |" in md and "BLEU signature: `nrefs:1" in md and "| complexity C(d) |" in md
+    assert "| faithfulness F(d) (floor 1e-10) |" in md and "| source types F(d) dropped |" in md
     assert (work / "results/toy/plots/bleu_vs_complexity.png").read_bytes()[:4] == b"\x89PNG"
     assert (work / "results/toy/grid.png").read_bytes()[:4] == b"\x89PNG"
+    # the answer per student: a section of grid.md, a plot per student, the recommendations table
+    answer = md[md.index("## Answer per student"):]
+    assert "| student | recommended set | BLEU | C(d) | F(d) | runner-up | margin | reason |" in answer
+    assert re.search(r"^\| nat \| .+ \|$", answer, re.MULTILINE)
+    header, _, c_row = answer.split("simplest first")[1].splitlines()[2:5]
+    assert sorted(header.strip("| ").split(" | ")) == ["raw", "toy.beam", "toy.greedy"]
+    c_values = [float(v) for v in c_row.removeprefix("| C(d) |").strip("| ").split(" | ")]
+    assert len(c_values) == 3 and c_values == sorted(c_values)  # columns ordered by C(d)
+    assert (work / "results/toy/plots/students/nat.png").read_bytes()[:4] == b"\x89PNG"
+    (rec,) = list(csv.DictReader(open(work / "results/toy/recommendations.csv")))
+    assert rec["student"] == "nat" and rec["status"] in ("clear", "tie", "below_copy") and rec["reason"]
+    assert float(rec["copy_source_bleu"]) >= 0 and rec["tie_bleu"] == "0.5"
+    if rec["status"] == "below_copy":  # a barely trained toy grid may not beat copying: said plainly
+        assert "no column beats copying the source" in rec["reason"] and "no recommendation" in rec["reason"]
+    else:
+        assert rec["best"] in ("raw", "toy.beam", "toy.greedy") and f"| nat | {rec['best']}" in answer
     log = (work / "results/toy/logs/train_teacher/toy.log").read_text()
     assert re.search(r"train 40/40 \(100%\) .* tok/s .* ETA", log)
     # nothing left to do afterwards
@@ -140,6 +164,15 @@ def test_toy_run_cost_table_counts_shared_jobs_once(toy_run):
     assert re.search(r"kdgrid device: (cpu|cuda:0)$", log, re.MULTILINE)
     md = (work / "results/toy/grid.md").read_text()
     assert "## Compute cost" in md and "| nat | toy.beam | 2 |" in md and "| teacher toy |" in md
+    # benchmarks and logs are read, not inputs: deleting one reruns nothing
+    for path in ("benchmarks/prepare.tsv", "logs/vocab.log"):
+        (work / "results/toy" / path).rename(work / "results/toy" / f"{path}.away")
+    try:
+        proc = snakemake(work, "-n", configfile=TOY)
+        assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    finally:
+        for path in ("benchmarks/prepare.tsv", "logs/vocab.log"):
+            (work / "results/toy" / f"{path}.away").rename(work / "results/toy" / path)
 
 
 def test_report_holds_the_grid_plots_tables_and_captions(toy_run):
@@ -152,15 +185,21 @@ def test_report_holds_the_grid_plots_tables_and_captions(toy_run):
         names = {n.rsplit("/", 1)[-1]: n for n in z.namelist()}
         html = z.read(names["report.html"]).decode()
         for f in ("grid.md", "grid.csv", "grid.png", "scores.csv", "teachers.csv", "data_metrics.csv",
-                  "costs.csv", "bleu_vs_complexity.png", "bleu_vs_complexity.pdf"):
+                  "costs.csv", "bleu_vs_complexity.png", "bleu_vs_complexity.pdf", "recommendations.csv",
+                  "recommendations.json"):
             assert z.read(names[f]) == (work / "results/toy" / ("plots/" if "complexity" in f else "") / f).read_bytes()
+        assert z.read(names["nat.png"]) == (work / "results/toy/plots/students/nat.png").read_bytes()
     categories = json.loads(re.search(r"var categories = (\{.*\});\n", html).group(1))
     assert categories["Grid"] == {"Tables": ["results/toy/grid.csv", "results/toy/grid.md"],
                                   "Heatmap": ["results/toy/grid.png"]}
-    assert set(categories) == {"Grid", "Students", "Data metrics", "Teachers", "Costs"}
-    assert set(categories["Students"]) == {"Scores", "BLEU vs complexity"}
+    assert set(categories) == {"Grid", "Answer per student", "Students", "Data metrics", "Teachers", "Costs"}
+    assert set(categories["Students"]) == {"Scores"}
+    answer = categories["Answer per student"]
+    assert set(answer) == {"Recommendations", "BLEU vs complexity"}
+    assert "results/toy/plots/students/nat.png" in answer["BLEU vs complexity"]
     results = json.loads(re.search(r"var results = (\{.*\});\n", html).group(1))
-    assert len(results) == 9 and all(len(r["caption"]) > 200 for r in results.values())
+    assert len(results) == 12 and all(len(r["caption"]) > 200 for r in results.values())
+    assert re.search(r"tie_bleu</tt> =\s+0.5 BLEU", results["results/toy/recommendations.csv"]["caption"])
     assert "kdgrid device:" in results["results/toy/costs.csv"]["caption"]
     assert "Heatmap of student" in results["results/toy/grid.png"]["caption"]
     assert "max_updates</tt>: 40" in results["results/toy/teachers.csv"]["caption"]  # a config value
@@ -215,7 +254,22 @@ def test_every_shipped_config_dry_runs(tmp_path):
         proc = snakemake(tmp_path, "-n", configfile=local)
         counts = job_counts(proc.stdout)
         g = cfg["grid"]
-        assert counts["train_student"] == len(g["students"]) * (1 + len(g["teachers"]) * len(g["methods"])), path
+        assert counts["train_student"] == len(g["students"]) * (1 + len(distilled_columns(cfg))), path
+
+
+def distilled_columns(cfg: dict) -> list[str]:
+    """A config's distilled columns (workflow/method_kinds.py: ban rounds, moe only with experts)."""
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "workflow"))
+    import method_kinds
+
+    defaults = yaml.safe_load((ROOT / "workflow" / "defaults.yaml").read_text())
+    methods = {k: {**defaults["methods"].get(k, {}), **v} for k, v in {**defaults["methods"],
+                                                                         **cfg.get("methods", {})}.items()}
+    sizes = {**defaults["teacher_sizes"], **cfg.get("teacher_sizes", {})}
+    return [f"{t}.{c}" for t in cfg["grid"]["teachers"] for m in cfg["grid"]["methods"]
+            if method_kinds.fits(methods[m], sizes[t]) for c in method_kinds.columns(m, methods[m])]
 
 
 def test_full_roster_dry_run_plans_every_student(tmp_path):

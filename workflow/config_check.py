@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jsonschema
+import method_kinds
 import yaml
 
 
@@ -50,6 +51,13 @@ def _duplicates(items: list) -> str:
                      for name, at in repeated)
 
 
+# Settings that moved: the old key's new home, for a config written for an earlier kdgrid.
+MOVED = {"metrics": {"floor": "moved to metrics.faithfulness.floor (with smoothing: floor; or "
+                              "smoothing: add_alpha and alpha)"}}
+# Decoding options that only iterative students have.
+ITERATIVE = {"inat", "cmlm", "levt", "inst"}
+
+
 def _schema_problems(config: dict, schema_path) -> list[str]:
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
@@ -59,8 +67,9 @@ def _schema_problems(config: dict, schema_path) -> list[str]:
         where = key_path(err.absolute_path)
         if err.validator == "additionalProperties":
             where = key_path(err.absolute_path) if err.absolute_path else "(top level)"
-            problems.append(f"{where}: {err.message.replace('Additional properties', 'unknown keys')}"
-                            " (check the spelling; workflow/defaults.yaml lists every setting)")
+            moved = [f"{where}.{k}: {hint}" for k, hint in MOVED.get(where, {}).items() if k in err.instance]
+            problems += moved or [f"{where}: {err.message.replace('Additional properties', 'unknown keys')}"
+                                  " (check the spelling; workflow/defaults.yaml lists every setting)"]
         elif err.validator == "pattern" and err.validator_value == NAME_PATTERN:  # names become path parts
             problems.append(f"{where}: name {err.instance!r} may only use letters, digits, _ and -")
         elif err.validator == "uniqueItems" and err.validator_value:
@@ -84,7 +93,9 @@ def _semantic_problems(c: dict) -> list[str]:
         problems.append("grid.methods: methods are listed but grid.teachers is empty")
     rescorers = [c["students"][s].get("decode", {}).get("rescore") for s in grid["students"]
                  if s in c["students"]]
-    for name in dict.fromkeys([*grid["teachers"], *filter(None, rescorers)]):  # the teachers trained
+    method_problems, ban_sizes = _method_problems(c)
+    problems += method_problems
+    for name in dict.fromkeys([*grid["teachers"], *filter(None, rescorers), *ban_sizes]):  # the ATs trained
         size = c["teacher_sizes"].get(name)
         if size is None:
             continue
@@ -93,11 +104,17 @@ def _semantic_problems(c: dict) -> list[str]:
                             f"by heads {size['heads']}; pick heads that divide d_model")
         if "layers" not in size and not {"encoder_layers", "decoder_layers"} <= set(size):
             problems.append(f"teacher_sizes.{name}: set layers (or encoder_layers and decoder_layers)")
+        if "expert_prior" in size and "experts" not in size:
+            problems.append(f"teacher_sizes.{name}.expert_prior: a prior over experts needs experts: K "
+                            "(K >= 2, a mixture-of-experts teacher); set experts or drop expert_prior")
     for name in grid["students"]:
         st = c["students"].get(name)
         if st is None:
             continue
         problems += _rescore_problems(name, st, c["teacher_sizes"])
+        if "adaptive" in st.get("decode", {}) and st["kind"] not in ITERATIVE:
+            problems.append(f"students.{name}.decode.adaptive: kind {st['kind']!r} does not iterate; "
+                            f"only {', '.join(sorted(ITERATIVE))} stop adaptively")
         model = st["model"]
         if "d_model" in model and "heads" in model and model["d_model"] % model["heads"]:
             problems.append(f"students.{name}.model.heads: d_model {model['d_model']} is not divisible "
@@ -131,6 +148,56 @@ def _semantic_problems(c: dict) -> list[str]:
             problems += _train_problems({**c["student"]["train"], **st.get("train", {})},
                                         f"students.{name}.train (merged with student.train)")
     return problems
+
+
+def _method_problems(c: dict) -> tuple[list[str], list[str]]:
+    """The grid's methods: options that fit their kind, nbest within the beam, a BAN size that
+    exists, a moe method with an MoE teacher (and an expert it has), column names used once.
+    Also returns the teacher sizes the BAN rounds train."""
+    problems, ban_sizes, seen = [], [], {}
+    grid, sizes = c["grid"], c["teacher_sizes"]
+    moe_teachers = {t: sizes[t]["experts"] for t in grid["teachers"] if sizes.get(t, {}).get("experts")}
+    for name in grid["methods"]:
+        spec = c["methods"].get(name)
+        if spec is None:
+            continue
+        kind, where = spec["kind"], f"methods.{name}"
+        taken = method_kinds.KIND_OPTIONS.get(kind)
+        for key in spec:
+            if key == "kind":
+                continue
+            if taken is not None and key not in taken:
+                problems.append(f"{where}.{key}: kind {kind!r} takes no {key} (its options: {', '.join(taken)})")
+            elif taken is None and key in method_kinds.SECTION5_OPTIONS:
+                owner = next(k for k, opts in method_kinds.KIND_OPTIONS.items() if key in opts)
+                problems.append(f"{where}.{key}: only kind {owner!r} takes {key} (this method's kind is {kind!r})")
+        opts = method_kinds.resolved(spec)
+        if kind == "interpolate" and opts["nbest"] > opts["beam"]:
+            problems.append(f"{where}.nbest: {opts['nbest']} is more than beam {opts['beam']}: the n-best list "
+                            "comes from the beam (raise beam, or leave it out: it defaults to nbest)")
+        if kind == "ban":
+            size = spec.get("size")
+            if size is not None and size not in sizes:
+                problems.append(f"{where}.size: {size!r} is not defined under teacher_sizes "
+                                f"(defined: {', '.join(sorted(sizes))})")
+            elif size is not None and opts["rounds"] > 1:
+                ban_sizes.append(size)
+        if kind == "moe":
+            if not moe_teachers:
+                problems.append(f"{where}: kind 'moe' decodes with a mixture-of-experts teacher, but none of "
+                                f"grid.teachers ({', '.join(grid['teachers']) or 'none'}) declares experts "
+                                "(teacher_sizes.<name>.experts); add one, or drop the method")
+            expert = opts["expert"]
+            for t, k in moe_teachers.items():
+                if expert != "best" and expert >= k:
+                    problems.append(f"{where}.expert: {expert} but teacher {t} has {k} experts "
+                                    f"(0..{k - 1}); pick one of them or 'best'")
+        for column in method_kinds.columns(name, spec):
+            if column in seen and seen[column] != name:
+                problems.append(f"{where}: its column {column!r} is also a column of method {seen[column]!r}; "
+                                "rename one (a ban method's rounds add 1, 2, ... to its name)")
+            seen.setdefault(column, name)
+    return problems, ban_sizes
 
 
 # Kinds that decode several candidates per sentence, with their models' default length_beam and

@@ -88,7 +88,7 @@ def cmd_train(a) -> None:
 
     from kdgrid.batching import load_ids
     from kdgrid.devices import init_distributed
-    from kdgrid.models import build
+    from kdgrid.models import MODELS, build
     from kdgrid.train import Trainer, train_config
     from kdgrid.vocab import MASK, Vocab
 
@@ -97,7 +97,7 @@ def cmd_train(a) -> None:
     v = Vocab.load(a.vocab)
     tcfg = train_config(_json(a.train_params, "--train-params"))
     model_cfg = {**_json(a.model_params, "--model-params"), **v.model_ids()}
-    if a.kind != "transformer":
+    if not getattr(MODELS.get(a.kind), "autoregressive", False):  # NATs (and unknown kinds: build says)
         model_cfg["mask"] = MASK
     torch.manual_seed(tcfg.seed)  # weight initialisation
     model = build(a.kind, model_cfg).to(_device())
@@ -126,7 +126,7 @@ def cmd_distill(a) -> None:
 
     _threads(a.threads)
     distill_shard(a.model, a.vocab, a.src, a.out, a.shard, a.shards, a.chunk,
-                  _json(a.params, "--params"), _device(), a.threads)
+                  _json(a.params, "--params"), _device(), a.threads, ref=a.ref)
 
 
 def cmd_gather(a) -> None:
@@ -169,7 +169,7 @@ def _rescorer(path, vocab_path, model, options: dict, max_tokens: int):
 
     from kdgrid.rescore import Rescorer
 
-    if model.kind == "transformer":
+    if getattr(model, "autoregressive", False):
         raise KdgridError("--rescorer: the model is autoregressive (its beam search ranks its own "
                           "candidates); only nat, inat, cmlm and flowseq candidates can be rescored")
     if "rescorer" not in inspect.signature(model.generate).parameters:
@@ -233,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, default=1)
     p.add_argument("--chunk", type=int, default=5000,
                    help="sentences per resumable chunk (finished chunks survive a killed job)")
+    p.add_argument("--ref", help="the real targets of --src, for methods that read them (interpolate)")
 
     p = verb("gather", cmd_gather, "concatenate distillation shards, checking the line count")
     p.add_argument("--src", required=True)
@@ -275,11 +276,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--languages", nargs="*", default=[])
     p.add_argument("--languages-png")
     p.add_argument("--complexity-pdf")
+    p.add_argument("--student-pngs", nargs="*", default=[],
+                   help="one plot per student (BLEU against C(d)), in the order of params students")
+    p.add_argument("--recommendations-csv", help="the answer per student: best set, runner-up, margin, reason")
+    p.add_argument("--recommendations-json", help="the same with every column's point and the teachers' flags")
     p.add_argument("--test-src", help="with --test-refs: score copying the source as a baseline")
     p.add_argument("--test-refs", nargs="*", default=[])
-    p.add_argument("--job-labels", nargs="*", default=[], help="SCOPE/RULE[/NAMES] of each job (the cost table)")
-    p.add_argument("--benchmarks", nargs="*", default=[], help="the same jobs' benchmark TSVs, in that order")
-    p.add_argument("--job-logs", nargs="*", default=[], help="the same jobs' logs (their GPUs), in that order")
     for o in ("--params", "--csv", "--long-csv", "--teachers-csv", "--data-csv", "--costs-csv", "--md", "--png",
               "--complexity-png"):
         p.add_argument(o, required=True)

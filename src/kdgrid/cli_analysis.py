@@ -42,11 +42,13 @@ def cmd_language_mix(a) -> None:
 
 
 def cmd_aggregate(a) -> None:
-    from kdgrid import costs, grid, report
+    from kdgrid import costs, grid, recommend, report
     from kdgrid.errors import atomic_output
 
     p = _json(a.params, "--params")
-    cost = costs.table(costs.jobs(a.job_labels, a.benchmarks, a.job_logs))
+    found = costs.discover(p.get("costs", {}).get("patterns", []), p["students"], p["columns"],
+                           p.get("costs", {}).get("teachers", []))
+    cost = costs.table(costs.jobs(*map(list, zip(*found))) if found else [])
     g = grid.build([read_json(f) for f in a.scores], [read_json(f) for f in a.teacher_scores],
                    p["students"], p["columns"], data_metrics=[read_json(f) for f in a.data_metrics],
                    teacher_metrics=[read_json(f) for f in a.teacher_metrics],
@@ -57,8 +59,12 @@ def cmd_aggregate(a) -> None:
 
         src = read_lines(a.test_src)
         g["copy_source"] = bleu.score(src, [read_lines(r) for r in a.test_refs])
+    ans = recommend.answer(g, p.get("tie_bleu", recommend.TIE_BLEU))
+    if a.student_pngs and len(a.student_pngs) != len(g["students"]):
+        raise KdgridError(f"--student-pngs names {len(a.student_pngs)} files for {len(g['students'])} students "
+                          f"({', '.join(g['students'])}): give one per student, in that order")
     outputs = (a.csv, a.long_csv, a.teachers_csv, a.data_csv, a.costs_csv, a.md, a.png, a.complexity_png,
-               a.complexity_pdf, a.languages_png)
+               a.complexity_pdf, a.languages_png, a.recommendations_csv, a.recommendations_json, *a.student_pngs)
     with all_or_nothing(*outputs):
         grid.write_csv(g, a.csv)
         grid.write_long_csv(g, a.long_csv)
@@ -66,9 +72,17 @@ def cmd_aggregate(a) -> None:
         grid.write_data_csv(g, a.data_csv)
         costs.write_csv(cost, a.costs_csv)
         with atomic_output(a.md) as f:
-            f.write(grid.markdown(g, f"kdgrid grid: {p['corpus']}") + "\n" + costs.markdown(cost))
-        report.heatmap(g, a.png, title=f"{p['corpus']}: student test BLEU")
+            f.write(grid.markdown(g, f"kdgrid grid: {p['corpus']}", ans) + "\n" + recommend.markdown(ans)
+                    + "\n" + costs.markdown(cost))
+        report.heatmap(g, a.png, title=f"{p['corpus']}: student test BLEU", answer=ans)
         report.bleu_vs_complexity(g, a.complexity_png, title=f"{p['corpus']}: student BLEU against C(d)",
-                                  pdf=a.complexity_pdf)
+                                  pdf=a.complexity_pdf, answer=ans)
+        if a.recommendations_csv:
+            recommend.write_csv(ans, a.recommendations_csv)
+        if a.recommendations_json:
+            recommend.write_json(ans, a.recommendations_json)
+        for entry, png in zip(ans["students"], a.student_pngs):
+            report.student_complexity(entry, png, title=f"{p['corpus']}: {entry['student']}, BLEU against C(d)",
+                                      tie_bleu=ans["tie_bleu"])
         if a.languages_png:
             report.language_mix(g, a.languages_png, title=f"{p['corpus']}: p(language | output)")

@@ -1,7 +1,11 @@
 """What the grid's jobs cost: wall time, CPU time, peak memory and GPU hours, from Snakemake's
 benchmark files and the jobs' logs.
 
-The workflow labels every job `SCOPE/RULE[/NAMES]` with the scope it is charged to:
+The workflow passes, per rule, the paths of its benchmark file and log with their wildcards and
+the scope its jobs are charged to (`discover`): the jobs are the benchmark files that exist and
+belong to the grid. (Not a list of files as inputs: Snakemake would rerun a job whose benchmark
+was deleted, and 10,000 distillation shards would overflow the command line.) A job's label is
+`SCOPE/RULE[/NAMES]`:
 `cell/RULE/STUDENT/DATA` (training and evaluating one student), or, counted once and shown apart,
 the shared upstream work of a training-data column (`data/RULE/COLUMN`: a distilled set's shards,
 gather, encoding, alignment and data metrics, or the raw data's alignment and metrics), of a
@@ -16,6 +20,7 @@ or of a verb that never uses a GPU (no such line), counts none.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import re
 from collections import Counter
@@ -58,7 +63,10 @@ def read_benchmark(path) -> dict:
 
 
 def gpus_in_log(path) -> int:
-    """GPUs a job ran on: the distinct CUDA devices named on its `kdgrid device:` lines."""
+    """GPUs a job ran on: the distinct CUDA devices named on its `kdgrid device:` lines (none if
+    its log is gone: it cannot have said so)."""
+    if not Path(path).exists():
+        return 0
     try:
         text = Path(path).read_text(errors="replace")
     except OSError as e:
@@ -76,6 +84,37 @@ def job(label: str, benchmark, log) -> dict:
     scope, rule, *names = parts
     return {"scope": scope, "rule": rule, **dict(zip(_NAMES[scope], names)),
             **read_benchmark(benchmark), "gpus": gpus_in_log(log)}
+
+
+# What a wildcard of a benchmark path may hold (names cannot contain dots: config_check).
+_WILDCARDS = {"shard": r"\d+", "split": "valid|test", "data": r"raw|[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"}
+
+
+def _regex(pattern: str) -> re.Pattern:
+    parts = re.split(r"\{(\w+)\}", pattern)
+    return re.compile("".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>{_WILDCARDS.get(part, '[A-Za-z0-9_-]+')})"
+                              for i, part in enumerate(parts)))
+
+
+def discover(patterns: list[dict], students: list[str], columns: list[str], teachers: list[str]) -> list[tuple]:
+    """(label, benchmark, log) of every job that wrote a benchmark file and belongs to this grid.
+    `patterns`: per rule {rule, scope, benchmark, log}, paths and scope with {wildcards}, e.g.
+    scope "data/{teacher}.{method}". Files of other grids sharing the results folder (another
+    config's students or columns) are left out."""
+    keep = {"setup": lambda: True, "teacher": lambda t: t in teachers, "data": lambda d: d in columns,
+            "cell": lambda s, d: s in students and d in columns}
+    found = []
+    for p in patterns:
+        rx = _regex(p["benchmark"])
+        for path in sorted(glob.glob(re.sub(r"\{\w+\}", "*", p["benchmark"]))):
+            m = rx.fullmatch(path)
+            if not m:
+                continue
+            kind, *names = p["scope"].format(**m.groupdict()).split("/")
+            if kind not in keep or not keep[kind](*names):
+                continue
+            found.append(("/".join([kind, p["rule"], *names]), path, p["log"].format(**m.groupdict())))
+    return found
 
 
 def jobs(labels: list[str], benchmarks: list, logs: list) -> list[dict]:

@@ -7,12 +7,12 @@ import hashlib
 import shutil
 from pathlib import Path
 
+from kdgrid import methods
 from kdgrid.checkpoint import load_for_decoding
 from kdgrid.corpus import iter_lines, read_lines, write_lines
 from kdgrid.errors import KdgridError, read_json, write_json
 from kdgrid.importers import sha256_of
 from kdgrid.progress import Progress, log
-from kdgrid.translate import translate
 
 
 def _sha256_lines(lines) -> str:
@@ -29,10 +29,11 @@ def chunk_seed(seed: int, shard: int, chunk: int) -> int:
 
 
 def distill_shard(model_path, vocab_path, src, out, shard: int, shards: int, chunk: int,
-                  params: dict, device, threads: int = 1) -> None:
-    """Translate shard `shard` of `shards` of `src` into `out`, chunk by chunk. Finished chunks
-    are kept beside the output (OUT.parts/), so a killed or preempted job resumes where it
-    stopped and writes the very lines an uninterrupted run would."""
+                  params: dict, device, threads: int = 1, ref=None) -> None:
+    """Translate shard `shard` of `shards` of `src` into `out`, chunk by chunk, with the method
+    `params["kind"]` (kdgrid.methods); `ref` holds the real targets, for methods that read them.
+    Finished chunks are kept beside the output (OUT.parts/), so a killed or preempted job
+    resumes where it stopped and writes the very lines an uninterrupted run would."""
     if not 0 <= shard < shards:
         raise KdgridError(f"--shard {shard} is outside 0..{shards - 1}")
     if chunk <= 0:
@@ -40,17 +41,30 @@ def distill_shard(model_path, vocab_path, src, out, shard: int, shards: int, chu
     missing = [k for k in ("kind", "max_tokens") if k not in params]
     if missing:
         raise KdgridError(f"--params: missing key(s) {', '.join(missing)}")
+    kind = params["kind"]
+    opts = {k: v for k, v in params.items() if k not in ("kind", "max_tokens")}
+    methods.check(kind, opts)
+    if methods.needs_reference(kind) and ref is None:
+        raise KdgridError(f"--ref: method kind {kind!r} compares its candidates with the real targets; "
+                          "give the training targets (data/train.tgt) with --ref")
+    if ref is not None and not methods.needs_reference(kind):
+        raise KdgridError(f"--ref: method kind {kind!r} does not read the real targets; leave --ref out")
     model, _, vocab = load_for_decoding(model_path, vocab_path, device)
     lines = read_lines(src)
+    refs = read_lines(ref) if ref is not None else None
+    if refs is not None and len(refs) != len(lines):
+        raise KdgridError(f"{ref} has {len(refs)} lines but {src} has {len(lines)}; --ref must be the "
+                          "training targets of these sources")
     lo, hi = shard * len(lines) // shards, (shard + 1) * len(lines) // shards
     lines = lines[lo:hi]
-    opts = {k: v for k, v in params.items() if k not in ("kind", "max_tokens")}
-    opts["method"] = params["kind"]
+    refs = refs[lo:hi] if refs is not None else None
     chunks = [(c, lines[c * chunk:(c + 1) * chunk]) for c in range(-(-len(lines) // chunk))]
 
     parts = Path(f"{out}.parts")
     key = {"model_sha256": sha256_of(model_path), "params": params, "shard": [shard, shards],
            "chunk": chunk, "lines": [lo, hi], "src_sha256": _sha256_lines(lines)}
+    if refs is not None:
+        key["ref_sha256"] = _sha256_lines(refs)
     if parts.exists():
         try:
             same = read_json(parts / "key.json") == key
@@ -75,8 +89,9 @@ def distill_shard(model_path, vocab_path, src, out, shard: int, shards: int, chu
             chunk_opts = dict(opts)
             if "seed" in opts:
                 chunk_opts["seed"] = chunk_seed(opts["seed"], shard, c)
-            texts, _ = translate(model, vocab, lines_, chunk_opts, params["max_tokens"], threads,
-                                 what=f"distill shard {shard + 1}/{shards} chunk {c + 1}/{len(chunks)}")
+            chunk_refs = refs[c * chunk:(c + 1) * chunk] if refs is not None else None
+            texts = methods.distill(model, vocab, lines_, chunk_refs, kind, chunk_opts, params["max_tokens"],
+                                    threads, what=f"distill shard {shard + 1}/{shards} chunk {c + 1}/{len(chunks)}")
             if len(texts) != len(lines_):
                 raise KdgridError(f"shard {shard} chunk {c}: {len(texts)} translations for "
                                   f"{len(lines_)} sentences")

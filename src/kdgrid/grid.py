@@ -112,27 +112,51 @@ def write_teachers_csv(grid: dict, path, sizes: dict | None = None) -> None:
 
 def write_data_csv(grid: dict, path) -> None:
     """One row per training-data column: its data metrics (data_metrics.json, flattened)."""
-    fields = ["data", "teacher", "method", "sentences", "complexity", "faithfulness", "bleu_vs_real",
-              "target_types", "source_types", "links", "real_complexity", "real_target_types"]
+    fields = ["data", "teacher", "method", "sentences", "complexity", "faithfulness", "faithfulness_smoothing",
+              "faithfulness_dropped_types", "bleu_vs_real", "target_types", "source_types", "links",
+              "real_complexity", "real_target_types"]
     rows = []
     for c in grid["columns"]:
         m = grid["data"].get(c) or {}
         real = m.get("real") or {}
         rows.append({**{k: m.get(k) for k in fields}, "data": c, "real_complexity": real.get("complexity"),
-                     "real_target_types": real.get("target_types")})
+                     "real_target_types": real.get("target_types"), "faithfulness_smoothing": smoothing(m)})
     _write_rows(path, fields, rows)
 
 
-def markdown(grid: dict, title: str) -> str:
+def smoothing(metrics: dict | None) -> str | None:
+    """How F(d) treated p_d = 0 (data_metrics.json's choices), e.g. 'floor 1e-10', 'add_alpha 0.1'."""
+    f = ((metrics or {}).get("choices") or {}).get("faithfulness")
+    if not isinstance(f, dict):
+        return None
+    value = f.get("floor", f.get("alpha"))
+    return f"{f['smoothing']} {value:g}" if value is not None else f["smoothing"]
+
+
+def markdown(grid: dict, title: str, answer: dict | None = None) -> str:
+    """The grid as Markdown. With the `recommend.answer`: BLEU cells and teachers that do not beat
+    copying the source are marked †."""
     cols = grid["columns"]
+    below = {(a["student"], p["data"]) for a in (answer or {}).get("students", []) for p in a["points"]
+             if p["beats_copy"] is False}
+    weak = (answer or {}).get("teachers_below_copy", {})
+
+    def bleu(s, c):
+        cell = grid["cells"][s][c]
+        return _fmt(None if cell is None else cell["bleu"]) + (" †" if (s, c) in below else "")
+
     lines = [f"# {title}", "", "Student BLEU on the test set (rows: students; columns: training data).", "",
              "| student | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for s in grid["students"]:
-        row = grid["cells"][s]
-        lines.append(f"| {s} | " + " | ".join(_fmt(None if row[c] is None else row[c]["bleu"]) for c in cols) + " |")
+        lines.append(f"| {s} | " + " | ".join(bleu(s, c) for c in cols) + " |")
     if grid.get("copy_source"):
         b = grid["copy_source"]
         lines += ["", f"Trivial baseline, copying the source: BLEU {b['bleu']:.2f}, chrF {b['chrf']:.2f}."]
+        if answer:
+            scored = sum(c is not None for r in grid["cells"].values() for c in r.values())
+            lines[-1] += (f" † marks a score that does not beat it by {answer['tie_bleu']:g} BLEU "
+                          f"(`report.tie_bleu`): {len(below)} of {scored} scored cells"
+                          + (f"; teachers below it: {', '.join(weak)}" if weak else "") + ".")
     lines += ["", "chrF on the test set:", "", "| student | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for s in grid["students"]:
         row = grid["cells"][s]
@@ -140,8 +164,10 @@ def markdown(grid: dict, title: str) -> str:
     if any(grid["data"].values()):
         lines += ["", "Training data of each column (eflomal word alignments; see data_metrics.json for "
                   "every choice):", "", "| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        how = next((smoothing(m) for m in grid["data"].values() if smoothing(m)), None)
         for label, key, fmt in (("complexity C(d)", "complexity", "{:.3f}"),
-                                ("faithfulness F(d)", "faithfulness", "{:.3f}"),
+                                (f"faithfulness F(d){f' ({how})' if how else ''}", "faithfulness", "{:.3f}"),
+                                ("source types F(d) dropped", "faithfulness_dropped_types", "{:,}"),
                                 ("BLEU vs real targets", "bleu_vs_real", "{:.2f}"),
                                 ("target word types", "target_types", "{:,}"),
                                 ("alignment links", "links", "{:,}")):
@@ -155,7 +181,8 @@ def markdown(grid: dict, title: str) -> str:
         params = next(v for k, v in splits.items() if not k.endswith("_metrics")).get("parameters")
         vm = splits.get("valid_metrics", {})
         lines.append(f"| {t} | {params:,} | {_fmt(splits.get('valid', {}).get('bleu'))} | "
-                     f"{_fmt(splits.get('test', {}).get('bleu'))} | {_fmt3(vm.get('complexity'))} | "
+                     f"{_fmt(splits.get('test', {}).get('bleu'))}{' †' if t in weak else ''} | "
+                     f"{_fmt3(vm.get('complexity'))} | "
                      f"{_fmt3(vm.get('real', {}).get('complexity'))} | {_fmt3(vm.get('faithfulness'))} |")
     if grid["languages"]:
         langs = grid["languages"][0]["languages"]

@@ -19,9 +19,9 @@ def clock(seconds: float) -> str:
 def rate_text(per_second: float) -> str:
     """Three significant digits at any scale: 33.8, 338, 3.38k, 33.8k, 3.38M."""
     for scale, suffix in ((1e6, "M"), (1e3, "k"), (1.0, "")):
-        if per_second >= scale or scale == 1.0:
-            value = per_second / scale
-            digits = 0 if value >= 100 else 1 if value >= 10 else 2
+        value = per_second / scale
+        digits = 0 if value >= 99.95 else 1 if value >= 9.995 else 2
+        if float(f"{value:.3g}") >= 1 or scale == 1.0:  # rounded first: 999.6 is 1.00k, 999 is 999
             return f"{value:.{digits}f}{suffix}"
     raise AssertionError("unreachable")
 

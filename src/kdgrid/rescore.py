@@ -19,9 +19,9 @@ from kdgrid.errors import KdgridError
 class Rescorer:
     def __init__(self, model, name: str = "rescorer", max_tokens: int = 4096):
         kind = getattr(model, "kind", type(model).__name__)
-        if kind != "transformer":
-            raise KdgridError(f"{name}: rescoring needs an autoregressive model (kind 'transformer'), "
-                              f"got kind {kind!r}")
+        if not getattr(model, "autoregressive", False):
+            raise KdgridError(f"{name}: rescoring needs an autoregressive model (kind 'transformer' "
+                              f"or 'moe'), got kind {kind!r}")
         self.model, self.name, self.max_tokens = model.eval(), name, max_tokens  # no dropout in scores
 
     @torch.no_grad()
@@ -40,8 +40,6 @@ class Rescorer:
         cfg = self.model.cfg
         prev = pad_stack(hyps, cfg.pad, prefix=cfg.bos).to(memory.device)
         gold = pad_stack(hyps, cfg.pad, suffix=cfg.eos).to(memory.device)
-        # the decoder is causal, so the padding after a candidate's EOS cannot change its scores
-        logits = self.model.decode(prev, memory, src_pad).float()
-        tok = logits.gather(-1, gold.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-        tok = tok.masked_fill(gold.eq(cfg.pad), 0.0)
-        return tok.sum(1) / gold.ne(cfg.pad).sum(1)
+        # the decoder is causal, so the padding after a candidate's EOS cannot change its scores;
+        # an MoE teacher scores under its mixture, log sum_k p(k|x) p(y|x,k)
+        return self.model.sequence_logprob(prev, gold, memory, src_pad) / gold.ne(cfg.pad).sum(1)

@@ -17,11 +17,17 @@ METHODS = ("beam", "greedy", "sample", "sample_topk")
 
 def generate(model, src, method: str, *, beam: int = 5, lenpen: float = 1.0,
              temperature: float = 1.0, topk: int = 10, max_len_a: float = 1.2,
-             max_len_b: int = 10, seed: int | None = None, use_cache: bool = True):
+             max_len_b: int = 10, seed: int | None = None, use_cache: bool = True, nbest: int = 0):
+    """Token ids per sentence. With `nbest` (beam only): per sentence its `nbest` best finished
+    hypotheses as (score, ids), best first, from the same search (no second decode)."""
+    if nbest and method != "beam":
+        raise KdgridError(f"nbest: an n-best list comes from beam search, not from {method!r}")
     if method == "beam":
         if beam < 1:
             raise KdgridError(f"beam size must be positive, got {beam}")
-        return beam_search(model, src, beam, lenpen, max_len_a, max_len_b, use_cache)
+        if not 0 <= nbest <= beam:
+            raise KdgridError(f"nbest must be between 1 and the beam size {beam}, got {nbest}")
+        return beam_search(model, src, beam, lenpen, max_len_a, max_len_b, use_cache, nbest)
     if method == "greedy":
         return step_search(model, src, _argmax, max_len_a, max_len_b, use_cache)
     if method in ("sample", "sample_topk"):
@@ -98,11 +104,15 @@ def step_search(model, src, pick, max_len_a, max_len_b, use_cache):
     return out
 
 
-def beam_search(model, src, beam, lenpen, max_len_a, max_len_b, use_cache):
+def beam_search(model, src, beam, lenpen, max_len_a, max_len_b, use_cache, nbest: int = 0):
     """Length-normalized beam search: a hypothesis scores sum(log p) / len**lenpen, where len
     counts its tokens plus eos. eos is only accepted from the top `beam` candidates (so beam 1 is
     exactly greedy). A sentence is done when it holds `beam` finished hypotheses and the worst of
-    them already beats its best live beam normalized at the current length, or at max length."""
+    them already beats its best live beam normalized at the current length, or at max length.
+
+    Returns the best hypothesis per sentence; with `nbest` > 0, the `nbest` best finished ones
+    as (score, ids), best first (ties in the order they finished, so entry 0 is what the plain
+    call returns). Each is a distinct path of the search, so their token ids differ."""
     cfg = model.cfg
     n, k = src.size(0), beam
     memory, src_pad = model.encode(src)
@@ -152,4 +162,6 @@ def beam_search(model, src, beam, lenpen, max_len_a, max_len_b, use_cache):
         model.reorder(cache, next_rows)
         live = live[keep]
         t += 1
+    if nbest:
+        return [sorted(f, key=lambda h: -h[0])[:nbest] for f in finished]
     return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]

@@ -16,11 +16,28 @@ def translate(model, vocab: Vocab, lines: list[str], options: dict, max_tokens: 
               threads: int = 1, what: str = "decode", report_every: float = 15.0):
     """Returns (translations, stats). `options` go to model.generate; a `seed` in them is
     offset per batch so sampling draws fresh random numbers for every batch."""
+    out, stats = _generate(model, vocab, lines, options, max_tokens, threads, what, report_every)
+    return vocab.decode(out), stats
+
+
+def translate_nbest(model, vocab: Vocab, lines: list[str], options: dict, max_tokens: int = 4096,
+                    threads: int = 1, what: str = "decode", report_every: float = 15.0):
+    """Returns (n-best lists, stats): per sentence [(model score, text), ...], best first, from
+    one beam search with `options` holding `nbest` (see kdgrid.search.beam_search)."""
+    if not options.get("nbest"):
+        raise KdgridError("translate_nbest: the decoding options need nbest >= 1")
+    out, stats = _generate(model, vocab, lines, options, max_tokens, threads, what, report_every)
+    texts = iter(vocab.decode([ids for hyps in out for _, ids in hyps]))
+    return [[(score, next(texts)) for score, _ in hyps] for hyps in out], stats
+
+
+def _generate(model, vocab: Vocab, lines, options, max_tokens, threads, what, report_every):
+    """What model.generate returns per sentence (in the order of `lines`), and the stats."""
     device = next(model.parameters()).device
     ids = vocab.encode(lines, threads=threads)
     lengths = [len(x) for x in ids]
     batches = token_batches(lengths, lengths, max_tokens)
-    out: list[list[int] | None] = [None] * len(ids)
+    out: list = [None] * len(ids)
     progress = Progress(what, len(ids), unit="sent")
     last = start = time.perf_counter()
     for number, batch in enumerate(batches):
@@ -42,9 +59,8 @@ def translate(model, vocab: Vocab, lines: list[str], options: dict, max_tokens: 
             progress.report()
             last = time.perf_counter()
     seconds = time.perf_counter() - start
-    texts = vocab.decode(out)
     stats = {"sentences": len(lines), "seconds": round(seconds, 3),
              "sentences_per_second": round(len(lines) / max(seconds, 1e-9), 2),
              "threads": torch.get_num_threads(), "device": str(device)}
     log(f"{what}: {len(lines)} sentences in {seconds:.1f}s ({stats['sentences_per_second']} sent/s)")
-    return texts, stats
+    return out, stats

@@ -30,6 +30,7 @@ shell.prefix(
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 import config_check  # noqa: E402
+import method_kinds  # noqa: E402
 from resources import per_attempt  # noqa: E402
 
 CONFIG_SOURCES = [
@@ -61,8 +62,29 @@ R = f"results/{config['corpus']['name']}"
 TEACHERS = config["grid"]["teachers"]
 METHODS = config["grid"]["methods"]
 STUDENTS = config["grid"]["students"]
-DISTILLED = [f"{t}.{m}" for t in TEACHERS for m in METHODS]
+
+
+def method_columns():
+    """{column: (method, round)} of every distilled column `teacher.column`, in grid order: a
+    method yields its own name (round None); a ban method one column per round, <name>1 ..
+    <name>R; a moe method only for teachers whose size declares experts (workflow/method_kinds.py)."""
+    out = {}
+    for t in TEACHERS:
+        for m in METHODS:
+            spec = config["methods"][m]
+            if not method_kinds.fits(spec, config["teacher_sizes"][t]):
+                continue
+            cols = method_kinds.columns(m, spec)
+            for r, c in enumerate(cols, 1):
+                out[f"{t}.{c}"] = (m, r if spec["kind"] == "ban" else None)
+    return out
+
+
+COLUMN_METHODS = method_columns()
+DISTILLED = list(COLUMN_METHODS)
 COLUMNS = ["raw"] + DISTILLED
+METHOD_OF = {d.split(".", 1)[1]: mr for d, mr in COLUMN_METHODS.items()}  # column -> (method, round)
+BAN_ROUNDS = sorted(c for c, (_, r) in METHOD_OF.items() if r and r >= 2)  # columns a re-trained AT makes
 THREADS = config["compute"]["threads"]
 SHARDS = config["distill"]["shards"]
 SPLITS = ["train", "valid", "test"]
@@ -108,7 +130,8 @@ def choice(names):
 
 wildcard_constraints:
     teacher=choice(sorted({*TEACHERS, *RESCORERS})),
-    method=choice(METHODS),
+    method=choice(sorted(METHOD_OF)),
+    ban=choice(BAN_ROUNDS),
     student=choice(STUDENTS),
     data=choice(COLUMNS),
     shard=r"\d+",
@@ -131,7 +154,14 @@ def teacher_model(name):
         "dropout": size.get("dropout", arch["dropout"]),
         "attention_dropout": size.get("attention_dropout", arch["attention_dropout"]),
         "pre_norm": arch["pre_norm"],
+        # a mixture-of-experts teacher (model kind moe): K experts and their prior
+        **({"experts": size["experts"], "prior": size.get("expert_prior", "uniform")} if "experts" in size else {}),
     }
+
+
+def teacher_kind(name):
+    """The model kind of a teacher size: moe where it declares experts, else transformer."""
+    return "moe" if "experts" in config["teacher_sizes"][name] else "transformer"
 
 
 def accelerator():
@@ -143,12 +173,51 @@ def teacher_train(name):
     return {**config["teacher"]["train"], **config["teacher_sizes"][name].get("train", {}), **accelerator()}
 
 
-def teacher_decode():
-    return {**config["decoding"], **config["teacher"]["evaluate"]}
+def teacher_decode(name=None):
+    """A teacher's evaluation decoding; an MoE teacher's: per sentence its best expert's output."""
+    moe = name is not None and teacher_kind(name) == "moe"
+    return {**config["decoding"], **config["teacher"]["evaluate"], **({"expert": "best"} if moe else {})}
 
 
-def method_params(name):
-    return {**config["decoding"], **config["methods"][name]}
+def method_params(column):
+    """A distilled column's decoding options: its method's, with the kind's defaults; a ban round's
+    without rounds and size, so its jobs do not change with the round count."""
+    spec = config["methods"][METHOD_OF[column][0]]
+    return {**config["decoding"], **method_kinds.distill_options(spec)}
+
+
+def distill_model(wildcards):
+    """The model that translates a column: the teacher, or in a ban round r >= 2 the AT trained on
+    round r-1's set."""
+    if wildcards.method in BAN_ROUNDS:
+        return f"{R}/bans/{wildcards.teacher}.{wildcards.method}/model.pt"
+    return f"{R}/teachers/{wildcards.teacher}/model.pt"
+
+
+def distill_reference(wildcards):
+    """The real training targets, for methods that pick candidates by them (interpolate)."""
+    kind = config["methods"][METHOD_OF[wildcards.method][0]]["kind"]
+    return [f"{R}/data/train.tgt"] if kind in method_kinds.NEEDS_REFERENCE else []
+
+
+def ban_previous(wildcards):
+    """The encoded distilled set of the round before a ban round: what its AT is trained on."""
+    method, r = METHOD_OF[wildcards.ban]
+    return f"{R}/distill/{wildcards.teacher}.{method_kinds.columns(method, config['methods'][method])[r - 2]}/train.tgt.npz"
+
+
+def ban_size(wildcards):
+    return method_kinds.ban_size(config["methods"][METHOD_OF[wildcards.ban][0]], wildcards.teacher)
+
+
+def ban_model(wildcards):
+    """A Born-Again AT: a plain Transformer of the BAN size's dimensions (an MoE size's experts aside)."""
+    return {k: v for k, v in teacher_model(ban_size(wildcards)).items() if k not in ("experts", "prior")}
+
+
+def ban_labels(wildcards):
+    method, r = METHOD_OF[wildcards.ban]
+    return {"role": "ban", "teacher": wildcards.teacher, "method": method, "round": r, "size": ban_size(wildcards)}
 
 
 def student_train(name):
@@ -208,64 +277,57 @@ def language_files():
 
 
 def mem_mb(rule):
-    """A rule's memory (compute.resources), doubled, tripled, ... on retries."""
-    return per_attempt(config["compute"]["resources"][rule]["mem_mb"])
+    """A rule's memory (compute.resources), doubled, tripled, ... on retries, up to max_mem_mb."""
+    c = config["compute"]
+    return per_attempt(c["resources"][rule]["mem_mb"], c["max_mem_mb"])
+
+
+# Jobs that resume from their checkpoint or finished chunks when rerun: a retry needs no more time.
+RESUMABLE = {"train_teacher", "train_ban", "train_student", "distill"}
 
 
 def runtime(rule):
-    """A rule's time limit in minutes (compute.resources), likewise growing with the attempt."""
-    return per_attempt(config["compute"]["resources"][rule]["runtime"])
+    """A rule's time limit in minutes (compute.resources), growing with the attempt up to
+    max_runtime, except for jobs that resume."""
+    c = config["compute"]
+    return per_attempt(c["resources"][rule]["runtime"], c["max_runtime"], grows=rule not in RESUMABLE)
 
 
-def cost_jobs():
-    """Every job of the grid with its benchmark file, its log and the scope its cost is charged to,
-    `scope/rule[/names]`: a cell's own jobs, or, counted once, the shared jobs of a data column
-    (a distilled set, or raw), of a teacher, or of the setup. Paths come from the rules themselves;
-    call this after every rule is defined (report.smk)."""
-    jobs = []
-
-    def add(name, label, **wildcards):
-        r = getattr(rules, name)
-        jobs.append(
-            (
-                "/".join(label[:1] + [name] + label[1:]),
-                expand(r.benchmark, **wildcards)[0],
-                expand(r.log[0], **wildcards)[0],
-            )
-        )
-
-    add("prepare", ["setup"])
-    add("vocab", ["setup"])
-    for t in dict.fromkeys([*TEACHERS, *RESCORERS]):  # rescoring teachers are trained too
-        add("train_teacher", ["teacher", t], teacher=t)
-    for t in TEACHERS:
-        for split in ("valid", "test"):
-            add("evaluate_teacher", ["teacher", t], teacher=t, split=split)
-        add("align_teacher_valid", ["teacher", t], teacher=t)
-        add("teacher_valid_metrics", ["teacher", t], teacher=t)
-        if LANGS:
-            add("language_mix_teacher", ["teacher", t], teacher=t)
-    add("align_raw", ["data", "raw"])
-    add("data_metrics_raw", ["data", "raw"])
-    for d in DISTILLED:
-        t, m = d.split(".", 1)
-        for k in range(SHARDS):
-            add("distill", ["data", d], teacher=t, method=m, shard=k)
-        for name in ("gather", "encode_distilled", "align_distilled", "data_metrics_distilled"):
-            add(name, ["data", d], teacher=t, method=m)
-    for s, d in cells():
-        for name in ("train_student", "evaluate_student", *(["language_mix_student"] if LANGS else [])):
-            add(name, ["cell", s, d], student=s, data=d)
-    return jobs
+# The share of the cost table each rule's jobs are charged to, from the rule's wildcards: a cell,
+# or, counted once, a training-data column, a teacher, or the setup.
+COST_SCOPES = {
+    "prepare": "setup",
+    "vocab": "setup",
+    "train_teacher": "teacher/{teacher}",
+    "evaluate_teacher": "teacher/{teacher}",
+    "align_teacher_valid": "teacher/{teacher}",
+    "teacher_valid_metrics": "teacher/{teacher}",
+    "language_mix_teacher": "teacher/{teacher}",
+    "align_raw": "data/raw",
+    "data_metrics_raw": "data/raw",
+    "train_ban": "data/{teacher}.{ban}",
+    "distill": "data/{teacher}.{method}",
+    "gather": "data/{teacher}.{method}",
+    "encode_distilled": "data/{teacher}.{method}",
+    "align_distilled": "data/{teacher}.{method}",
+    "data_metrics_distilled": "data/{teacher}.{method}",
+    "train_student": "cell/{student}/{data}",
+    "evaluate_student": "cell/{student}/{data}",
+    "language_mix_student": "cell/{student}/{data}",
+}
 
 
-def cost_labels():
-    return [label for label, _, _ in cost_jobs()]
-
-
-def cost_benchmarks():
-    return [benchmark for _, benchmark, _ in cost_jobs()]
-
-
-def cost_logs():
-    return [log for _, _, log in cost_jobs()]
+def cost_params():
+    """What aggregate needs to find the jobs' benchmark files and logs: per rule, their paths with
+    wildcards (from the rules themselves) and its scope; call after every rule is defined."""
+    patterns = [
+        {
+            "rule": name,
+            "scope": scope,
+            "benchmark": str(getattr(rules, name).benchmark),
+            "log": str(getattr(rules, name).log[0]),
+        }
+        for name, scope in COST_SCOPES.items()
+        if name in {r.name for r in workflow.rules}  # language_mix_* only for multi-way corpora
+    ]
+    return {"patterns": patterns, "teachers": list(dict.fromkeys([*TEACHERS, *RESCORERS]))}

@@ -1,5 +1,6 @@
-# All scores, data metrics and job benchmarks -> grid tables, plots and the cost table, each marked
-# for Snakemake's HTML report (`snakemake --report`; captions in workflow/report/).
+# All scores, data metrics and job benchmarks -> grid tables, plots, the cost table and the answer per
+# student (recommendations, plots/students/), each marked for Snakemake's HTML report
+# (`snakemake --report`; captions in workflow/report/).
 
 
 rule aggregate:
@@ -11,8 +12,6 @@ rule aggregate:
         languages=language_files(),
         test_src=f"{R}/data/test.src",
         test_refs=references("test"),
-        benchmarks=cost_benchmarks(),
-        job_logs=cost_logs(),
     output:
         **(
             {
@@ -79,16 +78,40 @@ rule aggregate:
         complexity_png=report(
             f"{R}/plots/bleu_vs_complexity.png",
             caption="../report/bleu_vs_complexity.rst",
-            category="Students",
+            category="Answer per student",
             subcategory="BLEU vs complexity",
-            labels={"file": "plots/bleu_vs_complexity.png", "shows": "student BLEU against C(d)"},
+            labels={"file": "plots/bleu_vs_complexity.png", "shows": "all students: BLEU against C(d)"},
         ),
         complexity_pdf=report(
             f"{R}/plots/bleu_vs_complexity.pdf",
             caption="../report/bleu_vs_complexity.rst",
-            category="Students",
+            category="Answer per student",
             subcategory="BLEU vs complexity",
             labels={"file": "plots/bleu_vs_complexity.pdf", "shows": "the same, as vector PDF"},
+        ),
+        student_pngs=[
+            report(
+                f"{R}/plots/students/{s}.png",
+                caption="../report/student_complexity.rst",
+                category="Answer per student",
+                subcategory="BLEU vs complexity",
+                labels={"file": f"plots/students/{s}.png", "shows": f"{s}: BLEU against C(d)"},
+            )
+            for s in STUDENTS
+        ],
+        recommendations_csv=report(
+            f"{R}/recommendations.csv",
+            caption="../report/recommendations.rst",
+            category="Answer per student",
+            subcategory="Recommendations",
+            labels={"file": "recommendations.csv", "shows": "best set, runner-up, margin, reason"},
+        ),
+        recommendations_json=report(
+            f"{R}/recommendations.json",
+            caption="../report/recommendations.rst",
+            category="Answer per student",
+            subcategory="Recommendations",
+            labels={"file": "recommendations.json", "shows": "the same, with every column's point"},
         ),
     log:
         f"{R}/logs/aggregate.log",
@@ -100,16 +123,19 @@ rule aggregate:
         mem_mb=mem_mb("aggregate"),
         runtime=runtime("aggregate"),
     params:
-        grid=q(
+        # a function: the cost patterns' {wildcards} are text for aggregate, not this rule's
+        grid=lambda w: q(
             {
                 "corpus": config["corpus"]["name"],
                 "students": STUDENTS,
                 "columns": COLUMNS,
                 "languages": LANGS,
                 "teacher_sizes": {t: teacher_model(t) for t in TEACHERS},
+                "tie_bleu": config["report"]["tie_bleu"],
+                # not inputs: a deleted benchmark or log must not rerun its job (and its results)
+                "costs": cost_params(),
             }
         ),
-        jobs=cost_labels(),
         languages_png=lambda w, output: f"--languages-png {output.languages_png}" if LANGS else "",
     shell:
         "kdgrid aggregate --scores {input.scores} --teacher-scores {input.teachers}"
@@ -117,7 +143,8 @@ rule aggregate:
         " --languages {input.languages} {params.languages_png} --params {params.grid} --csv {output.csv} --long-csv {output.long_csv}"
         " --test-src {input.test_src} --test-refs {input.test_refs}"
         " --teachers-csv {output.teachers_csv} --data-csv {output.data_csv}"
-        " --job-labels {params.jobs} --benchmarks {input.benchmarks} --job-logs {input.job_logs}"
         " --costs-csv {output.costs_csv}"
         " --md {output.md} --png {output.png} --complexity-png {output.complexity_png}"
-        " --complexity-pdf {output.complexity_pdf} 2> {log}"
+        " --complexity-pdf {output.complexity_pdf} --student-pngs {output.student_pngs}"
+        " --recommendations-csv {output.recommendations_csv}"
+        " --recommendations-json {output.recommendations_json} 2> {log}"

@@ -23,12 +23,13 @@ rule train_teacher:
         runtime=runtime("train_teacher"),
         gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
     params:
+        kind=lambda w: teacher_kind(w.teacher),  # moe for a size that declares experts
         model=lambda w: q(teacher_model(w.teacher)),
         train=lambda w: q(teacher_train(w.teacher)),
         labels=lambda w: q({"role": "teacher", "teacher": w.teacher}),
         work=lambda w: f"{R}/teachers/{w.teacher}/train",
     shell:
-        "kdgrid train --kind transformer --model-params {params.model}"
+        "kdgrid train --kind {params.kind} --model-params {params.model}"
         " --train-params {params.train} --labels {params.labels} --vocab {input.vocab}"
         " --train-src {input.train_src} --train-tgt {input.train_tgt}"
         " --valid-src {input.valid_src} --valid-tgt {input.valid_tgt}"
@@ -56,7 +57,7 @@ rule evaluate_teacher:
         runtime=runtime("evaluate_teacher"),
         gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
     params:
-        decode=q(teacher_decode()),
+        decode=lambda w: q(teacher_decode(w.teacher)),
         labels=lambda w: q({"teacher": w.teacher, "split": w.split}),
     shell:
         "kdgrid evaluate --model {input.model} --vocab {input.vocab} --src {input.src}"
@@ -66,9 +67,10 @@ rule evaluate_teacher:
 
 rule distill:
     input:
-        model=f"{R}/teachers/{{teacher}}/model.pt",
+        model=distill_model,  # the teacher, or a Born-Again AT (ban rounds >= 2)
         vocab=VOCAB,
         src=f"{R}/data/train.src",
+        ref=distill_reference,  # the real targets, for methods that read them (interpolate)
     output:
         f"{R}/distill/{{teacher}}.{{method}}/shards/{{shard}}.tgt",
     log:
@@ -87,8 +89,9 @@ rule distill:
         method=lambda w: q(method_params(w.method)),
         shards=SHARDS,
         chunk=config["distill"]["chunk_sentences"],
+        ref=lambda w, input: f"--ref {input.ref}" if input.ref else "",
     shell:
-        "kdgrid distill --model {input.model} --vocab {input.vocab} --src {input.src}"
+        "kdgrid distill --model {input.model} --vocab {input.vocab} --src {input.src} {params.ref}"
         " --out {output} --shard {wildcards.shard} --shards {params.shards} --chunk {params.chunk}"
         " --params {params.method} --threads {threads} --gpus {resources.gpu} 2> {log}"
 

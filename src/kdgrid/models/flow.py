@@ -58,21 +58,12 @@ class ActNorm(nn.Module):
 
     @torch.no_grad()
     def _data_init(self, z, mask) -> None:
-        import torch.distributed as dist
-
-        multi = dist.is_available() and dist.is_initialized()
         w, x = mask.float()[..., None], z.detach().float()
-        stats = torch.cat([(x * w).sum((0, 1)), w.sum()[None]])
-        if multi:  # every process takes the same values: statistics of the global first batch
-            dist.all_reduce(stats)
-        n = stats[-1]
+        n = w.sum()
         if n < 1:  # no real position at this level in this batch: wait for one that has some
             return
-        mean = stats[:-1] / n
-        sq = ((x - mean) ** 2 * w).sum((0, 1))
-        if multi:
-            dist.all_reduce(sq)
-        std = (sq / n + 1e-6).sqrt()
+        mean = (x * w).sum((0, 1)) / n
+        std = (((x - mean) ** 2 * w).sum((0, 1)) / n + 1e-6).sqrt()
         self.bias.copy_(-mean)
         self.log_scale.copy_(-std.log())
         self.initialized.fill_(True)

@@ -9,7 +9,8 @@ of steps of actnorm, invertible linear map over latent channels and affine coupl
 attends to the source; between levels half the channels leave through a split prior conditioned on
 the other half, and the rest is squeezed, two time steps per position; padding is respected at
 every level): log p(z|x) = log N(g(z)) + log|det dg/dz|. ActNorm is initialized from the data of
-the first training batch; as in FlowSeq, the posterior's mean/log-variance layer starts at a 0.05
+the first training batch (`data_init`, which the Trainer calls with the same batch on every
+process); as in FlowSeq, the posterior's mean/log-variance layer starts at a 0.05
 scale, so z starts close to N(0, I) noise. The decoder p(y|z,x) predicts every token in parallel from z. Training
 maximizes the ELBO (reconstruction - KL(q || p), the KL estimated from the sampled z) plus the
 length loss. Decoding: predict the length, take z = g^-1(0) (argmax decoding), or several
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from kdgrid.models.flow import build_flow, flow_forward, flow_reverse
+from kdgrid.models.flow import ActNorm, build_flow, flow_forward, flow_reverse
 from kdgrid.models.layers import EncoderDecoder, LengthHead, ModelConfig, Stack, init_linear, key_mask, smoothed_nll
 from kdgrid.refine import State, refine
 
@@ -117,6 +118,19 @@ class FlowSeq(EncoderDecoder):
         return self.embed.logits(self.decoder(x, key_mask(tgt_pad), memory, key_mask(src_pad)))
 
     # -- training --------------------------------------------------------------------------
+    @torch.no_grad()
+    def data_init(self, batch: dict) -> None:
+        """Data-dependent actnorm initialization from one batch (a forward pass in training mode).
+        An actnorm of a level that no sentence of the batch reaches starts as the identity, so
+        no process initializes it later from a batch of its own."""
+        was_training = self.training
+        self.train()
+        self.loss(batch)
+        for module in self.modules():
+            if isinstance(module, ActNorm) and not bool(module.initialized):
+                module.initialized.fill_(True)
+        self.train(was_training)
+
     def loss(self, batch: dict, label_smoothing: float = 0.0):
         cfg, src, tgt = self.cfg, batch["src"], batch["tgt"]
         memory, src_pad = self.encode(src)

@@ -10,10 +10,11 @@ from kdgrid.models.flowseq import FlowSeq
 from kdgrid.models.inat import INAT
 from kdgrid.models.inst import InsertionTransformer
 from kdgrid.models.levt import LevT
+from kdgrid.models.moe import MoE
 from kdgrid.models.nat import NAT
 from kdgrid.models.transformer import Transformer
 
-MODELS = {cls.kind: cls for cls in (Transformer, NAT, INAT, CMLM, LevT, InsertionTransformer, FlowSeq)}
+MODELS = {cls.kind: cls for cls in (Transformer, MoE, NAT, INAT, CMLM, LevT, InsertionTransformer, FlowSeq)}
 
 
 def build(kind: str, config: dict):

@@ -26,6 +26,7 @@ class TransformerConfig(ModelConfig):
 class Transformer(EncoderDecoder):
     kind = "transformer"
     config_class = TransformerConfig
+    autoregressive = True  # decodes with kdgrid.search; can rescore NAT candidates
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__(cfg)
@@ -46,9 +47,20 @@ class Transformer(EncoderDecoder):
     # -- pieces the search uses (and encode() from EncoderDecoder) ---------------------------
     def decode(self, prev: torch.Tensor, memory, src_pad) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for every position of `prev` (bos + target)."""
-        h = self.decoder(self.embed(prev), causal_mask(prev.size(1), prev.device),
+        h = self.decoder(self.embed_target(prev), causal_mask(prev.size(1), prev.device),
                          memory, key_mask(src_pad))
         return self.embed.logits(h)
+
+    def embed_target(self, prev: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Decoder input embeddings of `prev`, whose first column is position `start`."""
+        return self.embed(prev, start)
+
+    def sequence_logprob(self, prev: torch.Tensor, gold: torch.Tensor, memory, src_pad) -> torch.Tensor:
+        """Teacher-forced log p(y|x) per sentence (B,): `prev` is bos + y, `gold` is y + eos
+        (pad after it); the sum runs over gold's non-pad tokens, eos included."""
+        logits = self.decode(prev, memory, src_pad).float()
+        tok = logits.gather(-1, gold.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        return tok.masked_fill(gold.eq(self.cfg.pad), 0.0).sum(1)
 
     def decode_step(self, prev: torch.Tensor, memory, src_pad, cache: list | None) -> torch.Tensor:
         """Log-probabilities (B, V) of the next token after the prefixes `prev` (B, t).
@@ -58,7 +70,7 @@ class Transformer(EncoderDecoder):
         if cache is None:
             logits = self.decode(prev, memory, src_pad)[:, -1]
         else:
-            x = self.embed(prev[:, -1:], start=prev.size(1) - 1)
+            x = self.embed_target(prev[:, -1:], start=prev.size(1) - 1)
             h = self.decoder(x, None, memory, key_mask(src_pad), cache)
             logits = self.embed.logits(h)[:, -1]
         return torch.log_softmax(logits.float(), dim=-1)

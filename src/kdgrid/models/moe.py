@@ -1,0 +1,230 @@
+"""Mixture-of-experts teacher (hMoE of Shen et al. 2019, "Mixture Models for Diverse Machine
+Translation"), as fairseq's examples/translation_moe builds it.
+
+K experts share every parameter of one Transformer and differ only in the decoder's start token:
+expert k's first decoder input is its own learned vector instead of bos's embedding. Inside the
+model expert k's start token has id `vocab_size + k`, one past the vocabulary, so it can never be
+predicted; `embed_target` maps those ids to the expert vectors.
+
+Training is hard EM with online responsibilities. Per sentence, each expert's log-likelihood
+log p(y|x,k) (token-summed NLL, eos included) is computed in eval mode (no dropout) and without
+gradient; with the prior, the joint log p(k|x) + log p(y|x,k) picks the winning expert, and only
+the winner's label-smoothed loss is back-propagated, with dropout. The E-step draws no random
+numbers, so the dropout stream (and with it a resumed run) is the same as without it.
+
+The prior p(k|x) is `uniform` (no parameters; hMoEup) or `learned` (hMoElp): a gate over the
+mean-pooled encoder states, trained with -log p(k|x) of the winner, summed over sentences and
+divided by the target tokens like the word loss (fairseq's normalisation). Its gradient reaches the
+encoder too, as in fairseq.
+
+Decoding: `expert=k` decodes with expert k (any kdgrid.search method). `expert="best"` (and the
+default None) decodes with every expert and keeps, per sentence, the output the mixture scores
+highest: log p(y|x) = logsumexp_k [log p(k|x) + log p(y|x,k)], teacher-forced, divided by
+(len(y) + 1) ** lenpen like beam search's own ranking (kdgrid's choice; lenpen 0 compares the
+plain log-probabilities). With `nbest` (beam search's n-best lists, e.g. for sequence-level
+interpolation) "best" pools the distinct candidates of every expert's n-best list and returns the
+`nbest` of highest mixture score, as (mixture score, ids); with nbest 1 its entry is exactly what
+the plain "best" call returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kdgrid import search
+from kdgrid.batching import pad_stack
+from kdgrid.errors import KdgridError
+from kdgrid.models.layers import init_linear, smoothed_nll
+from kdgrid.models.transformer import Transformer, TransformerConfig
+
+PRIORS = ("uniform", "learned")
+LENPEN = 1.0  # kdgrid.search's default length penalty
+
+
+@dataclass(kw_only=True)
+class MoEConfig(TransformerConfig):
+    experts: int = 3  # fairseq's example uses 3
+    prior: str = "uniform"  # uniform | learned
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.experts, bool) or not isinstance(self.experts, int) or self.experts < 2:
+            raise ValueError(f"experts must be an integer of at least 2, got {self.experts!r}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
+
+
+class MeanPoolGate(nn.Module):
+    """log p(k|x): mean of the encoder states over the source words, tanh layer, dropout, K logits."""
+
+    def __init__(self, d_model: int, experts: int, dropout: float):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d_model, d_model), nn.Linear(d_model, experts)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, memory, src_pad):
+        keep = (~src_pad).unsqueeze(-1).to(memory.dtype)
+        pooled = (memory * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return torch.log_softmax(self.fc2(self.dropout(torch.tanh(self.fc1(pooled)))).float(), -1)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+class MoE(Transformer):
+    kind = "moe"
+    config_class = MoEConfig
+
+    def __init__(self, cfg: MoEConfig):
+        super().__init__(cfg)
+        self.experts = nn.Parameter(torch.empty(cfg.experts, cfg.d_model))
+        nn.init.normal_(self.experts, mean=0.0, std=cfg.d_model**-0.5)  # as the token embeddings
+        self.gate = MeanPoolGate(cfg.d_model, cfg.experts, cfg.dropout) if cfg.prior == "learned" else None
+        if self.gate is not None:
+            init_linear(self.gate)
+
+    # -- expert start tokens ----------------------------------------------------------------
+    def start_token(self, expert):
+        """Expert k's start id (an int, or a (B,) tensor for a tensor of experts)."""
+        return self.cfg.vocab_size + expert
+
+    def with_start(self, prev: torch.Tensor, expert) -> torch.Tensor:
+        """`prev` (bos + y) with its first column replaced by expert(s) `expert`'s start token."""
+        out = prev.clone()
+        out[:, 0] = self.start_token(expert)
+        return out
+
+    def embed_target(self, prev: torch.Tensor, start: int = 0) -> torch.Tensor:
+        vocab = self.cfg.vocab_size
+        is_start = prev >= vocab
+        x = self.embed.tokens(prev.masked_fill(is_start, self.cfg.pad))
+        vectors = self.experts[(prev - vocab).clamp(0, self.cfg.experts - 1)] * self.embed.scale
+        x = torch.where(is_start.unsqueeze(-1), vectors.to(x.dtype), x)
+        return self.embed.add_positions(x, start)
+
+    # -- the mixture ------------------------------------------------------------------------
+    def prior_logprobs(self, memory, src_pad) -> torch.Tensor:
+        """log p(k|x), (B, K)."""
+        if self.gate is None:
+            return memory.new_full((memory.size(0), self.cfg.experts), -math.log(self.cfg.experts),
+                                   dtype=torch.float32)
+        return self.gate(memory, src_pad)
+
+    def expert_logprobs(self, prev, gold, memory, src_pad) -> torch.Tensor:
+        """log p(y|x,k) per sentence and expert, (B, K): one teacher-forced pass per expert (a
+        loop, not a K-times batch: the peak memory stays that of one pass)."""
+        score = super().sequence_logprob
+        return torch.stack([score(self.with_start(prev, k), gold, memory, src_pad)
+                            for k in range(self.cfg.experts)], 1)
+
+    def joint_logprobs(self, prev, gold, memory, src_pad) -> torch.Tensor:
+        """log p(k|x) + log p(y|x,k), (B, K)."""
+        return self.prior_logprobs(memory, src_pad) + self.expert_logprobs(prev, gold, memory, src_pad)
+
+    def sequence_logprob(self, prev, gold, memory, src_pad) -> torch.Tensor:
+        """The mixture's log p(y|x) = logsumexp_k [log p(k|x) + log p(y|x,k)], (B,)."""
+        return self.joint_logprobs(prev, gold, memory, src_pad).logsumexp(1)
+
+    # -- training: hard EM ------------------------------------------------------------------
+    def responsibilities(self, batch: dict) -> torch.Tensor:
+        """E-step: the joint log-probabilities (B, K) without dropout and without gradient."""
+        with torch.no_grad(), _eval_mode(self):
+            memory, src_pad = self.encode(batch["src"])
+            return self.joint_logprobs(batch["tgt_in"], batch["tgt_out"], memory, src_pad)
+
+    def loss(self, batch: dict, label_smoothing: float = 0.0):
+        joint = self.responsibilities(batch)
+        winners = joint.argmax(1)  # the expert of highest likelihood (ties: the lower k)
+        memory, src_pad = self.encode(batch["src"])
+        logits = self.decode(self.with_start(batch["tgt_in"], winners), memory, src_pad)
+        loss, nll, n = smoothed_nll(logits, batch["tgt_out"], self.cfg.pad, label_smoothing)
+        logs = {"nll": nll, "mix_nll": (-joint.logsumexp(1).sum() / n).detach()}
+        if self.gate is not None:
+            gate = -self.gate(memory, src_pad).gather(1, winners[:, None]).sum() / n
+            loss = loss + gate
+            logs["gate"] = gate.detach()
+        usage = torch.bincount(winners, minlength=self.cfg.experts).float() / winners.numel()
+        logs.update({f"expert{k}": usage[k] for k in range(self.cfg.experts)})
+        return loss, {"loss": loss.detach(), **logs, "ntokens": n}
+
+    # -- decoding ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, src: torch.Tensor, method: str = "beam", expert=None, **options) -> list[list[int]]:
+        """Token ids per sentence, without specials. expert: an int (that expert decodes with
+        `method`), or "best"/None (every expert decodes; per sentence the mixture's best output)."""
+        encoded = self.encode(src)
+        if expert is None or expert == "best":
+            return self._best(src, method, encoded, options)
+        if isinstance(expert, bool) or not isinstance(expert, int) or not 0 <= expert < self.cfg.experts:
+            raise KdgridError(f"expert must be 0..{self.cfg.experts - 1} or 'best', got {expert!r}")
+        return self.decode_expert(src, expert, method, encoded, options)
+
+    def decode_expert(self, src, expert: int, method: str, encoded, options: dict) -> list[list[int]]:
+        return search.generate(_Expert(self, expert, encoded), src, method, **options)
+
+    def _best(self, src, method, encoded, options) -> list:
+        """Every expert decodes; per sentence the candidate of highest mixture score. With `nbest`
+        (beam search's n-best lists), the pooled distinct candidates of all experts' n-best lists,
+        as (mixture score, ids), best first, the `nbest` first of them."""
+        candidates = [self.decode_expert(src, k, method, encoded, options) for k in range(self.cfg.experts)]
+        nbest = options.get("nbest") or 0
+        pools = []
+        for i in range(src.size(0)):  # distinct candidates, in expert order (ties: the lower expert)
+            hyps = [h for k in range(self.cfg.experts)
+                    for h in ([ids for _, ids in candidates[k][i]] if nbest else [candidates[k][i]])]
+            pools.append([list(h) for h in dict.fromkeys(map(tuple, hyps))])
+        rows = [(i, h) for i, pool in enumerate(pools) for h in pool]
+        memory, src_pad = encoded
+        lenpen = options.get("lenpen", LENPEN)
+        scores = []
+        for at in range(0, len(rows), src.size(0)):  # chunks of the batch size: bounded memory
+            chunk = rows[at: at + src.size(0)]
+            which = torch.tensor([i for i, _ in chunk], device=memory.device)
+            scores += self._mixture_score([h for _, h in chunk], memory[which], src_pad[which], lenpen).tolist()
+        ranked: list[list[tuple[float, list[int]]]] = [[] for _ in pools]
+        for (i, h), score in zip(rows, scores):
+            ranked[i].append((score, h))
+        for r in ranked:
+            r.sort(key=lambda c: -c[0])  # stable: equal scores keep the expert order
+        if nbest:
+            return [r[:nbest] for r in ranked]
+        return [r[0][1] for r in ranked]
+
+    def _mixture_score(self, hyps, memory, src_pad, lenpen: float) -> torch.Tensor:
+        cfg = self.cfg
+        prev = pad_stack(hyps, cfg.pad, prefix=cfg.bos).to(memory.device)
+        gold = pad_stack(hyps, cfg.pad, suffix=cfg.eos).to(memory.device)
+        lengths = gold.ne(cfg.pad).sum(1).float()  # tokens + eos
+        return self.sequence_logprob(prev, gold, memory, src_pad) / lengths**lenpen
+
+
+class _Expert:
+    """The MoE as kdgrid.search sees one plain AT model: expert k's start token in place of bos.
+    The encoder output is computed once for all experts."""
+
+    def __init__(self, model: MoE, expert: int, encoded):
+        self.model, self.cfg, self.encoded = model, model.cfg, encoded
+        self.start = model.start_token(expert)
+
+    def encode(self, src):
+        return self.encoded
+
+    def decode_step(self, prev, memory, src_pad, cache):
+        prev = prev.clone()
+        prev[:, 0] = self.start
+        return self.model.decode_step(prev, memory, src_pad, cache)
+
+    def reorder(self, cache, rows) -> None:
+        self.model.reorder(cache, rows)

@@ -1,0 +1,285 @@
+"""The answer per student (Zhou, Gu & Neubig 2020, finding 4: capacity and complexity correlate):
+which training-data column suits each student, and why, computed from the grid's scores and data
+metrics; nothing here is hand-written. Columns are generic: `raw` and any `teacher.method`.
+
+Rules (one place, so the report, the CSV and the plots agree):
+- a student's **best** set is its highest test BLEU (ties: the earlier column), the **runner-up**
+  the next, the **margin** their difference; a margin below `tie_bleu` (default 0.5 BLEU) is a
+  **tie**: the two are not told apart by one test set;
+- a score **beats copying the source** when it exceeds the copy-the-source BLEU by at least
+  `tie_bleu`; a student none of whose columns does gets no recommendation, and a teacher whose
+  test BLEU does not is flagged;
+- the one-line **reason** compares the C(d) of the student's best set with the other recommended
+  students' best sets and with raw, its raw-data BLEU (a capacity proxy) with theirs, names the
+  runner-up and margin, and flags a best set whose teacher does not beat copying.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from kdgrid.errors import atomic_output
+
+TIE_BLEU = 0.5  # BLEU; below this a margin is a tie (and a score does not beat copying the source)
+RECOMMENDED = ("clear", "tie")  # statuses with a recommended set
+
+
+def _data(grid: dict, column: str, key: str):
+    m = grid["data"].get(column)
+    return None if m is None else m.get(key)
+
+
+def teacher_of(grid: dict, column: str):
+    """The teacher of a distilled column (its data metrics' label, else the name before the dot);
+    None for `raw`."""
+    if column == "raw":
+        return None
+    return _data(grid, column, "teacher") or (column.partition(".")[0] if "." in column else None)
+
+
+def _span(values: list[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if lo == hi else f"{fmt.format(lo)}–{fmt.format(hi)}"
+
+
+def _student(grid: dict, s: str, copy, tie: float) -> dict:
+    cols = grid["columns"]
+    order = {c: i for i, c in enumerate(cols)}
+    row = grid["cells"][s]
+    points = []
+    for c in cols:
+        cell = row.get(c)
+        b = None if cell is None else cell["bleu"]
+        points.append({"data": c, "bleu": b, "complexity": _data(grid, c, "complexity"),
+                       "faithfulness": _data(grid, c, "faithfulness"),
+                       "beats_copy": None if b is None or copy is None else b - copy >= tie})
+    # ordered by C(d), simplest first; columns without C(d) last, in grid order
+    points.sort(key=lambda p: (p["complexity"] is None, p["complexity"] or 0.0, order[p["data"]]))
+    scored = sorted((p for p in points if p["bleu"] is not None), key=lambda p: (-p["bleu"], order[p["data"]]))
+    raw = next((p for p in points if p["data"] == "raw"), None)
+    a = {"student": s, "status": "clear", "best": None, "best_bleu": None, "best_complexity": None,
+         "best_faithfulness": None, "best_distilled": None, "best_teacher": None, "runner_up": None,
+         "runner_up_bleu": None, "margin": None, "tie": None,
+         "raw_bleu": None if raw is None else raw["bleu"], "gain_over_raw": None, "copy_source_bleu": copy,
+         "top": scored[0]["data"] if scored else None, "top_bleu": scored[0]["bleu"] if scored else None,
+         "missing": [c for c in cols if row.get(c) is None], "points": points, "reason": ""}
+    if not scored:
+        a["status"] = "no_scores"
+        return a
+    if copy is not None and scored[0]["bleu"] - copy < tie:
+        a["status"] = "below_copy"
+        return a
+    best = scored[0]
+    a.update(best=best["data"], best_bleu=best["bleu"], best_complexity=best["complexity"],
+             best_faithfulness=best["faithfulness"], best_distilled=best["data"] != "raw",
+             best_teacher=teacher_of(grid, best["data"]))
+    if len(scored) > 1:
+        runner = scored[1]
+        a.update(runner_up=runner["data"], runner_up_bleu=runner["bleu"], margin=best["bleu"] - runner["bleu"])
+        a["tie"] = a["margin"] < tie
+        if a["tie"]:
+            a["status"] = "tie"
+    if a["best_distilled"] and a["raw_bleu"] is not None:
+        a["gain_over_raw"] = best["bleu"] - a["raw_bleu"]
+    return a
+
+
+def _reason(a: dict, peers: list[dict], c_raw, tie: float, copy, below_teachers: dict) -> str:
+    if a["status"] == "no_scores":
+        return "no scores; no recommendation"
+    if a["status"] == "below_copy":
+        why = f"no column beats copying the source ({copy:.2f} BLEU)"
+        if a["top_bleu"] > copy:
+            why += f" by the noise threshold of {tie:g} BLEU"
+        return f"{why}; its best, {a['top']}, scores {a['top_bleu']:.2f}; no recommendation"
+    parts = []
+    mine, others = a["best_complexity"], [p for p in peers if p["best_complexity"] is not None]
+    if mine is not None and others:
+        cs = [p["best_complexity"] for p in others]
+        span = _span(cs, "{:.3f}")
+        if all(p["best"] == a["best"] for p in others):
+            where = f"peaks on the same set as the other students ({a['best']})"
+        elif mine < min(cs):
+            where = f"peaks on a simpler set than the other students (C {mine:.3f} vs {span})"
+        elif mine > max(cs):
+            where = f"peaks on a more complex set than the other students (C {mine:.3f} vs {span})"
+        else:
+            where = f"peaks between the other students in complexity (C {mine:.3f} vs {span})"
+        raws = [p["raw_bleu"] for p in others if p["raw_bleu"] is not None]
+        if a["raw_bleu"] is not None and raws:
+            if a["raw_bleu"] < min(raws):
+                where = f"weakest on raw data (BLEU {a['raw_bleu']:.2f} vs {_span(raws, '{:.2f}')}) and " + where
+            elif a["raw_bleu"] > max(raws):
+                where = f"strongest on raw data (BLEU {a['raw_bleu']:.2f} vs {_span(raws, '{:.2f}')}) and " + where
+        parts.append(where)
+    if not a["best_distilled"]:
+        parts.append("raw data beats every distilled set")
+    else:
+        what = "distilled"
+        if mine is not None and c_raw is not None:
+            rel = "simpler than" if mine < c_raw else "more complex than" if mine > c_raw else "as complex as"
+            what += f", {rel} raw (C {mine:.3f} vs {c_raw:.3f})"
+        if a["gain_over_raw"] is not None:
+            what += f", {a['gain_over_raw']:+.2f} BLEU over raw"
+        parts.append(what)
+    if a["runner_up"] is None:
+        parts.append("the only scored column")
+    else:
+        lead = f"{a['margin']:.2f} BLEU ahead of {a['runner_up']}"
+        parts.append(f"tie: only {lead} (< {tie:g}), within noise" if a["tie"] else lead)
+        if copy is not None and a["runner_up_bleu"] - copy < tie:
+            parts.append("the only column that beats copying the source")
+    t = a["best_teacher"]
+    if t in below_teachers:
+        parts.append(f"but its teacher {t} does not beat copying the source "
+                     f"({below_teachers[t]:.2f} vs {copy:.2f} BLEU)")
+    return "; ".join(parts)
+
+
+def _ranks(xs: list[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: list[float], ys: list[float]):
+    """Spearman's rank correlation (average ranks for ties); None where either side is constant."""
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    vx, vy = sum((r - mx) ** 2 for r in rx), sum((r - my) ** 2 for r in ry)
+    if vx == 0 or vy == 0:
+        return None
+    return sum((a - mx) * (b - my) for a, b in zip(rx, ry)) / (vx * vy) ** 0.5
+
+
+def _summary(recommended: list[dict]) -> dict:
+    both = [a for a in recommended if a["raw_bleu"] is not None and a["best_complexity"] is not None]
+    rho = spearman([a["raw_bleu"] for a in both], [a["best_complexity"] for a in both]) if len(both) >= 3 else None
+    if not both:
+        text = "no student has a recommended set with a C(d) and a raw-data score: nothing to correlate"
+    elif len(both) < 3:
+        text = (f"{len(both)} recommended student(s) with a raw-data score and a best set's C(d): "
+                "too few to correlate capacity with complexity (3 needed)")
+    elif rho is None:
+        best = sorted({a["best"] for a in both})
+        text = (f"the {len(both)} recommended students do not differ in "
+                + ("the C(d) of their best set" if len(best) > 1 else f"their best set ({best[0]})")
+                + (" or in raw-data BLEU" if len({a['raw_bleu'] for a in both}) == 1 else "")
+                + ": no correlation to measure")
+    else:
+        text = (f"Spearman rank correlation between a student's raw-data BLEU (capacity proxy) and the C(d) "
+                f"of its best set: {rho:+.2f} over {len(both)} students (finding 4 expects it positive: "
+                "stronger students peak on more complex data)")
+    return {"students": [a["student"] for a in both], "spearman": rho, "text": text}
+
+
+def answer(grid: dict, tie_bleu: float = TIE_BLEU) -> dict:
+    """Per student: best set, its C(d)/F(d), runner-up, margin, status and reason; the teachers
+    that do not beat copying the source; and a capacity ↔ complexity summary over students."""
+    copy = (grid.get("copy_source") or {}).get("bleu")
+    below_teachers = {}
+    if copy is not None:
+        for t, splits in grid["teachers"].items():
+            b = splits.get("test", {}).get("bleu")
+            if b is not None and b - copy < tie_bleu:
+                below_teachers[t] = b
+    students = [_student(grid, s, copy, tie_bleu) for s in grid["students"]]
+    recommended = [a for a in students if a["status"] in RECOMMENDED]
+    c_raw = _data(grid, "raw", "complexity")
+    for a in students:
+        peers = [p for p in recommended if p is not a]
+        a["reason"] = _reason(a, peers, c_raw, tie_bleu, copy, below_teachers)
+    return {"tie_bleu": tie_bleu, "copy_source_bleu": copy, "raw_complexity": c_raw,
+            "teachers_below_copy": below_teachers, "students": students, "summary": _summary(recommended)}
+
+
+# -- outputs ---------------------------------------------------------------------------------
+CSV_FIELDS = ["student", "status", "best", "best_bleu", "best_complexity", "best_faithfulness", "best_distilled",
+              "best_teacher", "runner_up", "runner_up_bleu", "margin", "tie", "raw_bleu", "gain_over_raw",
+              "copy_source_bleu", "tie_bleu", "missing", "reason"]
+
+
+def _csv_value(v):
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return round(v, 4)
+    if isinstance(v, list):
+        return " ".join(v)
+    return v
+
+
+def write_csv(ans: dict, path) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for a in ans["students"]:
+        w.writerow({k: _csv_value(ans["tie_bleu"] if k == "tie_bleu" else a.get(k)) for k in CSV_FIELDS})
+    with atomic_output(path) as f:
+        f.write(buf.getvalue())
+
+
+def write_json(ans: dict, path) -> None:
+    with atomic_output(path) as f:
+        json.dump(ans, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+def _f(x, fmt="{:.2f}") -> str:
+    return "—" if x is None else fmt.format(x)
+
+
+def markdown(ans: dict) -> str:
+    """The section of grid.md: the recommendation per student, then every column's C(d), F(d) and
+    each student's BLEU, columns ordered by C(d)."""
+    tie, copy = ans["tie_bleu"], ans["copy_source_bleu"]
+    copy_rule = ("" if copy is None else
+                 f"; a score that does not beat copying the source ({copy:.2f} BLEU) by {tie:g} BLEU is not ranked")
+    lines = ["## Answer per student: capacity ↔ complexity", "",
+             "Which training data suits each student (the paper's finding 4: weaker students do best on "
+             "simpler data, stronger ones on richer data), computed from the scores: best = highest test "
+             f"BLEU, margin = its lead over the runner-up, a margin under {tie:g} BLEU (`report.tie_bleu`) is a "
+             f"tie{copy_rule}.", "",
+             "| student | recommended set | BLEU | C(d) | F(d) | runner-up | margin | reason |",
+             "|---|---|---:|---:|---:|---|---:|---|"]
+    for a in ans["students"]:
+        rec = {"clear": a["best"], "tie": f"{a['best']} (tie)"}.get(a["status"], "none")
+        runner = "—" if a["runner_up"] is None else f"{a['runner_up']} ({a['runner_up_bleu']:.2f})"
+        lines.append(f"| {a['student']} | {rec} | {_f(a['best_bleu'])} | {_f(a['best_complexity'], '{:.3f}')} | "
+                     f"{_f(a['best_faithfulness'], '{:.3f}')} | {runner} | {_f(a['margin'])} | {a['reason']} |")
+    for t, b in ans["teachers_below_copy"].items():
+        lines += ["", f"**Teacher {t} does not beat copying the source**: test BLEU {b:.2f} vs {copy:.2f}; "
+                  f"its distilled sets are translations no better than the input."]
+    lines += ["", f"Capacity ↔ complexity across students: {ans['summary']['text']}."]
+    points = {a["student"]: {p["data"]: p for p in a["points"]} for a in ans["students"]}
+    order = [p["data"] for p in ans["students"][0]["points"]] if ans["students"] else []
+    lines += ["", "Test BLEU by training data, columns ordered by complexity C(d), simplest first; **bold**: "
+              "the student's recommended set" + ("" if copy is None else ", † does not beat copying the source")
+              + ":", "", "| | " + " | ".join(order) + " |", "|---|" + "---:|" * len(order)]
+    first = points[ans["students"][0]["student"]] if ans["students"] else {}
+    lines.append("| C(d) | " + " | ".join(_f(first[c]["complexity"], "{:.3f}") for c in order) + " |")
+    lines.append("| F(d) | " + " | ".join(_f(first[c]["faithfulness"], "{:.3f}") for c in order) + " |")
+    for a in ans["students"]:
+        cells = []
+        for c in order:
+            p = points[a["student"]][c]
+            v = _f(p["bleu"])
+            if c == a["best"]:
+                v = f"**{v}**"
+            if p["beats_copy"] is False:
+                v += " †"
+            cells.append(v)
+        lines.append(f"| {a['student']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

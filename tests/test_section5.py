@@ -1,0 +1,199 @@
+"""The section-5 methods through the workflow (Zhou et al. 2020: tune the data to the student):
+dry runs plan each method's jobs, a Born-Again round trains on the previous round's set, only
+interpolation reads the references, a moe method makes columns only for teachers with experts,
+and a real toy run distills, measures and scores every new column; raising the round count then
+runs only the new round."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shlex
+import sys
+
+import pytest
+import sacrebleu
+from conftest import ROOT, job_counts, snakemake, write_config
+from test_workflow import expected_jobs, rule_commands
+
+TOY_S5 = ROOT / "tests" / "configs" / "toy_section5.yaml"
+# the columns of toy_section5.yaml: the moe method skips the teacher without experts
+S5_COLUMNS = ["toy.interpolate", "toy.ban1", "toy.ban2", "toy_moe.interpolate", "toy_moe.ban1", "toy_moe.ban2",
+              "toy_moe.moe"]
+
+
+def section5(tmp_path, name="cfg.yaml", **overrides):
+    return write_config(tmp_path / name, TOY_S5, **overrides)
+
+
+def planned(tmp_path, cfg) -> dict[str, list[list[str]]]:
+    """{rule: [the words of each planned job's command]} of a dry run."""
+    proc = snakemake(tmp_path, "-n", "-p", configfile=cfg)
+    return {rule: sorted(shlex.split(c) for c in cmds) for rule, cmds in rule_commands(proc.stdout).items()}
+
+
+def option(words: list[str], name: str) -> str | None:
+    return words[words.index(name) + 1] if name in words else None
+
+
+SHAPES = [  # (teachers, methods, ban rounds, distilled columns, Born-Again ATs)
+    (["toy"], ["interpolate"], 2, 1, 0),
+    (["toy"], ["ban"], 3, 3, 2),
+    (["toy", "toy_moe"], ["ban"], 1, 2, 0),
+    (["toy", "toy_moe"], ["moe"], 2, 1, 0),  # toy has no experts: no toy.moe
+    (["toy", "toy_moe"], ["interpolate", "ban", "moe"], 2, 7, 2),  # toy_section5.yaml as it is
+]
+
+
+@pytest.mark.parametrize("teachers,methods,rounds,columns,bans", SHAPES)
+def test_dry_runs_plan_each_methods_jobs(tmp_path, teachers, methods, rounds, columns, bans):
+    cfg = section5(tmp_path, grid={"teachers": teachers, "methods": methods}, methods={"ban": {"rounds": rounds}})
+    proc = snakemake(tmp_path, "-n", configfile=cfg)
+    assert job_counts(proc.stdout) == expected_jobs(teachers, methods, ["nat"], columns=columns, bans=bans)
+
+
+def test_the_toy_section5_grid_has_one_column_per_round_and_moe_only_with_experts(tmp_path):
+    jobs = planned(tmp_path, TOY_S5)
+    outs = sorted(re.search(r"distill/(.+)/train.tgt.npz", option(w, "--output")).group(1)
+                  for w in jobs["encode_distilled"])
+    assert outs == sorted(S5_COLUMNS)
+    kinds = {option(w, "--out"): option(w, "--kind") for w in jobs["train_teacher"]}
+    assert kinds == {"results/toy_section5/teachers/toy/model.pt": "transformer",
+                     "results/toy_section5/teachers/toy_moe/model.pt": "moe"}
+    (moe,) = [w for w in jobs["distill"] if "toy_moe.moe" in option(w, "--out")]
+    assert '"expert":"best"' in option(moe, "--params") and '"kind":"moe"' in option(moe, "--params")
+    assert option(moe, "--model") == "results/toy_section5/teachers/toy_moe/model.pt"
+    ban = {option(w, "--out"): w for w in jobs["train_ban"]}["results/toy_section5/bans/toy_moe.ban2/model.pt"]
+    assert option(ban, "--kind") == "transformer" and "experts" not in option(ban, "--model-params")  # a plain AT
+
+
+def test_a_ban_round_trains_on_the_previous_rounds_set(tmp_path):
+    cfg = section5(tmp_path, grid={"teachers": ["toy"], "methods": ["ban"]},
+                   methods={"ban": {"rounds": 3, "size": "small_ban"}},
+                   teacher_sizes={"small_ban": {"d_model": 16, "ffn": 32, "layers": 1, "heads": 2,
+                                                "train": {"max_updates": 7}}})
+    jobs = planned(tmp_path, cfg)
+    bans = {option(w, "--out"): w for w in jobs["train_ban"]}
+    r = "results/toy_section5"
+    assert sorted(bans) == [f"{r}/bans/toy.ban2/model.pt", f"{r}/bans/toy.ban3/model.pt"]
+    assert option(bans[f"{r}/bans/toy.ban2/model.pt"], "--train-tgt") == f"{r}/distill/toy.ban1/train.tgt.npz"
+    assert option(bans[f"{r}/bans/toy.ban3/model.pt"], "--train-tgt") == f"{r}/distill/toy.ban2/train.tgt.npz"
+    for words in bans.values():  # an AT of the configured size, trained like a teacher of that size
+        assert option(words, "--kind") == "transformer"
+        assert '"d_model":16' in option(words, "--model-params")
+        assert '"max_updates":7' in option(words, "--train-params")
+        assert option(words, "--train-src") == f"{r}/vocab/train.src.npz"  # the real sources
+    models = {re.search(r"distill/(.+)/shards", option(w, "--out")).group(1): option(w, "--model")
+              for w in jobs["distill"]}
+    assert models == {"toy.ban1": f"{r}/teachers/toy/model.pt", "toy.ban2": f"{r}/bans/toy.ban2/model.pt",
+                      "toy.ban3": f"{r}/bans/toy.ban3/model.pt"}
+    params = {option(w, "--params") for w in jobs["distill"]}
+    assert len(params) == 1 and "rounds" not in params.pop()  # every round decodes alike
+
+
+def test_only_interpolation_reads_the_references(tmp_path):
+    cfg = section5(tmp_path, grid={"teachers": ["toy"], "methods": ["interpolate", "ban"]},
+                   methods={"ban": {"rounds": 1}})
+    refs = {re.search(r"distill/(.+)/shards", option(w, "--out")).group(1): option(w, "--ref")
+            for w in planned(tmp_path, cfg)["distill"]}
+    assert refs == {"toy.interpolate": "results/toy_section5/data/train.tgt", "toy.ban1": None}
+
+
+def test_a_moe_method_without_an_moe_teacher_is_a_config_error(tmp_path):
+    cfg = section5(tmp_path, grid={"teachers": ["toy"], "methods": ["moe"]})
+    proc = snakemake(tmp_path, "-n", configfile=cfg, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+    assert "methods.moe: kind 'moe' decodes with a mixture-of-experts teacher, but none of grid.teachers (toy)" \
+        in proc.stdout + proc.stderr
+
+
+def test_the_multi30k_section5_grid_reuses_the_other_multi30k_grids_cells(tmp_path):
+    """Same settings, same paths, same commands: Snakemake reuses what configs/multi30k.yaml and
+    configs/multi30k_students.yaml finished (teachers, beam sets, their students)."""
+    def outs(name):
+        jobs = planned(tmp_path, ROOT / "configs" / name)
+        return {option(w, "--out"): w for rule in ("train_teacher", "distill", "train_student") for w in jobs[rule]}
+
+    s5 = outs("multi30k_section5.yaml")
+    shared = {}
+    for name in ("multi30k.yaml", "multi30k_students.yaml"):
+        other = outs(name)
+        for out in set(s5) & set(other):
+            assert s5[out] == other[out], out  # the same job: the same command, params and all
+            shared[out] = name
+    r = "results/multi30k"
+    assert {f"{r}/teachers/cpu_s/model.pt", f"{r}/teachers/cpu_m/model.pt", f"{r}/distill/cpu_s.beam/shards/0.tgt",
+            f"{r}/distill/cpu_m.beam/shards/0.tgt"} <= set(shared)
+    cells = sorted(out.removeprefix(f"{r}/students/").removesuffix("/model.pt")
+                   for out in shared if "/students/" in out)
+    assert cells == ["at_student/cpu_m.beam", "at_student/raw", "cmlm/cpu_m.beam", "cmlm/raw", "levt/cpu_m.beam",
+                     "levt/raw", "nat/cpu_m.beam", "nat/cpu_s.beam", "nat/raw"]
+    assert sum("/students/" in out for out in s5) == 4 * 14  # 13 distilled columns + raw
+
+
+def test_the_paper_grid_with_the_section5_methods_plans_its_jobs(tmp_path):
+    """configs/wmt14.yaml plus interpolate, ban (2 rounds) and moe with a 3-expert base teacher, as
+    bench/dryrun_speed.py times it (under 5 s): 4 teachers x 7 columns + the MoE teacher's 8."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from dryrun_speed import grid_config
+
+    for side in ("en", "de"):
+        (tmp_path / "data" / "wmt14_en_de").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / "wmt14_en_de" / f"train.{side}").touch()
+    cfg = grid_config(1, tmp_path / "paper_s5.yaml", section5=True)
+    counts = job_counts(snakemake(tmp_path, "-n", configfile=cfg).stdout)
+    teachers = ["tiny", "small", "base", "big", "base_moe"]
+    methods = ["beam", "greedy", "sample", "sample_topk", "interpolate", "ban", "moe"]
+    students = ["nat", "inat", "cmlm", "levt", "inst", "flowseq"]
+    assert counts == expected_jobs(teachers, methods, students, shards=8, columns=4 * 7 + 8, bans=5)
+
+
+# -- a real run ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def s5_run(tmp_path_factory):
+    """toy_section5.yaml through the workflow (about 2 minutes on 2 cores)."""
+    work = tmp_path_factory.mktemp("s5run")
+    snakemake(work, "--cores", "2", "--show-failed-logs", configfile=TOY_S5)
+    return work
+
+
+def test_section5_columns_run_end_to_end(s5_run):
+    out = s5_run / "results/toy_section5"
+    rows = list(csv.DictReader(open(out / "grid.csv")))
+    assert list(rows[0]) == ["student", "raw", *S5_COLUMNS]
+    assert [r["student"] for r in rows[:3]] == ["nat", "C(d)", "F(d)"]
+    for column in S5_COLUMNS:  # a BLEU, a C(d) and an F(d) for every new column
+        assert 0.0 <= float(rows[0][column]) <= 100.0 and float(rows[1][column]) >= 0.0
+        assert float(rows[2][column]) >= 0.0
+    assert (out / "bans/toy.ban2/model.pt").stat().st_size > 0 and (out / "bans/toy_moe.ban2/model.pt").exists()
+    for teacher in ("toy", "toy_moe"):
+        log = (out / f"logs/distill/{teacher}.interpolate.0.log").read_text()
+        assert re.search(r"interpolation kept a candidate other than the beam's best for \d+ of 200", log)
+        assert "smooth:exp" in log
+    # same beam (3) and lenpen: ban1 is the beam's best, so interpolation is never further from the
+    # reference, sentence by sentence
+    ref = (out / "data/train.tgt").read_text().splitlines()
+    beam = (out / "distill/toy.ban1/train.tgt").read_text().splitlines()
+    interp = (out / "distill/toy.interpolate/train.tgt").read_text().splitlines()
+    assert len(interp) == len(beam) == len(ref) == 200
+    for i, b, r in zip(interp, beam, ref):
+        assert sacrebleu.sentence_bleu(i, [r]).score >= sacrebleu.sentence_bleu(b, [r]).score
+    assert interp != beam
+
+
+def test_more_rounds_run_only_the_new_round(s5_run):
+    more = write_config(s5_run / "more.yaml", TOY_S5, methods={"ban": {"rounds": 3}})
+    jobs = planned(s5_run, more)
+    assert {rule: len(cmds) for rule, cmds in jobs.items()} == {
+        "train_ban": 2, "distill": 2, "gather": 2, "encode_distilled": 2, "align_distilled": 2,
+        "data_metrics_distilled": 2, "train_student": 2, "evaluate_student": 2, "aggregate": 1}
+    r = "results/toy_section5"
+    assert sorted(option(w, "--train-tgt") for w in jobs["train_ban"]) == [
+        f"{r}/distill/toy.ban2/train.tgt.npz", f"{r}/distill/toy_moe.ban2/train.tgt.npz"]
+    # and another BAN size retrains the rounds it shapes (2 on), never round 1
+    bigger = write_config(s5_run / "size.yaml", TOY_S5, methods={"ban": {"size": "toy2"}},
+                          teacher_sizes={"toy2": {"d_model": 48, "ffn": 96, "layers": 1, "heads": 2}})
+    jobs = planned(s5_run, bigger)
+    assert sorted(option(w, "--out") for w in jobs["distill"]) == [
+        f"{r}/distill/toy.ban2/shards/0.tgt", f"{r}/distill/toy_moe.ban2/shards/0.tgt"]
+    assert len(jobs["train_ban"]) == 2

@@ -1,0 +1,61 @@
+"""Distillation method kinds as the workflow sees them (plain Python, no Snakemake, no torch;
+imported by common.smk and config_check.py): the defaults of the section-5 kinds, the columns a
+method yields, which teachers it fits, and the options its distill jobs get.
+
+The decoding itself lives in src/kdgrid/methods/ (one module per kind); this file only shapes
+the grid: a `ban` method with `rounds: R` yields the columns <name>1 .. <name>R, and a `moe`
+method yields a column only for teachers whose size declares `experts`.
+"""
+
+from __future__ import annotations
+
+DECODE_KINDS = ("beam", "greedy", "sample", "sample_topk")
+KINDS = (*DECODE_KINDS, "interpolate", "ban", "moe")
+# Defaults of the section-5 kinds where a method leaves an option out (workflow/defaults.yaml's
+# named methods spell the same values out; tests/test_config.py keeps the two in step).
+# interpolate's beam defaults to its nbest; ban's size to the teacher's own size.
+KIND_DEFAULTS = {
+    "interpolate": {"nbest": 5, "lenpen": 1.0, "metric": "bleu"},
+    "ban": {"rounds": 2, "beam": 5, "lenpen": 1.0},
+    "moe": {"expert": "best", "beam": 5, "lenpen": 1.0},
+}
+# The options each section-5 kind takes; the decoding kinds take their decoder's options as before.
+KIND_OPTIONS = {
+    "interpolate": ("nbest", "beam", "lenpen", "metric"),
+    "ban": ("rounds", "size", "beam", "lenpen"),
+    "moe": ("expert", "beam", "lenpen"),
+}
+SECTION5_OPTIONS = ("nbest", "metric", "rounds", "size", "expert")
+NEEDS_REFERENCE = ("interpolate",)  # kinds whose distill jobs read data/train.tgt (--ref)
+WORKFLOW_OPTIONS = ("rounds", "size")  # shape the grid (columns, BAN models), not the decoding
+
+
+def resolved(spec: dict) -> dict:
+    """A method's options with its kind's defaults filled in (decoding kinds: as written)."""
+    out = {**KIND_DEFAULTS.get(spec["kind"], {}), **spec}
+    if spec["kind"] == "interpolate":
+        out.setdefault("beam", out["nbest"])
+    return out
+
+
+def columns(name: str, spec: dict) -> list[str]:
+    """The column names a method yields: a ban method one per round, any other its own name."""
+    if spec["kind"] == "ban":
+        return [f"{name}{r}" for r in range(1, resolved(spec)["rounds"] + 1)]
+    return [name]
+
+
+def fits(spec: dict, size: dict) -> bool:
+    """Whether a method makes a column for a teacher of `size`: a moe method needs experts."""
+    return spec["kind"] != "moe" or bool(size.get("experts"))
+
+
+def distill_options(spec: dict) -> dict:
+    """What a distill job of the method gets: resolved options without rounds and size, so that
+    a round's jobs do not change when the round count (or the BAN size) changes."""
+    return {k: v for k, v in resolved(spec).items() if k not in WORKFLOW_OPTIONS}
+
+
+def ban_size(spec: dict, teacher: str) -> str:
+    """The teacher size of a ban method's re-trained ATs: `size`, else the teacher's own."""
+    return spec.get("size") or teacher
