@@ -1,6 +1,7 @@
 """How long Snakemake takes to plan the grid: the paper's full grid (configs/wmt14.yaml: 4 teachers
 x 4 methods x 6 students + raw, 8 distillation shards), the same with the section-5 methods
-(interpolate, Born-Again rounds 1-2, and a base-sized 3-expert MoE teacher with the moe method),
+(interpolate, Born-Again round 2 on top of the beam column, and a base-sized 3-expert MoE teacher
+with the moe method distilling with one expert),
 and grids 4x and 16x the paper's size (more teacher sizes), each a real `snakemake -n` from the
 command line, in a scratch directory.
 
@@ -25,13 +26,15 @@ SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 def grid_config(scale: int, path: Path, section5: bool = False) -> Path:
     """configs/wmt14.yaml with `scale` times as many teachers (copies of the four sizes); with
-    `section5`, plus the methods interpolate, ban (2 rounds) and moe, and an MoE teacher."""
+    `section5`, plus the methods interpolate, ban (2 rounds, round 1 = beam) and moe (expert 0:
+    the beam column of an MoE teacher is already its best-expert output), and an MoE teacher."""
     cfg = yaml.safe_load((ROOT / "configs" / "wmt14.yaml").read_text())
     if section5:
         presets = yaml.safe_load((ROOT / "workflow" / "defaults.yaml").read_text())["teacher_sizes"]
         cfg.setdefault("teacher_sizes", {})["base_moe"] = {**presets["base"], "experts": 3}
         cfg["grid"]["teachers"] = [*cfg["grid"]["teachers"], "base_moe"]
         cfg["grid"]["methods"] = [*cfg["grid"]["methods"], "interpolate", "ban", "moe"]
+        cfg.setdefault("methods", {})["moe"] = {"kind": "moe", "expert": 0}
     base = cfg["grid"]["teachers"]
     sizes = cfg.setdefault("teacher_sizes", {})
     teachers = list(base)

@@ -38,6 +38,8 @@ def test_shipped_configs_are_valid(config_file):
 
 
 BAD = [
+    ({"methods": {"ban": {"kind": "ban", "rounds": 1}}, "grid": {"methods": ["beam", "ban"]}},
+     r"methods.ban.rounds: 1 is less than the minimum of 2"),
     ({"metrics": {"floor": 1e-4}}, r"metrics.floor: moved to metrics.faithfulness.floor"),
     ({"students": {"nat": {"kind": "nat", "model": {}, "decode": {"adaptive": False}}}},
      r"students.nat.decode.adaptive: kind 'nat' does not iterate"),
@@ -94,7 +96,7 @@ BAD = [
      r"methods.beam.nbest: only kind 'interpolate' takes nbest \(this method's kind is 'beam'\)"),
     ({"grid": {"methods": ["ban"]}, "methods": {"ban": {"temperature": 2.0}}},
      r"methods.ban.temperature: kind 'ban' takes no temperature"),
-    ({"grid": {"methods": ["ban", "ban2"]}, "methods": {"ban2": {"kind": "beam"}}},
+    ({"grid": {"methods": ["ban", "ban2"]}, "methods": {"ban": {"from": "ban2"}, "ban2": {"kind": "beam"}}},
      r"methods.ban2: its column 'ban2' is also a column of method 'ban'"),
 ]
 
@@ -142,8 +144,12 @@ def test_the_section5_defaults_follow_the_method_kinds():
     for kind, taken in method_kinds.KIND_OPTIONS.items():
         assert set(methods.module(kind).OPTIONS) == set(taken) - set(method_kinds.WORKFLOW_OPTIONS), kind
     assert method_kinds.resolved({"kind": "interpolate", "nbest": 8})["beam"] == 8  # beam defaults to nbest
-    assert method_kinds.columns("ban", {"kind": "ban", "rounds": 3}) == ["ban1", "ban2", "ban3"]
-    assert "rounds" not in method_kinds.distill_options({"kind": "ban", "rounds": 3, "size": "x"})
+    # a ban method's round 1 is its `from` method's column: it yields rounds 2 .. R only
+    assert method_kinds.columns("ban", {"kind": "ban", "rounds": 3}) == ["ban2", "ban3"]
+    assert method_kinds.columns("ban", {"kind": "ban", "rounds": 1}) == []
+    assert [method_kinds.round_column("ban", {"kind": "ban", "from": "b4"}, r) for r in (1, 2)] == ["b4", "ban2"]
+    assert not {"rounds", "from", "size"} & set(
+        method_kinds.distill_options({"kind": "ban", "rounds": 3, "from": "beam", "size": "x"}))
 
 
 def test_all_problems_are_reported_at_once():

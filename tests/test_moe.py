@@ -5,15 +5,12 @@ a teacher is loaded."""
 
 from __future__ import annotations
 
-import copy
 import json
 import random
-import sys
 
 import pytest
 import torch
-import yaml
-from conftest import ROOT, TOY, model_config, snakemake, toy_pairs, write_config
+from conftest import model_config, toy_pairs
 
 from kdgrid.batching import Ids, collate
 from kdgrid.checkpoint import load_model, save_model
@@ -22,9 +19,6 @@ from kdgrid.models import build
 from kdgrid.models.layers import smoothed_nll
 from kdgrid.models.transformer import Transformer
 from kdgrid.train import TrainConfig, Trainer
-
-sys.path.insert(0, str(ROOT / "workflow"))
-from config_check import ConfigError, check  # noqa: E402
 
 PAIRS = toy_pairs(8)
 SRC, TGT = [p[0] for p in PAIRS], [p[1] for p in PAIRS]
@@ -361,47 +355,3 @@ def test_train_and_evaluate_verbs_with_an_moe_teacher(tmp_path):
                      "--params", json.dumps(params)]) == 0
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["decode_options"]["expert"] == "best" and len((tmp_path / "hyp").read_text().splitlines()) == 60
-
-
-# -- the config and the workflow ------------------------------------------------------------------
-MOE_SIZE = {"d_model": 32, "ffn": 64, "heads": 2, "layers": 1, "experts": 2}
-
-
-def _check(override: dict):
-    def merge(a, b):
-        for k, v in b.items():
-            a[k] = merge(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-        return a
-
-    cfg = yaml.safe_load((ROOT / "workflow" / "defaults.yaml").read_text())
-    for layer in (yaml.safe_load(TOY.read_text()), override):
-        cfg = merge(cfg, copy.deepcopy(layer))
-    check(cfg, ROOT / "workflow" / "schemas" / "config.schema.yaml", ["toy.yaml"])
-
-
-@pytest.mark.parametrize("size,message", [
-    ({**MOE_SIZE, "experts": 1}, r"teacher_sizes.mix.experts: 1 is less than the minimum of 2"),
-    ({**MOE_SIZE, "expert_prior": "soft"}, r"teacher_sizes.mix.expert_prior: 'soft' is not one of"),
-    ({k: v for k, v in MOE_SIZE.items() if k != "experts"} | {"expert_prior": "learned"},
-     r"teacher_sizes.mix.expert_prior: a prior over experts needs experts"),
-])
-def test_bad_moe_teacher_sizes_name_the_key(size, message):
-    _check({"grid": {"teachers": ["toy", "mix"]}, "teacher_sizes": {"mix": {**MOE_SIZE, "experts": 2}}})  # valid
-    with pytest.raises(ConfigError, match=message):
-        _check({"grid": {"teachers": ["toy", "mix"]}, "teacher_sizes": {"mix": size}})
-
-
-def test_the_workflow_trains_an_moe_size_as_kind_moe_and_evaluates_it_with_the_best_expert(tmp_path):
-    cfg = write_config(tmp_path / "c.yaml", TOY, teacher_sizes={"mix": {**MOE_SIZE, "expert_prior": "learned"}},
-                       grid={"teachers": ["toy", "mix"]})
-    out = snakemake(tmp_path, "-n", "-p", "results/toy/teachers/mix/test.scores.json",
-                    "results/toy/teachers/toy/test.scores.json", configfile=cfg).stdout
-    trains = [line for line in out.splitlines() if "kdgrid train" in line]
-    evals = [line for line in out.splitlines() if "kdgrid evaluate" in line]
-    mix = [line for line in trains if "teachers/mix/model.pt" in line]
-    toy = [line for line in trains if "teachers/toy/model.pt" in line]
-    assert len(mix) == len(toy) == 1, out
-    assert "--kind moe" in mix[0] and '"experts":2' in mix[0] and '"prior":"learned"' in mix[0]
-    assert "--kind transformer" in toy[0] and "experts" not in toy[0]
-    assert len(evals) == 2
-    assert ['"expert":"best"' in line for line in evals] == ["teachers/mix/" in line for line in evals]

@@ -30,13 +30,13 @@ def teachers(**test_bleu):
 
 # C(d): the small teacher a's beam set is the simplest, raw the most complex. Columns are generic:
 # a Born-Again round and an interpolated set sit beside beam.
-COLUMNS = ["raw", "a.beam", "b.beam", "a.ban1", "b.interpolate"]
-C = {"raw": 2.0, "a.beam": 1.0, "b.beam": 1.5, "a.ban1": 0.8, "b.interpolate": 1.8}
-F = {"raw": 0.0, "a.beam": 0.4, "b.beam": 0.3, "a.ban1": 0.6, "b.interpolate": 0.1}
+COLUMNS = ["raw", "a.beam", "b.beam", "a.ban2", "b.interpolate"]
+C = {"raw": 2.0, "a.beam": 1.0, "b.beam": 1.5, "a.ban2": 0.8, "b.interpolate": 1.8}
+F = {"raw": 0.0, "a.beam": 0.4, "b.beam": 0.3, "a.ban2": 0.6, "b.interpolate": 0.1}
 BLEU = {  # weak nat peaks on the simple a.beam, cmlm in between on b.beam, strong levt on b.interpolate
-    "nat": {"raw": 10.0, "a.beam": 15.0, "b.beam": 14.0, "a.ban1": 12.0, "b.interpolate": 11.0},
-    "cmlm": {"raw": 14.0, "a.beam": 18.0, "b.beam": 19.2, "a.ban1": 17.0, "b.interpolate": 16.0},
-    "levt": {"raw": 16.0, "a.beam": 19.0, "b.beam": 19.3, "a.ban1": 18.0, "b.interpolate": 20.0},
+    "nat": {"raw": 10.0, "a.beam": 15.0, "b.beam": 14.0, "a.ban2": 12.0, "b.interpolate": 11.0},
+    "cmlm": {"raw": 14.0, "a.beam": 18.0, "b.beam": 19.2, "a.ban2": 17.0, "b.interpolate": 16.0},
+    "levt": {"raw": 16.0, "a.beam": 19.0, "b.beam": 19.3, "a.ban2": 18.0, "b.interpolate": 20.0},
 }
 
 
@@ -68,11 +68,14 @@ def test_best_runner_up_margin_and_the_capacity_complexity_reason():
     assert (levt["best"], levt["runner_up"], round(levt["margin"], 2)) == ("b.interpolate", "b.beam", 0.7)
     assert levt["reason"].startswith("strongest on raw data (BLEU 16.00 vs 10.00–14.00) and peaks on a more "
                                      "complex set than the other students (C 1.800 vs 1.000–1.500)")
-    # raw BLEU 10 < 14 < 16 and best C 1.0 < 1.5 < 1.8: perfectly rank-correlated
-    assert ans["summary"]["spearman"] == pytest.approx(1.0)
+    # raw BLEU 10 < 14 < 16 and best C 1.0 < 1.5 < 1.8: perfectly rank-correlated, but 3 students
+    # are too few to test (5 needed): the value is shown, no support is claimed
+    assert ans["summary"]["spearman"] == pytest.approx(1.0) and ans["summary"]["tested"] is False
+    assert ans["summary"]["text"].startswith("n = 3: too few to test")
+    assert "expects" not in ans["summary"]["text"]
     assert ans["teachers_below_copy"] == {} and ans["raw_complexity"] == 2.0
     # points are ordered by C(d), simplest first
-    assert [p["data"] for p in nat["points"]] == ["a.ban1", "a.beam", "b.beam", "b.interpolate", "raw"]
+    assert [p["data"] for p in nat["points"]] == ["a.ban2", "a.beam", "b.beam", "b.interpolate", "raw"]
 
 
 def test_a_margin_under_the_threshold_is_a_tie_and_the_threshold_is_a_parameter():
@@ -87,8 +90,8 @@ def test_a_margin_under_the_threshold_is_a_tie_and_the_threshold_is_a_parameter(
 
 
 def test_no_column_beats_copying_the_source_no_recommendation():
-    bleu = {"nat": {"raw": 1.0, "a.beam": 2.5, "b.beam": 0.3, "a.ban1": 0.2, "b.interpolate": 0.1},
-            "cmlm": {"raw": 1.0, "a.beam": 3.0, "b.beam": 0.3, "a.ban1": 0.2, "b.interpolate": 0.1}}
+    bleu = {"nat": {"raw": 1.0, "a.beam": 2.5, "b.beam": 0.3, "a.ban2": 0.2, "b.interpolate": 0.1},
+            "cmlm": {"raw": 1.0, "a.beam": 3.0, "b.beam": 0.3, "a.ban2": 0.2, "b.interpolate": 0.1}}
     ans = recommend.answer(make(bleu, copy=2.75, teacher_bleu={"a": 0.92, "b": 3.5}))
     nat, cmlm = ans["students"]
     assert nat["status"] == "below_copy" and nat["best"] is None and nat["runner_up"] is None
@@ -105,7 +108,7 @@ def test_no_column_beats_copying_the_source_no_recommendation():
 
 
 def test_a_best_set_from_a_teacher_below_copy_is_flagged_and_a_lone_column_above_copy_is_named():
-    bleu = {"nat": {"raw": 1.0, "a.beam": 6.0, "b.beam": 2.0, "a.ban1": 0.2, "b.interpolate": 0.1}}
+    bleu = {"nat": {"raw": 1.0, "a.beam": 6.0, "b.beam": 2.0, "a.ban2": 0.2, "b.interpolate": 0.1}}
     nat = recommend.answer(make(bleu, copy=2.75, teacher_bleu={"a": 0.92, "b": 30.0}))["students"][0]
     assert (nat["status"], nat["best"], nat["runner_up"]) == ("clear", "a.beam", "b.beam")
     assert nat["margin"] == pytest.approx(4.0)
@@ -119,16 +122,81 @@ def test_missing_cells_and_missing_metrics_are_skipped_not_ranked():
     c = {"raw": 2.0, "b.beam": 1.5}  # a.beam has no data metrics yet
     ans = recommend.answer(make(bleu, c=c, copy=None))
     nat, cmlm, levt = ans["students"]
-    assert nat["missing"] == ["b.beam", "a.ban1", "b.interpolate"]
+    assert nat["missing"] == ["b.beam", "a.ban2", "b.interpolate"]
     assert (nat["best"], nat["best_complexity"], nat["runner_up"]) == ("a.beam", None, "raw")
     # by C(d); columns without it last, in grid order
-    assert [p["data"] for p in nat["points"]] == ["b.beam", "raw", "a.beam", "a.ban1", "b.interpolate"]
+    assert [p["data"] for p in nat["points"]] == ["b.beam", "raw", "a.beam", "a.ban2", "b.interpolate"]
     assert nat["reason"] == "distilled, +5.00 BLEU over raw; 5.00 BLEU ahead of raw"
     assert (cmlm["best"], cmlm["runner_up"], cmlm["best_distilled"]) == ("raw", None, False)
     assert cmlm["reason"] == ("raw data beats every distilled set; the only scored column")
     assert (levt["status"], levt["best"]) == ("no_scores", None)
     assert levt["reason"] == "no scores; no recommendation"
     assert ans["copy_source_bleu"] is None and all(p["beats_copy"] is None for p in nat["points"])
+
+
+def test_a_tied_student_is_no_peer_in_the_others_reasons():
+    bleu = {**BLEU, "cmlm": {**BLEU["cmlm"], "b.beam": 18.3}}  # cmlm: b.beam 18.3 vs a.beam 18.0, a tie
+    ans = recommend.answer(make(bleu))
+    nat, cmlm, levt = (by_student(ans)[s] for s in ("nat", "cmlm", "levt"))
+    assert (cmlm["status"], cmlm["best"]) == ("tie", "b.beam")
+    # nat's and levt's only peer is each other: cmlm's raw 14.00 and C 1.500 appear nowhere
+    assert nat["reason"].startswith("weakest on raw data (BLEU 10.00 vs 16.00) and peaks on a simpler set than "
+                                    "the other students (C 1.000 vs 1.800);")
+    assert levt["reason"].startswith("strongest on raw data (BLEU 16.00 vs 10.00) and peaks on a more complex "
+                                     "set than the other students (C 1.800 vs 1.000);")
+    # the tied student's own reason still compares it with the clear ones
+    assert cmlm["reason"].startswith("peaks between the other students in complexity (C 1.500 vs 1.000–1.800)")
+    assert ans["summary"]["students"] == ["nat", "levt"]
+    assert ans["summary"]["text"] == ("n = 2: too few to test (students with a clear recommendation, a raw-data "
+                                      "score and a best set's C(d); 5 needed)")
+
+
+def test_a_student_on_the_same_set_as_a_peer_is_as_simple_not_simpler():
+    bleu = {**BLEU, "cmlm": {**BLEU["cmlm"], "a.beam": 20.0}}  # cmlm now peaks on a.beam too (0.80 ahead)
+    ans = recommend.answer(make(bleu))
+    nat, cmlm, levt = (by_student(ans)[s] for s in ("nat", "cmlm", "levt"))
+    assert (nat["best"], cmlm["best"], cmlm["status"]) == ("a.beam", "a.beam", "clear")
+    assert nat["reason"].startswith(
+        "weakest on raw data (BLEU 10.00 vs 14.00–16.00) and peaks on a set as simple as the simplest of the "
+        "other students' (C 1.000 vs 1.000–1.800; a.beam is also the best set of cmlm);")
+    # cmlm's raw 14.00 is between 10.00 and 16.00: no raw-data clause
+    assert cmlm["reason"].startswith(
+        "peaks on a set as simple as the simplest of the other students' (C 1.000 vs 1.000–1.800; a.beam is "
+        "also the best set of nat);")
+    assert levt["reason"].startswith("strongest on raw data (BLEU 16.00 vs 10.00–14.00) and peaks on a more "
+                                     "complex set than the other students (C 1.800 vs 1.000);")
+
+
+def five_students(tied=()):
+    """Raw BLEU 10, 12, 14, 16, 18 and best sets of C 0.8, 1.0, 1.5, 1.8, 2.0 (the last: raw)."""
+    bleu = {}
+    for i, best in enumerate(["a.ban2", "a.beam", "b.beam", "b.interpolate"]):
+        raw = 10.0 + 2 * i
+        bleu[f"s{i}"] = {c: raw + 1.0 for c in COLUMNS} | {"raw": raw, best: raw + 5.0}
+        if f"s{i}" in tied:  # a runner-up 0.2 behind: a tie
+            other = "b.interpolate" if best != "b.interpolate" else "a.beam"
+            bleu[f"s{i}"][other] = raw + 4.8
+    bleu["s4"] = {c: 16.0 for c in COLUMNS} | {"raw": 18.0}
+    return bleu
+
+
+def test_the_capacity_complexity_summary_needs_five_clear_students():
+    ans = recommend.answer(make(five_students()))
+    assert [a["best"] for a in ans["students"]] == ["a.ban2", "a.beam", "b.beam", "b.interpolate", "raw"]
+    assert all(a["status"] == "clear" for a in ans["students"])
+    s = ans["summary"]
+    assert s["spearman"] == pytest.approx(1.0) and s["tested"] is True  # both sides ranked 1..5
+    assert s["text"] == ("Spearman rank correlation between a student's raw-data BLEU (capacity proxy) and the "
+                         "C(d) of its best set: +1.00 over 5 students (finding 4 expects it positive: stronger "
+                         "students peak on more complex data)")
+    # one tie leaves 4 clear students: the value is shown, no test
+    ans = recommend.answer(make(five_students(tied=("s1",))))
+    assert by_student(ans)["s1"]["status"] == "tie"
+    s = ans["summary"]
+    assert s["students"] == ["s0", "s2", "s3", "s4"] and s["tested"] is False
+    assert s["text"] == ("n = 4: too few to test (students with a clear recommendation, a raw-data score and a "
+                         "best set's C(d); 5 needed); Spearman rank correlation of raw-data BLEU with the best "
+                         "set's C(d) over them: +1.00, not evidence either way")
 
 
 def test_spearman_hand_checked():
@@ -153,10 +221,10 @@ def test_outputs_csv_json_markdown_and_plots(tmp_path):
     assert "## Answer per student: capacity ↔ complexity" in md
     assert "| nat | a.beam | 15.00 | 1.000 | 0.400 | b.beam (14.00) | 1.00 | weakest on raw data" in md
     assert "**Teacher a does not beat copying the source**: test BLEU 0.92 vs 2.75" in md
-    assert "| | a.ban1 | a.beam | b.beam | b.interpolate | raw |" in md  # ordered by C(d)
+    assert "| | a.ban2 | a.beam | b.beam | b.interpolate | raw |" in md  # ordered by C(d)
     assert "| C(d) | 0.800 | 1.000 | 1.500 | 1.800 | 2.000 |" in md
     assert "| nat | 12.00 | **15.00** | 14.00 | 11.00 | 10.00 |" in md
-    assert "Spearman rank correlation" in md and "+1.00 over 3 students" in md
+    assert "n = 3: too few to test" in md and "+1.00, not evidence either way" in md
     whole = grid.markdown(g, "t", ans)
     assert "| a | 100 | — | 0.92 † |" in whole and "teachers below it: a" in whole
     low = make({"nat": {d: 1.0 for d in COLUMNS}}, copy=2.75)

@@ -2,24 +2,31 @@
 dry runs plan each method's jobs, a Born-Again round trains on the previous round's set, only
 interpolation reads the references, a moe method makes columns only for teachers with experts,
 and a real toy run distills, measures and scores every new column; raising the round count then
-runs only the new round."""
+runs only the new round. Also the config checks of the section-5 methods and MoE teacher sizes
+(a ban method's `from`, a best-expert moe method that would copy a beam column)."""
 
 from __future__ import annotations
 
+import copy
 import csv
+import json
 import re
 import shlex
 import sys
 
 import pytest
 import sacrebleu
-from conftest import ROOT, job_counts, snakemake, write_config
+import yaml
+from conftest import ROOT, TOY, job_counts, snakemake, write_config
 from test_workflow import expected_jobs, rule_commands
+
+sys.path.insert(0, str(ROOT / "workflow"))
+from config_check import ConfigError, check  # noqa: E402
 
 TOY_S5 = ROOT / "tests" / "configs" / "toy_section5.yaml"
 # the columns of toy_section5.yaml: the moe method skips the teacher without experts
-S5_COLUMNS = ["toy.interpolate", "toy.ban1", "toy.ban2", "toy_moe.interpolate", "toy_moe.ban1", "toy_moe.ban2",
-              "toy_moe.moe"]
+S5_COLUMNS = ["toy.beam", "toy.interpolate", "toy.ban2", "toy_moe.beam", "toy_moe.interpolate", "toy_moe.ban2",
+              "toy_moe.moe0"]
 
 
 def section5(tmp_path, name="cfg.yaml", **overrides):
@@ -38,10 +45,10 @@ def option(words: list[str], name: str) -> str | None:
 
 SHAPES = [  # (teachers, methods, ban rounds, distilled columns, Born-Again ATs)
     (["toy"], ["interpolate"], 2, 1, 0),
-    (["toy"], ["ban"], 3, 3, 2),
-    (["toy", "toy_moe"], ["ban"], 1, 2, 0),
-    (["toy", "toy_moe"], ["moe"], 2, 1, 0),  # toy has no experts: no toy.moe
-    (["toy", "toy_moe"], ["interpolate", "ban", "moe"], 2, 7, 2),  # toy_section5.yaml as it is
+    (["toy"], ["beam", "ban"], 3, 3, 2),  # round 1 is the beam column: beam, ban2, ban3
+    (["toy", "toy_moe"], ["beam", "ban"], 1, 2, 0),  # one round: the beam columns alone
+    (["toy", "toy_moe"], ["moe0"], 2, 1, 0),  # toy has no experts: no toy.moe0
+    (["toy", "toy_moe"], ["beam", "interpolate", "ban", "moe0"], 2, 7, 2),  # toy_section5.yaml as it is
 ]
 
 
@@ -60,15 +67,15 @@ def test_the_toy_section5_grid_has_one_column_per_round_and_moe_only_with_expert
     kinds = {option(w, "--out"): option(w, "--kind") for w in jobs["train_teacher"]}
     assert kinds == {"results/toy_section5/teachers/toy/model.pt": "transformer",
                      "results/toy_section5/teachers/toy_moe/model.pt": "moe"}
-    (moe,) = [w for w in jobs["distill"] if "toy_moe.moe" in option(w, "--out")]
-    assert '"expert":"best"' in option(moe, "--params") and '"kind":"moe"' in option(moe, "--params")
+    (moe,) = [w for w in jobs["distill"] if "toy_moe.moe0" in option(w, "--out")]
+    assert '"expert":0' in option(moe, "--params") and '"kind":"moe"' in option(moe, "--params")
     assert option(moe, "--model") == "results/toy_section5/teachers/toy_moe/model.pt"
     ban = {option(w, "--out"): w for w in jobs["train_ban"]}["results/toy_section5/bans/toy_moe.ban2/model.pt"]
     assert option(ban, "--kind") == "transformer" and "experts" not in option(ban, "--model-params")  # a plain AT
 
 
 def test_a_ban_round_trains_on_the_previous_rounds_set(tmp_path):
-    cfg = section5(tmp_path, grid={"teachers": ["toy"], "methods": ["ban"]},
+    cfg = section5(tmp_path, grid={"teachers": ["toy"], "methods": ["beam", "ban"]},
                    methods={"ban": {"rounds": 3, "size": "small_ban"}},
                    teacher_sizes={"small_ban": {"d_model": 16, "ffn": 32, "layers": 1, "heads": 2,
                                                 "train": {"max_updates": 7}}})
@@ -76,7 +83,8 @@ def test_a_ban_round_trains_on_the_previous_rounds_set(tmp_path):
     bans = {option(w, "--out"): w for w in jobs["train_ban"]}
     r = "results/toy_section5"
     assert sorted(bans) == [f"{r}/bans/toy.ban2/model.pt", f"{r}/bans/toy.ban3/model.pt"]
-    assert option(bans[f"{r}/bans/toy.ban2/model.pt"], "--train-tgt") == f"{r}/distill/toy.ban1/train.tgt.npz"
+    # round 1 is the beam column (`from: beam`): round 2's AT trains on it
+    assert option(bans[f"{r}/bans/toy.ban2/model.pt"], "--train-tgt") == f"{r}/distill/toy.beam/train.tgt.npz"
     assert option(bans[f"{r}/bans/toy.ban3/model.pt"], "--train-tgt") == f"{r}/distill/toy.ban2/train.tgt.npz"
     for words in bans.values():  # an AT of the configured size, trained like a teacher of that size
         assert option(words, "--kind") == "transformer"
@@ -85,25 +93,25 @@ def test_a_ban_round_trains_on_the_previous_rounds_set(tmp_path):
         assert option(words, "--train-src") == f"{r}/vocab/train.src.npz"  # the real sources
     models = {re.search(r"distill/(.+)/shards", option(w, "--out")).group(1): option(w, "--model")
               for w in jobs["distill"]}
-    assert models == {"toy.ban1": f"{r}/teachers/toy/model.pt", "toy.ban2": f"{r}/bans/toy.ban2/model.pt",
+    assert models == {"toy.beam": f"{r}/teachers/toy/model.pt", "toy.ban2": f"{r}/bans/toy.ban2/model.pt",
                       "toy.ban3": f"{r}/bans/toy.ban3/model.pt"}
-    params = {option(w, "--params") for w in jobs["distill"]}
-    assert len(params) == 1 and "rounds" not in params.pop()  # every round decodes alike
+    params = {option(w, "--params") for w in jobs["distill"] if "ban" in option(w, "--out")}
+    assert len(params) == 1  # every round decodes alike
+    assert not {"rounds", "from", "size"} & set(json.loads(params.pop()))
 
 
 def test_only_interpolation_reads_the_references(tmp_path):
-    cfg = section5(tmp_path, grid={"teachers": ["toy"], "methods": ["interpolate", "ban"]},
-                   methods={"ban": {"rounds": 1}})
+    cfg = section5(tmp_path, grid={"teachers": ["toy"], "methods": ["beam", "interpolate", "ban"]})
     refs = {re.search(r"distill/(.+)/shards", option(w, "--out")).group(1): option(w, "--ref")
             for w in planned(tmp_path, cfg)["distill"]}
-    assert refs == {"toy.interpolate": "results/toy_section5/data/train.tgt", "toy.ban1": None}
+    assert refs == {"toy.beam": None, "toy.interpolate": "results/toy_section5/data/train.tgt", "toy.ban2": None}
 
 
 def test_a_moe_method_without_an_moe_teacher_is_a_config_error(tmp_path):
-    cfg = section5(tmp_path, grid={"teachers": ["toy"], "methods": ["moe"]})
+    cfg = section5(tmp_path, grid={"teachers": ["toy"], "methods": ["moe0"]})
     proc = snakemake(tmp_path, "-n", configfile=cfg, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
-    assert "methods.moe: kind 'moe' decodes with a mixture-of-experts teacher, but none of grid.teachers (toy)" \
+    assert "methods.moe0: kind 'moe' decodes with a mixture-of-experts teacher, but none of grid.teachers (toy)" \
         in proc.stdout + proc.stderr
 
 
@@ -128,12 +136,14 @@ def test_the_multi30k_section5_grid_reuses_the_other_multi30k_grids_cells(tmp_pa
                    for out in shared if "/students/" in out)
     assert cells == ["at_student/cpu_m.beam", "at_student/raw", "cmlm/cpu_m.beam", "cmlm/raw", "levt/cpu_m.beam",
                      "levt/raw", "nat/cpu_m.beam", "nat/cpu_s.beam", "nat/raw"]
-    assert sum("/students/" in out for out in s5) == 4 * 14  # 13 distilled columns + raw
+    # cpu_s, cpu_m, cpu_moe x beam, interpolate, ban2 + cpu_moe.moe0: 10 distilled columns + raw
+    assert sum("/students/" in out for out in s5) == 4 * 11
 
 
 def test_the_paper_grid_with_the_section5_methods_plans_its_jobs(tmp_path):
     """configs/wmt14.yaml plus interpolate, ban (2 rounds) and moe with a 3-expert base teacher, as
-    bench/dryrun_speed.py times it (under 5 s): 4 teachers x 7 columns + the MoE teacher's 8."""
+    bench/dryrun_speed.py times it (under 5 s): 4 teachers x 6 columns (beam, greedy, sample,
+    sample_topk, interpolate, ban2) + the MoE teacher's 7 (and moe)."""
     sys.path.insert(0, str(ROOT / "bench"))
     from dryrun_speed import grid_config
 
@@ -145,7 +155,7 @@ def test_the_paper_grid_with_the_section5_methods_plans_its_jobs(tmp_path):
     teachers = ["tiny", "small", "base", "big", "base_moe"]
     methods = ["beam", "greedy", "sample", "sample_topk", "interpolate", "ban", "moe"]
     students = ["nat", "inat", "cmlm", "levt", "inst", "flowseq"]
-    assert counts == expected_jobs(teachers, methods, students, shards=8, columns=4 * 7 + 8, bans=5)
+    assert counts == expected_jobs(teachers, methods, students, shards=8, columns=4 * 6 + 7, bans=5)
 
 
 # -- a real run ------------------------------------------------------------------------------------
@@ -168,12 +178,12 @@ def test_section5_columns_run_end_to_end(s5_run):
     assert (out / "bans/toy.ban2/model.pt").stat().st_size > 0 and (out / "bans/toy_moe.ban2/model.pt").exists()
     for teacher in ("toy", "toy_moe"):
         log = (out / f"logs/distill/{teacher}.interpolate.0.log").read_text()
-        assert re.search(r"interpolation kept a candidate other than the beam's best for \d+ of 200", log)
+        assert re.search(r"interpolation kept a candidate other than the n-best's first entry for \d+ of 200", log)
         assert "smooth:exp" in log
-    # same beam (3) and lenpen: ban1 is the beam's best, so interpolation is never further from the
-    # reference, sentence by sentence
+    # same beam (3) and lenpen: the beam column is the n-best's first entry, so interpolation is never
+    # further from the reference, sentence by sentence
     ref = (out / "data/train.tgt").read_text().splitlines()
-    beam = (out / "distill/toy.ban1/train.tgt").read_text().splitlines()
+    beam = (out / "distill/toy.beam/train.tgt").read_text().splitlines()
     interp = (out / "distill/toy.interpolate/train.tgt").read_text().splitlines()
     assert len(interp) == len(beam) == len(ref) == 200
     for i, b, r in zip(interp, beam, ref):
@@ -197,3 +207,68 @@ def test_more_rounds_run_only_the_new_round(s5_run):
     assert sorted(option(w, "--out") for w in jobs["distill"]) == [
         f"{r}/distill/toy.ban2/shards/0.tgt", f"{r}/distill/toy_moe.ban2/shards/0.tgt"]
     assert len(jobs["train_ban"]) == 2
+
+
+# -- the config and the workflow ------------------------------------------------------------------
+MOE_SIZE = {"d_model": 32, "ffn": 64, "heads": 2, "layers": 1, "experts": 2}
+
+
+def _check(override: dict):
+    def merge(a, b):
+        for k, v in b.items():
+            a[k] = merge(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+        return a
+
+    cfg = yaml.safe_load((ROOT / "workflow" / "defaults.yaml").read_text())
+    for layer in (yaml.safe_load(TOY.read_text()), override):
+        cfg = merge(cfg, copy.deepcopy(layer))
+    check(cfg, ROOT / "workflow" / "schemas" / "config.schema.yaml", ["toy.yaml"])
+
+
+@pytest.mark.parametrize("size,message", [
+    ({**MOE_SIZE, "experts": 1}, r"teacher_sizes.mix.experts: 1 is less than the minimum of 2"),
+    ({**MOE_SIZE, "expert_prior": "soft"}, r"teacher_sizes.mix.expert_prior: 'soft' is not one of"),
+    ({k: v for k, v in MOE_SIZE.items() if k != "experts"} | {"expert_prior": "learned"},
+     r"teacher_sizes.mix.expert_prior: a prior over experts needs experts"),
+])
+def test_bad_moe_teacher_sizes_name_the_key(size, message):
+    _check({"grid": {"teachers": ["toy", "mix"]}, "teacher_sizes": {"mix": {**MOE_SIZE, "experts": 2}}})  # valid
+    with pytest.raises(ConfigError, match=message):
+        _check({"grid": {"teachers": ["toy", "mix"]}, "teacher_sizes": {"mix": size}})
+
+
+def test_the_workflow_trains_an_moe_size_as_kind_moe_and_evaluates_it_with_the_best_expert(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", TOY, teacher_sizes={"mix": {**MOE_SIZE, "expert_prior": "learned"}},
+                       grid={"teachers": ["toy", "mix"]})
+    out = snakemake(tmp_path, "-n", "-p", "results/toy/teachers/mix/test.scores.json",
+                    "results/toy/teachers/toy/test.scores.json", configfile=cfg).stdout
+    trains = [line for line in out.splitlines() if "kdgrid train" in line]
+    evals = [line for line in out.splitlines() if "kdgrid evaluate" in line]
+    mix = [line for line in trains if "teachers/mix/model.pt" in line]
+    toy = [line for line in trains if "teachers/toy/model.pt" in line]
+    assert len(mix) == len(toy) == 1, out
+    assert "--kind moe" in mix[0] and '"experts":2' in mix[0] and '"prior":"learned"' in mix[0]
+    assert "--kind transformer" in toy[0] and "experts" not in toy[0]
+    assert len(evals) == 2
+    assert ['"expert":"best"' in line for line in evals] == ["teachers/mix/" in line for line in evals]
+
+
+def test_a_ban_methods_from_must_be_a_beam_method_of_the_grid():
+    _check({"grid": {"methods": ["beam", "ban"]}})  # valid: round 1 is the beam column
+    with pytest.raises(ConfigError, match=r"methods.ban.from: 'beam' is not a method of kind 'beam' in grid.methods "
+                                          r"\(beam-kind methods there: none\)"):
+        _check({"grid": {"methods": ["ban"]}})
+    with pytest.raises(ConfigError, match=r"methods.ban.from: 'greedy' is not a method of kind 'beam' in "
+                                          r"grid.methods \(beam-kind methods there: beam\)"):
+        _check({"grid": {"methods": ["beam", "greedy", "ban"]}, "methods": {"ban": {"from": "greedy"}}})
+    _check({"grid": {"methods": ["beam4", "ban"]}, "methods": {"beam4": {"kind": "beam", "beam": 4},
+                                                              "ban": {"from": "beam4"}}})
+
+
+def test_a_best_expert_moe_method_beside_a_like_beam_method_is_a_config_error():
+    grid = {"teachers": ["toy", "mix"], "methods": ["beam", "moe"]}  # toy.yaml's beam: beam 3, lenpen 1.0
+    with pytest.raises(ConfigError, match=r"methods.moe.expert: 'best' with beam 3 and lenpen 1.0 decodes exactly "
+                                          r"like method 'beam' .* pick a single expert"):
+        _check({"grid": grid, "teacher_sizes": {"mix": MOE_SIZE}, "methods": {"moe": {"beam": 3}}})
+    _check({"grid": grid, "teacher_sizes": {"mix": MOE_SIZE}, "methods": {"moe": {"expert": 0, "beam": 3}}})
+    _check({"grid": grid, "teacher_sizes": {"mix": MOE_SIZE}})  # moe's default beam 5: another decode

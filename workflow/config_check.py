@@ -152,7 +152,8 @@ def _semantic_problems(c: dict) -> list[str]:
 
 def _method_problems(c: dict) -> tuple[list[str], list[str]]:
     """The grid's methods: options that fit their kind, nbest within the beam, a BAN size that
-    exists, a moe method with an MoE teacher (and an expert it has), column names used once.
+    exists and a `from` that names a beam-kind method of the grid, a moe method with an MoE teacher
+    (and an expert it has) that is no copy of a beam method's column, column names used once.
     Also returns the teacher sizes the BAN rounds train."""
     problems, ban_sizes, seen = [], [], {}
     grid, sizes = c["grid"], c["teacher_sizes"]
@@ -182,12 +183,31 @@ def _method_problems(c: dict) -> tuple[list[str], list[str]]:
                                 f"(defined: {', '.join(sorted(sizes))})")
             elif size is not None and opts["rounds"] > 1:
                 ban_sizes.append(size)
+            source = opts["from"]
+            beams = [m for m in grid["methods"] if c["methods"].get(m, {}).get("kind") == "beam"]
+            if source not in beams:
+                problems.append(f"{where}.from: {source!r} is not a method of kind 'beam' in grid.methods "
+                                f"(beam-kind methods there: {', '.join(beams) or 'none'}); round 1 of a ban "
+                                "method is that method's column: add it to grid.methods or name another")
         if kind == "moe":
             if not moe_teachers:
                 problems.append(f"{where}: kind 'moe' decodes with a mixture-of-experts teacher, but none of "
                                 f"grid.teachers ({', '.join(grid['teachers']) or 'none'}) declares experts "
                                 "(teacher_sizes.<name>.experts); add one, or drop the method")
             expert = opts["expert"]
+            if expert == "best":  # a beam method on an MoE teacher decodes with the best expert too
+                mine = {**c.get("decoding", {}), **opts}
+                for other in grid["methods"]:
+                    o = c["methods"].get(other)
+                    if o is None or o["kind"] != "beam":
+                        continue
+                    theirs = {**c.get("decoding", {}), **o}
+                    if (theirs.get("beam"), theirs.get("lenpen")) == (mine["beam"], mine["lenpen"]):
+                        problems.append(
+                            f"{where}.expert: 'best' with beam {mine['beam']} and lenpen {mine['lenpen']} "
+                            f"decodes exactly like method {other!r} (kind beam, same beam and lenpen) on an MoE "
+                            f"teacher, whose beam search picks the best expert per sentence: the two columns "
+                            f"would be the same; pick a single expert (expert: 0, 1, ...) or drop {name!r}")
             for t, k in moe_teachers.items():
                 if expert != "best" and expert >= k:
                     problems.append(f"{where}.expert: {expert} but teacher {t} has {k} experts "
@@ -195,7 +215,7 @@ def _method_problems(c: dict) -> tuple[list[str], list[str]]:
         for column in method_kinds.columns(name, spec):
             if column in seen and seen[column] != name:
                 problems.append(f"{where}: its column {column!r} is also a column of method {seen[column]!r}; "
-                                "rename one (a ban method's rounds add 1, 2, ... to its name)")
+                                "rename one (a ban method's rounds add 2, 3, ... to its name)")
             seen.setdefault(column, name)
     return problems, ban_sizes
 

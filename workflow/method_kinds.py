@@ -3,7 +3,9 @@ imported by common.smk and config_check.py): the defaults of the section-5 kinds
 method yields, which teachers it fits, and the options its distill jobs get.
 
 The decoding itself lives in src/kdgrid/methods/ (one module per kind); this file only shapes
-the grid: a `ban` method with `rounds: R` yields the columns <name>1 .. <name>R, and a `moe`
+the grid: a `ban` method with `rounds: R` and `from: M` (a beam-kind method of grid.methods,
+default `beam`) yields the columns <name>2 .. <name>R: its round 1 IS column M (the teacher's beam
+output; no second copy of it), and round r >= 2 is an AT trained on round r-1's set. A `moe`
 method yields a column only for teachers whose size declares `experts`.
 """
 
@@ -16,18 +18,18 @@ KINDS = (*DECODE_KINDS, "interpolate", "ban", "moe")
 # interpolate's beam defaults to its nbest; ban's size to the teacher's own size.
 KIND_DEFAULTS = {
     "interpolate": {"nbest": 5, "lenpen": 1.0, "metric": "bleu"},
-    "ban": {"rounds": 2, "beam": 5, "lenpen": 1.0},
+    "ban": {"rounds": 2, "from": "beam", "beam": 5, "lenpen": 1.0},
     "moe": {"expert": "best", "beam": 5, "lenpen": 1.0},
 }
 # The options each section-5 kind takes; the decoding kinds take their decoder's options as before.
 KIND_OPTIONS = {
     "interpolate": ("nbest", "beam", "lenpen", "metric"),
-    "ban": ("rounds", "size", "beam", "lenpen"),
+    "ban": ("rounds", "from", "size", "beam", "lenpen"),
     "moe": ("expert", "beam", "lenpen"),
 }
-SECTION5_OPTIONS = ("nbest", "metric", "rounds", "size", "expert")
+SECTION5_OPTIONS = ("nbest", "metric", "rounds", "from", "size", "expert")
 NEEDS_REFERENCE = ("interpolate",)  # kinds whose distill jobs read data/train.tgt (--ref)
-WORKFLOW_OPTIONS = ("rounds", "size")  # shape the grid (columns, BAN models), not the decoding
+WORKFLOW_OPTIONS = ("rounds", "from", "size")  # shape the grid (columns, BAN models), not the decoding
 
 
 def resolved(spec: dict) -> dict:
@@ -39,10 +41,17 @@ def resolved(spec: dict) -> dict:
 
 
 def columns(name: str, spec: dict) -> list[str]:
-    """The column names a method yields: a ban method one per round, any other its own name."""
+    """The column names a method yields: a ban method one per round from 2 on (round 1 is its
+    `from` method's column), any other its own name."""
     if spec["kind"] == "ban":
-        return [f"{name}{r}" for r in range(1, resolved(spec)["rounds"] + 1)]
+        return [f"{name}{r}" for r in range(2, resolved(spec)["rounds"] + 1)]
     return [name]
+
+
+def round_column(name: str, spec: dict, r: int) -> str:
+    """The column of a ban method's round r: round 1 is its `from` method's column, round r >= 2
+    <name>r."""
+    return resolved(spec)["from"] if r == 1 else f"{name}{r}"
 
 
 def fits(spec: dict, size: dict) -> bool:
@@ -51,8 +60,8 @@ def fits(spec: dict, size: dict) -> bool:
 
 
 def distill_options(spec: dict) -> dict:
-    """What a distill job of the method gets: resolved options without rounds and size, so that
-    a round's jobs do not change when the round count (or the BAN size) changes."""
+    """What a distill job of the method gets: resolved options without rounds, from and size, so
+    that a round's jobs do not change when the round count (or the BAN size) changes."""
     return {k: v for k, v in resolved(spec).items() if k not in WORKFLOW_OPTIONS}
 
 

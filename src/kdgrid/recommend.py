@@ -9,9 +9,14 @@ Rules (one place, so the report, the CSV and the plots agree):
 - a score **beats copying the source** when it exceeds the copy-the-source BLEU by at least
   `tie_bleu`; a student none of whose columns does gets no recommendation, and a teacher whose
   test BLEU does not is flagged;
-- the one-line **reason** compares the C(d) of the student's best set with the other recommended
-  students' best sets and with raw, its raw-data BLEU (a capacity proxy) with theirs, names the
-  runner-up and margin, and flags a best set whose teacher does not beat copying.
+- the one-line **reason** compares the C(d) of the student's best set with its **peers'** best
+  sets (the other students with a clear recommendation: a tie or no recommendation makes no peer)
+  and with raw, its raw-data BLEU (a capacity proxy) with theirs (<= the lowest is "as simple as
+  the simplest", a strict < "simpler than"; peers on the same set are named), names the runner-up
+  and margin, and flags a best set whose teacher does not beat copying;
+- the **capacity ↔ complexity summary** (Spearman's rank correlation between raw-data BLEU and
+  the best set's C(d) over the clear students) is a test only with at least `MIN_SPEARMAN` (5)
+  students; with fewer it says so and claims nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from kdgrid.errors import atomic_output
 
 TIE_BLEU = 0.5  # BLEU; below this a margin is a tie (and a score does not beat copying the source)
 RECOMMENDED = ("clear", "tie")  # statuses with a recommended set
+PEER = ("clear",)  # statuses whose best set is compared in other students' reasons and the summary
+MIN_SPEARMAN = 5  # students needed before a rank correlation is read as evidence
 
 
 def _data(grid: dict, column: str, key: str):
@@ -99,20 +106,32 @@ def _reason(a: dict, peers: list[dict], c_raw, tie: float, copy, below_teachers:
     if mine is not None and others:
         cs = [p["best_complexity"] for p in others]
         span = _span(cs, "{:.3f}")
-        if all(p["best"] == a["best"] for p in others):
+        same = [p["student"] for p in others if p["best"] == a["best"]]
+        shared = f"; {a['best']} is also the best set of {', '.join(same)}" if same else ""
+        if len(same) == len(others):
             where = f"peaks on the same set as the other students ({a['best']})"
         elif mine < min(cs):
             where = f"peaks on a simpler set than the other students (C {mine:.3f} vs {span})"
+        elif mine == min(cs):
+            where = f"peaks on a set as simple as the simplest of the other students' (C {mine:.3f} vs {span}{shared})"
         elif mine > max(cs):
             where = f"peaks on a more complex set than the other students (C {mine:.3f} vs {span})"
+        elif mine == max(cs):
+            where = (f"peaks on a set as complex as the most complex of the other students' "
+                     f"(C {mine:.3f} vs {span}{shared})")
         else:
-            where = f"peaks between the other students in complexity (C {mine:.3f} vs {span})"
+            where = f"peaks between the other students in complexity (C {mine:.3f} vs {span}{shared})"
         raws = [p["raw_bleu"] for p in others if p["raw_bleu"] is not None]
         if a["raw_bleu"] is not None and raws:
-            if a["raw_bleu"] < min(raws):
-                where = f"weakest on raw data (BLEU {a['raw_bleu']:.2f} vs {_span(raws, '{:.2f}')}) and " + where
-            elif a["raw_bleu"] > max(raws):
-                where = f"strongest on raw data (BLEU {a['raw_bleu']:.2f} vs {_span(raws, '{:.2f}')}) and " + where
+            mine_raw, vs = a["raw_bleu"], f"(BLEU {a['raw_bleu']:.2f} vs {_span(raws, '{:.2f}')}) and "
+            if mine_raw < min(raws):
+                where = "weakest on raw data " + vs + where
+            elif mine_raw == min(raws):
+                where = "as weak on raw data as the weakest other student " + vs + where
+            elif mine_raw > max(raws):
+                where = "strongest on raw data " + vs + where
+            elif mine_raw == max(raws):
+                where = "as strong on raw data as the strongest other student " + vs + where
         parts.append(where)
     if not a["best_distilled"]:
         parts.append("raw data beats every distilled set")
@@ -162,25 +181,33 @@ def spearman(xs: list[float], ys: list[float]):
     return sum((a - mx) * (b - my) for a, b in zip(rx, ry)) / (vx * vy) ** 0.5
 
 
-def _summary(recommended: list[dict]) -> dict:
-    both = [a for a in recommended if a["raw_bleu"] is not None and a["best_complexity"] is not None]
-    rho = spearman([a["raw_bleu"] for a in both], [a["best_complexity"] for a in both]) if len(both) >= 3 else None
+def _summary(clear: list[dict]) -> dict:
+    """Spearman's rank correlation between raw-data BLEU and the best set's C(d) over the students
+    with a clear recommendation; read as a test only with MIN_SPEARMAN students or more."""
+    both = [a for a in clear if a["raw_bleu"] is not None and a["best_complexity"] is not None]
+    n = len(both)
+    rho = spearman([a["raw_bleu"] for a in both], [a["best_complexity"] for a in both]) if n >= 3 else None
     if not both:
-        text = "no student has a recommended set with a C(d) and a raw-data score: nothing to correlate"
-    elif len(both) < 3:
-        text = (f"{len(both)} recommended student(s) with a raw-data score and a best set's C(d): "
-                "too few to correlate capacity with complexity (3 needed)")
-    elif rho is None:
+        text = ("no student has a clear recommendation with a C(d) and a raw-data score: nothing to "
+                "correlate")
+    elif rho is None and n >= 3:
         best = sorted({a["best"] for a in both})
-        text = (f"the {len(both)} recommended students do not differ in "
+        text = (f"the {n} students with a clear recommendation do not differ in "
                 + ("the C(d) of their best set" if len(best) > 1 else f"their best set ({best[0]})")
                 + (" or in raw-data BLEU" if len({a['raw_bleu'] for a in both}) == 1 else "")
                 + ": no correlation to measure")
+    elif n < MIN_SPEARMAN:
+        text = (f"n = {n}: too few to test (students with a clear recommendation, a raw-data score and "
+                f"a best set's C(d); {MIN_SPEARMAN} needed)")
+        if rho is not None:
+            text += (f"; Spearman rank correlation of raw-data BLEU with the best set's C(d) over them: "
+                     f"{rho:+.2f}, not evidence either way")
     else:
         text = (f"Spearman rank correlation between a student's raw-data BLEU (capacity proxy) and the C(d) "
-                f"of its best set: {rho:+.2f} over {len(both)} students (finding 4 expects it positive: "
+                f"of its best set: {rho:+.2f} over {n} students (finding 4 expects it positive: "
                 "stronger students peak on more complex data)")
-    return {"students": [a["student"] for a in both], "spearman": rho, "text": text}
+    return {"students": [a["student"] for a in both], "spearman": rho, "tested": n >= MIN_SPEARMAN and rho is not None,
+            "text": text}
 
 
 def answer(grid: dict, tie_bleu: float = TIE_BLEU) -> dict:
@@ -194,13 +221,13 @@ def answer(grid: dict, tie_bleu: float = TIE_BLEU) -> dict:
             if b is not None and b - copy < tie_bleu:
                 below_teachers[t] = b
     students = [_student(grid, s, copy, tie_bleu) for s in grid["students"]]
-    recommended = [a for a in students if a["status"] in RECOMMENDED]
+    clear = [a for a in students if a["status"] in PEER]
     c_raw = _data(grid, "raw", "complexity")
     for a in students:
-        peers = [p for p in recommended if p is not a]
+        peers = [p for p in clear if p is not a]
         a["reason"] = _reason(a, peers, c_raw, tie_bleu, copy, below_teachers)
     return {"tie_bleu": tie_bleu, "copy_source_bleu": copy, "raw_complexity": c_raw,
-            "teachers_below_copy": below_teachers, "students": students, "summary": _summary(recommended)}
+            "teachers_below_copy": below_teachers, "students": students, "summary": _summary(clear)}
 
 
 # -- outputs ---------------------------------------------------------------------------------

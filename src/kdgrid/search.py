@@ -26,7 +26,8 @@ def generate(model, src, method: str, *, beam: int = 5, lenpen: float = 1.0,
         if beam < 1:
             raise KdgridError(f"beam size must be positive, got {beam}")
         if not 0 <= nbest <= beam:
-            raise KdgridError(f"nbest must be between 1 and the beam size {beam}, got {nbest}")
+            raise KdgridError(f"nbest must be between 1 and the beam size {beam} (or 0: no n-best list), "
+                              f"got {nbest}")
         return beam_search(model, src, beam, lenpen, max_len_a, max_len_b, use_cache, nbest)
     if method == "greedy":
         return step_search(model, src, _argmax, max_len_a, max_len_b, use_cache)

@@ -1,6 +1,7 @@
-# Born-Again networks (a `ban` method's rounds >= 2): an AT of the method's size trained on the
-# previous round's distilled set. Its distillation, gather and encoding are the rules of every
-# column (teacher.smk), which take this model instead of the teacher for these rounds.
+# Born-Again networks (a `ban` method's rounds >= 2; round 1 is its `from` method's column, e.g.
+# <teacher>.beam): an AT of the method's size trained on the previous round's distilled set. Its
+# distillation, gather and encoding are the rules of every column (teacher.smk), which take this
+# model instead of the teacher for these rounds.
 
 
 rule train_ban:

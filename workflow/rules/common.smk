@@ -66,8 +66,9 @@ STUDENTS = config["grid"]["students"]
 
 def method_columns():
     """{column: (method, round)} of every distilled column `teacher.column`, in grid order: a
-    method yields its own name (round None); a ban method one column per round, <name>1 ..
-    <name>R; a moe method only for teachers whose size declares experts (workflow/method_kinds.py)."""
+    method yields its own name (round None); a ban method one column per round from 2 on, <name>2
+    .. <name>R (its round 1 is the column of its `from` method); a moe method only for teachers
+    whose size declares experts (workflow/method_kinds.py)."""
     out = {}
     for t in TEACHERS:
         for m in METHODS:
@@ -75,7 +76,7 @@ def method_columns():
             if not method_kinds.fits(spec, config["teacher_sizes"][t]):
                 continue
             cols = method_kinds.columns(m, spec)
-            for r, c in enumerate(cols, 1):
+            for r, c in enumerate(cols, 2):  # a ban method's columns are its rounds 2 .. R
                 out[f"{t}.{c}"] = (m, r if spec["kind"] == "ban" else None)
     return out
 
@@ -84,7 +85,7 @@ COLUMN_METHODS = method_columns()
 DISTILLED = list(COLUMN_METHODS)
 COLUMNS = ["raw"] + DISTILLED
 METHOD_OF = {d.split(".", 1)[1]: mr for d, mr in COLUMN_METHODS.items()}  # column -> (method, round)
-BAN_ROUNDS = sorted(c for c, (_, r) in METHOD_OF.items() if r and r >= 2)  # columns a re-trained AT makes
+BAN_ROUNDS = sorted(c for c, (_, r) in METHOD_OF.items() if r)  # columns a re-trained AT makes (rounds >= 2)
 THREADS = config["compute"]["threads"]
 SHARDS = config["distill"]["shards"]
 SPLITS = ["train", "valid", "test"]
@@ -181,14 +182,14 @@ def teacher_decode(name=None):
 
 def method_params(column):
     """A distilled column's decoding options: its method's, with the kind's defaults; a ban round's
-    without rounds and size, so its jobs do not change with the round count."""
+    without rounds, from and size, so its jobs do not change with the round count."""
     spec = config["methods"][METHOD_OF[column][0]]
     return {**config["decoding"], **method_kinds.distill_options(spec)}
 
 
 def distill_model(wildcards):
-    """The model that translates a column: the teacher, or in a ban round r >= 2 the AT trained on
-    round r-1's set."""
+    """The model that translates a column: the teacher, or in a ban round (r >= 2) the AT trained
+    on round r-1's set."""
     if wildcards.method in BAN_ROUNDS:
         return f"{R}/bans/{wildcards.teacher}.{wildcards.method}/model.pt"
     return f"{R}/teachers/{wildcards.teacher}/model.pt"
@@ -201,9 +202,11 @@ def distill_reference(wildcards):
 
 
 def ban_previous(wildcards):
-    """The encoded distilled set of the round before a ban round: what its AT is trained on."""
+    """The encoded distilled set of the round before a ban round: what its AT is trained on (for
+    round 2, the set of the method's `from` method, e.g. <teacher>.beam)."""
     method, r = METHOD_OF[wildcards.ban]
-    return f"{R}/distill/{wildcards.teacher}.{method_kinds.columns(method, config['methods'][method])[r - 2]}/train.tgt.npz"
+    previous = method_kinds.round_column(method, config["methods"][method], r - 1)
+    return f"{R}/distill/{wildcards.teacher}.{previous}/train.tgt.npz"
 
 
 def ban_size(wildcards):

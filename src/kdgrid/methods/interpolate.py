@@ -18,7 +18,9 @@ from kdgrid.translate import translate_nbest
 
 NEEDS_REFERENCE = True
 OPTIONS = ("nbest", "beam", "lenpen", "metric")
-DEFAULTS = {"nbest": 5, "lenpen": 1.0, "metric": "bleu"}  # beam defaults to nbest
+# beam defaults to nbest; workflow/method_kinds.py (plain Python, no kdgrid import) holds the same
+# values as KIND_DEFAULTS["interpolate"]: tests/test_methods.py keeps the two in step
+DEFAULTS = {"nbest": 5, "lenpen": 1.0, "metric": "bleu"}
 METRICS = ("bleu", "chrf")
 
 
@@ -66,7 +68,7 @@ def distill(model, vocab, lines, refs, kind, options, max_tokens, threads, what)
     if not lines:
         return out
     n = len(lines)
-    log(f"{what}: interpolation kept a candidate other than the beam's best for {moved} of {len(lines)} "
-        f"sentences; mean sentence {type(metric).__name__} against the reference {top_sim / n:.2f} "
-        f"(beam's best) -> {kept_sim / n:.2f} (kept); {metric.get_signature()}")
+    log(f"{what}: interpolation kept a candidate other than the n-best's first entry for {moved} of "
+        f"{len(lines)} sentences; mean sentence {type(metric).__name__} against the reference "
+        f"{top_sim / n:.2f} (first entries) -> {kept_sim / n:.2f} (kept); {metric.get_signature()}")
     return out

@@ -12,6 +12,13 @@ gradient; with the prior, the joint log p(k|x) + log p(y|x,k) picks the winning 
 the winner's label-smoothed loss is back-propagated, with dropout. The E-step draws no random
 numbers, so the dropout stream (and with it a resumed run) is the same as without it.
 
+The E-step's score is a choice: kdgrid ranks experts by the plain NLL -log p(y|x,k), the model's
+own likelihood, which is what hard EM maximises and what `expert="best"` decoding scores with.
+The alternative, fairseq's translation_moe, scores with its training criterion's per-sentence loss,
+i.e. the label-smoothed loss (label smoothing 0.1 in its example), which adds the smoothing term
+(mean -log p over the vocabulary) to each expert's score; it can pick another winner where two
+experts are close, never where one clearly fits the sentence better.
+
 The prior p(k|x) is `uniform` (no parameters; hMoEup) or `learned` (hMoElp): a gate over the
 mean-pooled encoder states, trained with -log p(k|x) of the winner, summed over sentences and
 divided by the target tokens like the word loss (fairseq's normalisation). Its gradient reaches the
