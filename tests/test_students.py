@@ -247,10 +247,9 @@ def test_refinement_loop_without_adaptive_stop_runs_every_iteration():
     assert out == [[10, 7], [10, 7, 7, 7, 7]] and steps == [7, 7]
 
 
+@pytest.mark.parametrize("trained", ["cmlm"], indirect=True)
 def test_mask_predict_runs_all_t_iterations_unless_told_to_stop_early(trained):
     kind, model, _ = trained
-    if kind != "cmlm":
-        pytest.skip("Mask-Predict's schedule only")
     src = batch()["src"]
     _, steps = model.generate(src, length_beam=5, max_iter=9, return_steps=True)
     assert steps == [10] * len(SRC)  # T = 10: the shrinking mask is no convergence
