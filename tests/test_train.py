@@ -157,3 +157,22 @@ def test_validation_is_repeatable_for_students_with_noisy_losses(tmp_path):
     assert torch.equal(torch.rand(1), untouched)
     torch.manual_seed(7)
     assert t.validate() == first
+
+
+def test_without_weight_decay_adamw_takes_the_very_steps_of_adam(tmp_path):
+    """Runs with weight_decay 0 (the demo, Multi30k) are unchanged by the move to AdamW."""
+    from kdgrid.batching import collate
+
+    def steps(optimizer_class):
+        t = trainer(tmp_path / optimizer_class.__name__)
+        optim = optimizer_class(t.model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.0)
+        torch.manual_seed(0)
+        for idx in token_batches(DATA[0].lengths, DATA[1].lengths, 40)[:5]:
+            batch = collate([PAIRS[i][0] for i in idx], [PAIRS[i][1] for i in idx], 0, 2, 3)
+            optim.zero_grad()
+            t.model.loss(batch, 0.1)[0].backward()
+            optim.step()
+        return t.model.state_dict()
+
+    adam, adamw = steps(torch.optim.Adam), steps(torch.optim.AdamW)
+    assert adam.keys() == adamw.keys() and all(torch.equal(adam[k], adamw[k]) for k in adam)
