@@ -93,3 +93,8 @@ def toy_pairs(n: int = 8, vocab_size: int = 40, seed: int = 0):
         tgt = [(t - first) * 7 % span + first for t in reversed(src)] + ([5] if len(src) % 2 else [])
         pairs.append((src, tgt))
     return pairs
+
+
+def words(ids) -> str:
+    """Token ids as a line of text words (w5 w17 ...), for corpora that go through sentencepiece."""
+    return " ".join(f"w{i}" for i in ids)

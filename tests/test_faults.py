@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TOY, env, job_counts, snakemake, toy_pairs, write_config
+from conftest import TOY, env, job_counts, snakemake, toy_pairs, words, write_config
 
 PY = [sys.executable, "-m", "kdgrid"]
 MODEL = {"d_model": 32, "ffn": 64, "heads": 2, "encoder_layers": 1, "decoder_layers": 1,
@@ -23,10 +23,6 @@ MODEL = {"d_model": 32, "ffn": 64, "heads": 2, "encoder_layers": 1, "decoder_lay
 DROPOUT = {**MODEL, "dropout": 0.3, "attention_dropout": 0.1}
 TRAIN = {"max_tokens": 300, "lr": 0.003, "warmup_updates": 10, "max_updates": 60, "valid_every": 20,
          "log_every": 10, "save_every": 5, "seed": 3}
-
-
-def words(ids):
-    return " ".join(f"w{i}" for i in ids)
 
 
 @pytest.fixture(scope="module")

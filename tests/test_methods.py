@@ -12,7 +12,7 @@ import sys
 import pytest
 import sacrebleu
 import torch
-from conftest import ROOT, env, toy_pairs
+from conftest import ROOT, env, toy_pairs, words
 
 from kdgrid import methods
 from kdgrid.checkpoint import load_for_decoding
@@ -81,10 +81,6 @@ def test_section5_kinds_reject_options_they_do_not_take():
 def run(*args):
     proc = subprocess.run([*PY, *map(str, args)], capture_output=True, text=True, env=env())
     return proc
-
-
-def words(ids):
-    return " ".join(f"w{i}" for i in ids)
 
 
 @pytest.fixture(scope="module")
