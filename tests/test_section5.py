@@ -46,7 +46,7 @@ def option(words: list[str], name: str) -> str | None:
 SHAPES = [  # (teachers, methods, ban rounds, distilled columns, Born-Again ATs)
     (["toy"], ["interpolate"], 2, 1, 0),
     (["toy"], ["beam", "ban"], 3, 3, 2),  # round 1 is the beam column: beam, ban2, ban3
-    (["toy", "toy_moe"], ["beam", "ban"], 1, 2, 0),  # one round: the beam columns alone
+    (["toy", "toy_moe"], ["beam", "ban"], 2, 4, 2),  # two teachers: beam and ban2 of each
     (["toy", "toy_moe"], ["moe0"], 2, 1, 0),  # toy has no experts: no toy.moe0
     (["toy", "toy_moe"], ["beam", "interpolate", "ban", "moe0"], 2, 7, 2),  # toy_section5.yaml as it is
 ]
