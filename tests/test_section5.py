@@ -272,3 +272,28 @@ def test_a_best_expert_moe_method_beside_a_like_beam_method_is_a_config_error():
         _check({"grid": grid, "teacher_sizes": {"mix": MOE_SIZE}, "methods": {"moe": {"beam": 3}}})
     _check({"grid": grid, "teacher_sizes": {"mix": MOE_SIZE}, "methods": {"moe": {"expert": 0, "beam": 3}}})
     _check({"grid": grid, "teacher_sizes": {"mix": MOE_SIZE}})  # moe's default beam 5: another decode
+
+
+def test_a_method_with_teachers_makes_columns_only_for_them(tmp_path):
+    methods = ["beam", "interpolate", "ban", "moe0"]
+    cfg = section5(tmp_path, grid={"teachers": ["toy", "toy_moe"], "methods": methods},
+                   methods={"interpolate": {"teachers": ["toy"]}, "ban": {"teachers": ["toy"]}})
+    jobs = planned(tmp_path, cfg)
+    outs = sorted(re.search(r"distill/(.+)/train.tgt.npz", option(w, "--output")).group(1)
+                  for w in jobs["encode_distilled"])
+    assert outs == ["toy.ban2", "toy.beam", "toy.interpolate", "toy_moe.beam", "toy_moe.moe0"]
+    assert [option(w, "--out") for w in jobs["train_ban"]] == ["results/toy_section5/bans/toy.ban2/model.pt"]
+    # `teachers` shapes the grid only: the distill job of a kept column is the same as without it
+    plain = planned(tmp_path, TOY_S5)
+    assert [w for w in jobs["distill"] if "toy.interpolate" in option(w, "--out")] == \
+        [w for w in plain["distill"] if "toy.interpolate" in option(w, "--out")]
+
+
+def test_a_methods_teachers_must_be_grid_teachers_and_cover_a_ban_round_one():
+    grid = {"teachers": ["toy"], "methods": ["beam", "ban"]}
+    with pytest.raises(ConfigError, match=r"methods.ban.teachers: 'other' not in grid.teachers \(toy\)"):
+        _check({"grid": grid, "methods": {"ban": {"teachers": ["other"]}}})
+    with pytest.raises(ConfigError, match=r"methods.ban.from: method 'beam' makes no column for teacher\(s\) toy"):
+        _check({"grid": {"teachers": ["toy", "mix"], "methods": ["beam", "ban"]}, "teacher_sizes": {"mix": MOE_SIZE},
+                "methods": {"beam": {"teachers": ["mix"]}}})
+    _check({"grid": grid, "methods": {"ban": {"teachers": ["toy"]}}})

@@ -269,7 +269,7 @@ def distilled_columns(cfg: dict) -> list[str]:
                                                                          **cfg.get("methods", {})}.items()}
     sizes = {**defaults["teacher_sizes"], **cfg.get("teacher_sizes", {})}
     return [f"{t}.{c}" for t in cfg["grid"]["teachers"] for m in cfg["grid"]["methods"]
-            if method_kinds.fits(methods[m], sizes[t]) for c in method_kinds.columns(m, methods[m])]
+            if method_kinds.fits(methods[m], t, sizes[t]) for c in method_kinds.columns(m, methods[m])]
 
 
 def test_full_roster_dry_run_plans_every_student(tmp_path):

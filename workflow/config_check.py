@@ -165,7 +165,7 @@ def _method_problems(c: dict) -> tuple[list[str], list[str]]:
         kind, where = spec["kind"], f"methods.{name}"
         taken = method_kinds.KIND_OPTIONS.get(kind)
         for key in spec:
-            if key == "kind":
+            if key == "kind" or key in method_kinds.GENERAL_OPTIONS:
                 continue
             if taken is not None and key not in taken:
                 problems.append(f"{where}.{key}: kind {kind!r} takes no {key} (its options: {', '.join(taken)})")
@@ -173,6 +173,11 @@ def _method_problems(c: dict) -> tuple[list[str], list[str]]:
                 owner = next(k for k, opts in method_kinds.KIND_OPTIONS.items() if key in opts)
                 problems.append(f"{where}.{key}: only kind {owner!r} takes {key} (this method's kind is {kind!r})")
         opts = method_kinds.resolved(spec)
+        outside = [t for t in spec.get("teachers", []) if t not in grid["teachers"]]
+        if outside:
+            problems.append(f"{where}.teachers: {', '.join(map(repr, outside))} not in grid.teachers "
+                            f"({', '.join(grid['teachers']) or 'none'}): the method would make no column for "
+                            "it; add it to grid.teachers or drop it here")
         if kind == "interpolate" and opts["nbest"] > opts["beam"]:
             problems.append(f"{where}.nbest: {opts['nbest']} is more than beam {opts['beam']}: the n-best list "
                             "comes from the beam (raise beam, or leave it out: it defaults to nbest)")
@@ -189,6 +194,13 @@ def _method_problems(c: dict) -> tuple[list[str], list[str]]:
                 problems.append(f"{where}.from: {source!r} is not a method of kind 'beam' in grid.methods "
                                 f"(beam-kind methods there: {', '.join(beams) or 'none'}); round 1 of a ban "
                                 "method is that method's column: add it to grid.methods or name another")
+            else:
+                mine = set(spec.get("teachers", grid["teachers"]))
+                missing = sorted(mine - set(c["methods"][source].get("teachers", grid["teachers"])))
+                if missing:
+                    problems.append(f"{where}.from: method {source!r} makes no column for teacher(s) "
+                                    f"{', '.join(missing)} (its `teachers`), so round 1 of {name!r} is missing "
+                                    f"there; list them under methods.{source}.teachers or drop them here")
         if kind == "moe":
             if not moe_teachers:
                 problems.append(f"{where}: kind 'moe' decodes with a mixture-of-experts teacher, but none of "

@@ -29,7 +29,8 @@ KIND_OPTIONS = {
 }
 SECTION5_OPTIONS = ("nbest", "metric", "rounds", "from", "size", "expert")
 NEEDS_REFERENCE = ("interpolate",)  # kinds whose distill jobs read data/train.tgt (--ref)
-WORKFLOW_OPTIONS = ("rounds", "from", "size")  # shape the grid (columns, BAN models), not the decoding
+WORKFLOW_OPTIONS = ("rounds", "from", "size", "teachers")  # shape the grid (columns, BAN models), not the decoding
+GENERAL_OPTIONS = ("teachers",)  # options every kind takes
 
 
 def resolved(spec: dict) -> dict:
@@ -54,8 +55,11 @@ def round_column(name: str, spec: dict, r: int) -> str:
     return resolved(spec)["from"] if r == 1 else f"{name}{r}"
 
 
-def fits(spec: dict, size: dict) -> bool:
-    """Whether a method makes a column for a teacher of `size`: a moe method needs experts."""
+def fits(spec: dict, teacher: str, size: dict) -> bool:
+    """Whether a method makes a column for `teacher` (of `size`): only for the teachers it names
+    under `teachers` (all when absent), and a moe method only for one with experts."""
+    if "teachers" in spec and teacher not in spec["teachers"]:
+        return False
     return spec["kind"] != "moe" or bool(size.get("experts"))
 
 

@@ -68,12 +68,12 @@ def method_columns():
     """{column: (method, round)} of every distilled column `teacher.column`, in grid order: a
     method yields its own name (round None); a ban method one column per round from 2 on, <name>2
     .. <name>R (its round 1 is the column of its `from` method); a moe method only for teachers
-    whose size declares experts (workflow/method_kinds.py)."""
+    whose size declares experts; a method with `teachers:` only for those (workflow/method_kinds.py)."""
     out = {}
     for t in TEACHERS:
         for m in METHODS:
             spec = config["methods"][m]
-            if not method_kinds.fits(spec, config["teacher_sizes"][t]):
+            if not method_kinds.fits(spec, t, config["teacher_sizes"][t]):
                 continue
             cols = method_kinds.columns(m, spec)
             for r, c in enumerate(cols, 2):  # a ban method's columns are its rounds 2 .. R
