@@ -18,7 +18,8 @@ from kdgrid import cli
 
 TOY_MULTIWAY = ROOT / "tests" / "configs" / "toy_multiway.yaml"
 TOY_STUDENTS = ROOT / "tests" / "configs" / "toy_students.yaml"
-ALL_STUDENTS = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "at_student"]
+ALL_STUDENTS = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "at_student",
+                "nat_init", "cmlm_okd"]  # the last two learn from the teacher (training wrappers)
 
 
 def expected_jobs(teachers, methods, students, shards=1, multiway=False, columns=None, bans=0):

@@ -95,7 +95,9 @@ def _semantic_problems(c: dict) -> list[str]:
                  if s in c["students"]]
     method_problems, ban_sizes = _method_problems(c)
     problems += method_problems
-    for name in dict.fromkeys([*grid["teachers"], *filter(None, rescorers), *ban_sizes]):  # the ATs trained
+    wrapped = [t for s in grid["students"] if s in c["students"] for t in wrap_teachers(c["students"][s])]
+    trained = [*grid["teachers"], *filter(None, rescorers), *wrapped, *ban_sizes]
+    for name in dict.fromkeys(trained):  # the ATs trained
         size = c["teacher_sizes"].get(name)
         if size is None:
             continue
@@ -112,6 +114,7 @@ def _semantic_problems(c: dict) -> list[str]:
         if st is None:
             continue
         problems += _rescore_problems(name, st, c["teacher_sizes"])
+        problems += _wrap_problems(name, st, c["teacher_sizes"])
         if "adaptive" in st.get("decode", {}) and st["kind"] not in ITERATIVE:
             problems.append(f"students.{name}.decode.adaptive: kind {st['kind']!r} does not iterate; "
                             f"only {', '.join(sorted(ITERATIVE))} stop adaptively")
@@ -266,6 +269,95 @@ def _rescore_problems(name: str, st: dict, teacher_sizes: dict) -> list[str]:
         return [f"{where}: one candidate per sentence ({shown}) leaves nothing to rescore; raise "
                 + " or ".join(options)]
     return []
+
+
+# Students that learn from a teacher (training wrappers, kdgrid.kd): `init` copies a teacher's
+# weights before training, `kd` adds word-level KD towards its token distribution (with `online`,
+# through a low-rank adapter on the frozen teacher that learns alongside). The defaults are the
+# core's (kdgrid.kd's InitSpec, KDSpec, OnlineSpec; tests/test_student_kd_workflow.py keeps them in
+# step); --wrap passes them in full, so a job's command says exactly how its student learned.
+WRAP_DEFAULTS = {"init": {"layers": "every_other"},
+                 "kd": {"loss": "fkl", "alpha": 0.5, "temperature": 1.0, "mix_weight": 0.5},
+                 "online": {"rank": 8, "lr": 0.001, "lambda": 1.0}}
+# KD matches the teacher's distribution over the token at each target position: kinds that predict
+# every position's token from a fixed-length (or left-to-right) target.
+KD_KINDS = ("cmlm", "nat", "transformer")
+# Every kind builds on one Transformer body (kdgrid.models.layers.EncoderDecoder: embeddings, encoder
+# and decoder stacks), which is what init copies; a kind's own parts (length head, FlowSeq's flows,
+# ...) start fresh. tests/test_student_kd_workflow.py checks the models against this list.
+INIT_KINDS = ("cmlm", "flowseq", "inat", "inst", "levt", "nat", "transformer")
+WIDTH = ("d_model", "ffn", "heads")
+
+
+def wrap_spec(st: dict) -> dict:
+    """A student's --wrap object: its init and kd with every default filled in ({} for a plain
+    student); mix_weight only with loss 'mix', the only loss it weighs."""
+    spec = {}
+    if "init" in st:
+        spec["init"] = {**WRAP_DEFAULTS["init"], **st["init"]}
+    if "kd" in st:
+        kd = {**WRAP_DEFAULTS["kd"], **st["kd"]}
+        if kd["loss"] != "mix":
+            kd.pop("mix_weight")
+        if "online" in kd:
+            kd["online"] = {**WRAP_DEFAULTS["online"], **kd["online"]}
+        spec["kd"] = kd
+    return spec
+
+
+def wrap_teachers(st: dict) -> list[str]:
+    """The teacher sizes a student learns from (init.from, kd.teacher), each once."""
+    return list(dict.fromkeys(filter(None, [st.get("init", {}).get("from"), st.get("kd", {}).get("teacher")])))
+
+
+def _wrap_problems(name: str, st: dict, teacher_sizes: dict) -> list[str]:
+    problems, kind, defined = [], st["kind"], ", ".join(sorted(teacher_sizes))
+    for section, key in (("init", "from"), ("kd", "teacher")):
+        teacher = st.get(section, {}).get(key)
+        if teacher is not None and teacher not in teacher_sizes:
+            problems.append(f"students.{name}.{section}.{key}: {teacher!r} is not defined under teacher_sizes "
+                            f"(defined: {defined})")
+    kd = st.get("kd")
+    loss = (kd or {}).get("loss", WRAP_DEFAULTS["kd"]["loss"])
+    if kd is not None and kind not in KD_KINDS:
+        problems.append(f"students.{name}.kd: kind {kind!r} has no token distribution per target position to "
+                        f"match a teacher's; word-level KD is for kinds {', '.join(KD_KINDS)}")
+    if kd is not None and "mix_weight" in kd and loss != "mix":
+        problems.append(f"students.{name}.kd.mix_weight: only loss 'mix' weighs forward against reverse KL "
+                        f"(this student's loss is {loss!r}); set loss: mix or drop mix_weight")
+    init = st.get("init")
+    if init is not None and kind not in INIT_KINDS:
+        problems.append(f"students.{name}.init: kind {kind!r} does not build on the Transformer body a teacher's "
+                        f"weights fit; init is for kinds {', '.join(INIT_KINDS)}")
+    elif init is not None and init["from"] in teacher_sizes:
+        problems += _init_fit_problems(name, st["model"], init["from"], teacher_sizes[init["from"]])
+    return problems
+
+
+def _init_fit_problems(name: str, model: dict, teacher: str, size: dict) -> list[str]:
+    """Copying weights needs the teacher's width (d_model, ffn, heads) and at most its depth."""
+    where = f"students.{name}.init.from"
+    theirs = {**{k: size[k] for k in WIDTH},
+              **{f"{s}_layers": size.get(f"{s}_layers", size.get("layers")) for s in ("encoder", "decoder")}}
+    unset = [k for k in theirs if k not in model]
+    if unset:
+        return [f"{where}: copying teacher size {teacher}'s weights needs the student's width and depth; set "
+                f"students.{name}.model.{', '.join(unset)} (teacher size {teacher}: "
+                f"{', '.join(f'{k} {theirs[k]}' for k in unset)})"]
+    problems = []
+    if any(model[k] != theirs[k] for k in WIDTH):
+        def shown(dims):
+            return ", ".join(f"{k} {dims[k]}" for k in WIDTH)
+        problems.append(f"{where}: student {name} ({shown(model)}) and teacher size {teacher} ({shown(theirs)}) "
+                        "differ in width; copying weights needs the same d_model, ffn and heads (pick a teacher "
+                        f"size of the student's width, or change students.{name}.model)")
+    for stack in ("encoder", "decoder"):
+        key = f"{stack}_layers"
+        if theirs[key] is not None and model[key] > theirs[key]:
+            problems.append(f"{where}: student {name} has {model[key]} {stack} layers but teacher size {teacher} "
+                            f"has {theirs[key]}; init copies teacher layers into the student's (init.layers picks "
+                            f"which), so the student may have at most {theirs[key]}")
+    return problems
 
 
 def _shard_problems(c: dict, train_sentences: int | None) -> list[str]:

@@ -99,10 +99,18 @@ def cmd_train(a) -> None:
     model_cfg = {**_json(a.model_params, "--model-params"), **v.model_ids()}
     if not getattr(MODELS.get(a.kind), "autoregressive", False):  # NATs (and unknown kinds: build says)
         model_cfg["mask"] = MASK
+    wrap = _json(a.wrap, "--wrap") if a.wrap is not None else None
     torch.manual_seed(tcfg.seed)  # weight initialisation
     model = build(a.kind, model_cfg).to(_device())
     meta = {**_json(a.labels, "--labels"), "model_config": model_cfg, "seed": tcfg.seed,
             "vocab_sha256": v.sha256, "vocab_model": v.proto}
+    if wrap is not None or a.init_teacher or a.kd_teacher:
+        from kdgrid.kd import prepare
+
+        # after the seeded random init (a resumed run then loads its checkpoint over the copy)
+        model, record = prepare(model, wrap, a.init_teacher, a.kd_teacher, _device(), vocab_sha256=v.sha256)
+        if record:
+            meta["wrapper"] = record
     sides = {}
     for split in ("train", "valid"):
         src_path, tgt_path = getattr(a, f"{split}_src"), getattr(a, f"{split}_tgt")
@@ -223,6 +231,11 @@ def parser() -> argparse.ArgumentParser:
               "--valid-src", "--valid-tgt", "--out", "--work-dir"):
         p.add_argument(o, required=True)
     p.add_argument("--labels", default="{}")
+    p.add_argument("--wrap", help='training wrappers, a JSON object: {"init": {"from": NAME, "layers": '
+                   '"every_other"|"first"|"last"}, "kd": {"teacher": NAME, "loss": "fkl"|"rkl"|"mix", '
+                   '"alpha", "temperature", "mix_weight", "online": {"rank", "lr", "lambda"}}} (see kdgrid.kd)')
+    p.add_argument("--init-teacher", help="the model file --wrap's init copies weights from")
+    p.add_argument("--kd-teacher", help="the model file --wrap's kd distils from")
 
     p = verb("distill", cmd_distill, "translate one shard of the training sources with a teacher")
     p.add_argument("--gpus", type=int, default=0,

@@ -11,6 +11,12 @@ token-budget batches whatever the number of processes; each process takes its sh
 and the gradients are summed across processes before the step. So the updates do not depend on
 how many GPUs a job got (the weights neither, but for dropout: each process draws its own masks).
 Give update_freq >= the number of processes, or some of them idle.
+
+Training wrappers (kdgrid.kd: word-level and online KD) are models too, with two optional hooks:
+`student` (the model the main AdamW optimizes and the output file holds) and
+`extra_optimizers(cfg) -> {name: (optimizer, peak lr)}` (e.g. an online-KD teacher's adapters),
+stepped, clipped and checkpointed with the main one, their lr on the same schedule scaled to
+their own peak.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class Trainer:
     def __init__(self, model, train: tuple[Ids, Ids], valid: tuple[Ids, Ids], cfg: TrainConfig,
                  work_dir, meta: dict):
         self.model, self.cfg, self.meta = model, cfg, meta
+        self.student = getattr(model, "student", model)  # what is optimized by AdamW and saved
         self.device = next(model.parameters()).device
         self.rank, self.world = _distributed()
         self.main = self.rank == 0  # the process that writes files and logs
@@ -68,10 +75,12 @@ class Trainer:
         self.fingerprint = hashlib.sha256(json.dumps(
             {"train": settings, "model": meta.get("model_config"), "kind": model.kind,
              "data": data.hexdigest(),
+             **({"wrapper": meta["wrapper"]} if meta.get("wrapper") else {}),  # plain runs: as before
              # Adam and AdamW differ only with weight decay: runs without it keep their checkpoints
              **({"optimizer": OPTIMIZER} if cfg.weight_decay > 0 else {})},
             sort_keys=True, default=str).encode()).hexdigest()[:16]
-        self.optim = make_optimizer(model, cfg)
+        self.optim = make_optimizer(self.student, cfg)
+        self.extra = model.extra_optimizers(cfg) if hasattr(model, "extra_optimizers") else {}
         self.state = {"update": 0, "epoch": 1, "batch": 0, "best": math.inf, "bad_valids": 0,
                       "history": []}
         self._stop_signal = None  # set by the SIGTERM handler
@@ -156,6 +165,8 @@ class Trainer:
             return
         payload = {"fingerprint": self.fingerprint, "state": self.state,
                    "model": self.model.state_dict(), "optim": self.optim.state_dict(), "rng": rng}
+        if self.extra:
+            payload["extra_optim"] = {name: opt.state_dict() for name, (opt, _) in self.extra.items()}
         last, prev = self.work / "last.pt", self.work / "prev.pt"
         with atomic_output(self.work / "last.pt.new", "path") as tmp:
             torch.save(payload, tmp)
@@ -186,6 +197,8 @@ class Trainer:
                 return
             self.model.load_state_dict(payload["model"])
             self.optim.load_state_dict(payload["optim"])
+            for name, (opt, _) in self.extra.items():
+                opt.load_state_dict(payload["extra_optim"][name])
             self.state = payload["state"]
             self._set_rng_state(payload["rng"])
             s = self.state
@@ -271,7 +284,8 @@ class Trainer:
         batches_per_epoch = len(self._epoch_batches(1))
         total = c.max_updates or (c.max_epochs * math.ceil(batches_per_epoch / c.update_freq))
         progress = Progress("train", total, done=self.state["update"])
-        self._log(f"training {self.model.kind}: {sum(p.numel() for p in self.model.parameters()):,} "
+        wrapped = f" with {type(self.model).__name__}" if self.student is not self.model else ""
+        self._log(f"training {self.model.kind}{wrapped}: {sum(p.numel() for p in self.model.parameters()):,} "
                   f"parameters, {len(self.keep):,} pairs, {batches_per_epoch} batches/epoch, "
                   f"{c.update_freq} batch(es) per update over {self.world} process(es), "
                   f"{total} updates planned, {torch.get_num_threads()} threads, device "
@@ -300,7 +314,7 @@ class Trainer:
     def _finish(self, output) -> None:
         best = torch.load(self.work / "best.pt", map_location="cpu", weights_only=True)
         self.model.load_state_dict(best)
-        checkpoint.save_model(output, self.model, {**self.meta, "train_config": dataclasses.asdict(self.cfg),
+        checkpoint.save_model(output, self.student, {**self.meta, "train_config": dataclasses.asdict(self.cfg),
                                                    "history": self.state["history"],
                                                    "updates": self.state["update"],
                                                    "processes": self.world})
@@ -337,7 +351,8 @@ class Trainer:
         batches = self._epoch_batches(s["epoch"])
         while s["batch"] < len(batches):
             group = batches[s["batch"]: s["batch"] + c.update_freq]
-            self.optim.zero_grad(set_to_none=True)
+            for optim in (self.optim, *(opt for opt, _ in self.extra.values())):
+                optim.zero_grad(set_to_none=True)
             logs_sum, ntok = {}, 0
             for idx in group[self.rank::self.world]:  # this process's share of the update
                 loss, logs = self._loss(self._collate(self.train_src, self.train_tgt, idx),
@@ -348,12 +363,15 @@ class Trainer:
                 for k, v in logs.items():
                     logs_sum[k] = logs_sum.get(k, 0.0) + float(v) * n
             total_tokens = self._sync(ntok)
-            if c.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
             s["update"] += 1
-            for group_ in self.optim.param_groups:
-                group_["lr"] = learning_rate(c, s["update"])
-            self.optim.step()
+            lr = learning_rate(c, s["update"])
+            for optim, peak in ((self.optim, None), *self.extra.values()):
+                if c.clip_norm > 0:  # each optimizer's parameters on their own
+                    torch.nn.utils.clip_grad_norm_([p for g in optim.param_groups for p in g["params"]],
+                                                   c.clip_norm)
+                for group_ in optim.param_groups:
+                    group_["lr"] = lr if peak is None else lr * peak / c.lr
+                optim.step()
             s["batch"] += len(group)
             progress.step(tokens=total_tokens)
             if s["update"] % c.log_every == 0 and self.main:

@@ -91,15 +91,21 @@ SHARDS = config["distill"]["shards"]
 SPLITS = ["train", "valid", "test"]
 ENV = str(Path(workflow.basedir) / "envs" / "kdgrid.yaml")  # for `--sdm conda`
 SIDES = ["src", "tgt"]
-# teachers that rescore students' candidates (students.X.decode.rescore) are trained even when the
-# grid distills with none of them
-RESCORERS = sorted(
-    {
-        config["students"][s]["decode"]["rescore"]
-        for s in STUDENTS
-        if config["students"][s].get("decode", {}).get("rescore")
-    }
-)
+
+
+def student_teachers():
+    """Teachers that students use directly, trained even when the grid distills with none of them:
+    rescorers of students' candidates (students.X.decode.rescore), and the teachers students start
+    from or learn the distribution of (students.X.init.from, students.X.kd.teacher)."""
+    names = set()
+    for s in STUDENTS:
+        student = config["students"][s]
+        names.update(filter(None, [student.get("decode", {}).get("rescore")]))
+        names.update(config_check.wrap_teachers(student))
+    return sorted(names)
+
+
+STUDENT_TEACHERS = student_teachers()
 
 
 def target_languages():
@@ -130,7 +136,7 @@ def choice(names):
 
 
 wildcard_constraints:
-    teacher=choice(sorted({*TEACHERS, *RESCORERS})),
+    teacher=choice(sorted({*TEACHERS, *STUDENT_TEACHERS})),
     method=choice(sorted(METHOD_OF)),
     ban=choice(BAN_ROUNDS),
     student=choice(STUDENTS),
@@ -234,10 +240,45 @@ def student_decode(name):
     return decode
 
 
+def teacher_file(name):
+    """A trained teacher's model file."""
+    return f"{R}/teachers/{name}/model.pt"
+
+
 def student_rescorer(wildcards):
     """The teacher model that ranks a student's candidates, if its decode options name one."""
     name = config["students"][wildcards.student].get("decode", {}).get("rescore")
-    return [f"{R}/teachers/{name}/model.pt"] if name else []
+    return [teacher_file(name)] if name else []
+
+
+def student_wrap(name):
+    """How a student learns from a teacher (init, kd; defaults filled in): {} for a plain student."""
+    return config_check.wrap_spec(config["students"][name])
+
+
+def student_init_teacher(wildcards):
+    """The teacher model whose weights a student starts from (students.X.init), if any."""
+    init = student_wrap(wildcards.student).get("init")
+    return [teacher_file(init["from"])] if init else []
+
+
+def student_kd_teacher(wildcards):
+    """The teacher model whose distribution a student learns (students.X.kd), if any."""
+    kd = student_wrap(wildcards.student).get("kd")
+    return [teacher_file(kd["teacher"])] if kd else []
+
+
+def student_wrap_args(wildcards):
+    """` --wrap JSON [--init-teacher FILE] [--kd-teacher FILE]` for `kdgrid train` (with its leading
+    space), or "" for a plain student, whose command stays exactly as without wrappers. A
+    parameter, not derived from the inputs, so that changing a wrapper option retrains the student."""
+    spec = student_wrap(wildcards.student)
+    if not spec:
+        return ""
+    args = ["--wrap", q(spec)]
+    args += [a for f in student_init_teacher(wildcards) for a in ("--init-teacher", f)]
+    args += [a for f in student_kd_teacher(wildcards) for a in ("--kd-teacher", f)]
+    return " " + " ".join(args)
 
 
 def metric_params():
@@ -333,4 +374,4 @@ def cost_params():
         for name, scope in COST_SCOPES.items()
         if name in {r.name for r in workflow.rules}  # language_mix_* only for multi-way corpora
     ]
-    return {"patterns": patterns, "teachers": list(dict.fromkeys([*TEACHERS, *RESCORERS]))}
+    return {"patterns": patterns, "teachers": list(dict.fromkeys([*TEACHERS, *STUDENT_TEACHERS]))}

@@ -1,4 +1,5 @@
-# NAT (and AT) students: one model per grid cell, trained on raw or distilled targets.
+# NAT (and AT) students: one model per grid cell, trained on raw or distilled targets; a student
+# with init or kd (students.X) also reads its teacher's model (training wrappers, kdgrid.kd).
 
 
 rule train_student:
@@ -8,6 +9,8 @@ rule train_student:
         train_tgt=student_targets,
         valid_src=f"{R}/vocab/valid.src.npz",
         valid_tgt=f"{R}/vocab/valid.tgt.npz",
+        init_teacher=student_init_teacher,  # students.X.init: the teacher it starts from, else none
+        kd_teacher=student_kd_teacher,  # students.X.kd: the teacher whose distribution it learns, else none
     output:
         f"{R}/students/{{student}}/{{data}}/model.pt",
     log:
@@ -27,12 +30,13 @@ rule train_student:
         train=lambda w: q(student_train(w.student)),
         labels=lambda w: q({"role": "student", **data_labels(w.student, w.data)}),
         work=lambda w: f"{R}/students/{w.student}/{w.data}/train",
+        wrap=student_wrap_args,  # "" for a plain student (no space either: its command is unchanged)
     shell:
         "kdgrid train --kind {params.kind} --model-params {params.model}"
         " --train-params {params.train} --labels {params.labels} --vocab {input.vocab}"
         " --train-src {input.train_src} --train-tgt {input.train_tgt}"
         " --valid-src {input.valid_src} --valid-tgt {input.valid_tgt}"
-        " --out {output} --work-dir {params.work} --threads {threads} --gpus {resources.gpu} 2> {log}"
+        " --out {output} --work-dir {params.work} --threads {threads} --gpus {resources.gpu}{params.wrap} 2> {log}"
 
 
 rule evaluate_student:

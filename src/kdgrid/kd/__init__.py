@@ -1,0 +1,83 @@
+"""Training wrappers: how a student learns from its teacher, apart from the data it is given.
+
+  init  copy-weight initialization from a teacher (kdgrid.kd.init_copy)
+  kd    word-level KD against a frozen teacher (kdgrid.kd.word), optionally online: the teacher
+        carries low-rank adapters trained with the student (kdgrid.kd.online)
+
+`prepare` is the one entry: `kdgrid train` calls it after the seeded random initialization and
+before the Trainer, and stores its record in the model file's meta["wrapper"]. Model files stay
+free of KD flags: the output is always the plain student.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from kdgrid.errors import KdgridError
+from kdgrid.kd.init_copy import copy_from_teacher, layer_map
+from kdgrid.kd.losses import token_kl
+from kdgrid.kd.online import OnlineKD
+from kdgrid.kd.specs import InitSpec, KDSpec, OnlineSpec, as_dict, defaults, parse_wrap
+from kdgrid.kd.word import WordKD
+
+__all__ = ["InitSpec", "KDSpec", "OnlineSpec", "OnlineKD", "WordKD", "copy_from_teacher", "defaults",
+           "layer_map", "parse_wrap", "prepare", "token_kl"]
+
+LOSS_FORMULA = {"fkl": "T^2 * KL(p_teacher || q_student)",
+                "rkl": "T^2 * KL(q_student || p_teacher)",
+                "mix": "T^2 * (mix_weight * KL(p_teacher || q_student) "
+                       "+ (1 - mix_weight) * KL(q_student || p_teacher))"}
+TOTAL_FORMULA = "(1 - alpha) * word_ce + alpha * kd + the student's other terms (length loss)"
+ADAPTER_OBJECTIVE = ("adapter loss = CE(adapted teacher) + lambda * T^2 * KL(p_teacher || q_student), "
+                     "student detached (mode-seeking for the teacher)")
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _teacher(path, flag: str, device, vocab_sha256: str | None):
+    from kdgrid.checkpoint import load_model
+
+    teacher, meta = load_model(path, device)
+    if vocab_sha256 is not None and meta.get("vocab_sha256") != vocab_sha256:
+        raise KdgridError(f"{flag} {path}: that teacher was trained with another vocabulary than this "
+                          "student; train both with the same one")
+    return teacher, {"file": str(path), "sha256": _sha256(path), "kind": teacher.kind}
+
+
+def prepare(model, wrap: dict | None, init_teacher: str | None, kd_teacher: str | None, device,
+            vocab_sha256: str | None = None):
+    """(the model the Trainer trains, the record for meta["wrapper"] ({} without wrappers)).
+
+    wrap: the --wrap object ({"init": {...}, "kd": {...}}, either optional; see kdgrid.kd.specs).
+    init_teacher / kd_teacher: model files (--init-teacher, --kd-teacher). The init copy happens
+    in place on `model`; kd returns a WordKD/OnlineKD around it. vocab_sha256: the student's
+    vocabulary, which each teacher file must have been trained with (None: not checked)."""
+    init, kd = parse_wrap(wrap)
+    for spec, path, flag, key in ((init, init_teacher, "--init-teacher", "init"),
+                                  (kd, kd_teacher, "--kd-teacher", "kd")):
+        if spec is not None and not path:
+            raise KdgridError(f"--wrap has {key} but no {flag} PATH was given: pass the teacher's model file")
+        if spec is None and path:
+            raise KdgridError(f"{flag} {path} was given but --wrap has no {key} part")
+    record = {}
+    if init is not None:
+        teacher, source = _teacher(init_teacher, "--init-teacher", device, vocab_sha256)
+        copied = copy_from_teacher(model, teacher, init.layers, source=init.teacher or str(init_teacher))
+        record["init"] = {**copied, "teacher_file": source["file"], "teacher_sha256": source["sha256"],
+                          "teacher_kind": source["kind"]}
+        del teacher
+    if kd is not None:
+        teacher, source = _teacher(kd_teacher, "--kd-teacher", device, vocab_sha256)
+        model = (OnlineKD if kd.online is not None else WordKD)(model, teacher, kd)
+        record["kd"] = {**as_dict(kd), "teacher_file": source["file"], "teacher_sha256": source["sha256"],
+                        "teacher_kind": source["kind"], "kd_formula": LOSS_FORMULA[kd.loss],
+                        "total_formula": TOTAL_FORMULA,
+                        **({"adapter_objective": ADAPTER_OBJECTIVE} if kd.online is not None else {})}
+    return model, record
+
