@@ -74,11 +74,12 @@ def test_an_nat_student_gets_the_body_and_keeps_its_length_head():
     assert all(torch.equal(v, length_before[k]) for k, v in student.length.state_dict().items())
 
 
-def test_an_moe_teacher_gives_its_vocabulary_rows_only():
+def test_an_moe_teacher_gives_its_shared_body_but_not_its_experts():
     teacher, student = model("moe", 1, experts=2), model("transformer", 2)
     record = copy_from_teacher(student, teacher, "every_other")
     assert record["kept"] == []
-    assert torch.equal(student.embed.table.weight, teacher.embed.table.weight[: student.cfg.vocab_size])
+    assert not any(k.startswith(("experts", "gate")) for k in record["copied"])
+    assert torch.equal(student.embed.table.weight, teacher.embed.table.weight)
 
 
 @pytest.mark.parametrize("student_over,both", [
@@ -95,7 +96,7 @@ def test_a_mismatch_raises_naming_both_sizes_and_the_fix(student_over, both):
     with pytest.raises(KdgridError) as e:
         copy_from_teacher(student, teacher, "every_other")
     assert all(part in str(e.value) for part in both), str(e.value)
-    assert "init: random" in str(e.value)
+    assert "drop students.<name>.init" in str(e.value)
 
 
 def test_wrap_settings_defaults_and_errors(tmp_path):

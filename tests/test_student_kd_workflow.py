@@ -133,25 +133,24 @@ def test_one_variant_cell_reruns_alone(tmp_path):
 
 
 def test_the_train_verb_accepts_the_wrapped_commands(kd_dry_run):
-    """Once `kdgrid train` has --wrap (src/kdgrid/cli.py), every planned command parses."""
+    """Every planned command parses with `kdgrid train`'s flags (src/kdgrid/cli.py)."""
     from kdgrid import cli
 
     parser = cli.parser()
     (verbs,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     train = verbs.choices["train"]
-    if "--wrap" not in train._option_string_actions:
-        pytest.skip("kdgrid train has no --wrap yet")
-    assert {"--init-teacher", "--kd-teacher"} <= set(train._option_string_actions)
+    assert {"--wrap", "--init-teacher", "--kd-teacher"} <= set(train._option_string_actions)
     for cmd in rule_commands(kd_dry_run)["train_student"]:
         words = shlex.split(cmd)
         parser.parse_args(words[1: words.index("2>")])
 
 
 def test_wrap_defaults_follow_the_core():
-    """The defaults --wrap spells out are kdgrid.kd's (InitSpec, KDSpec, OnlineSpec), once it exists."""
+    """The defaults --wrap spells out are kdgrid.kd's (InitSpec, KDSpec, OnlineSpec)."""
     import dataclasses
 
-    kd = pytest.importorskip("kdgrid.kd")
+    import kdgrid.kd as kd
+
     specs = {"init": "InitSpec", "kd": "KDSpec", "online": "OnlineSpec"}
     missing = [name for name in specs.values() if not hasattr(kd, name)]
     assert not missing, f"kdgrid.kd lacks {', '.join(missing)}"
@@ -164,9 +163,8 @@ def test_wrap_defaults_follow_the_core():
 
 
 def test_the_core_accepts_every_planned_wrap(kd_dry_run):
-    kd = pytest.importorskip("kdgrid.kd")
-    if not hasattr(kd, "parse_wrap"):
-        pytest.skip("kdgrid.kd has no parse_wrap")
+    import kdgrid.kd as kd
+
     for cmd in rule_commands(kd_dry_run)["train_student"]:
         words = shlex.split(cmd)
         if "--wrap" in words:
@@ -182,7 +180,8 @@ def test_init_and_kd_kinds_follow_the_models():
     kinds = schema["properties"]["students"]["additionalProperties"]["properties"]["kind"]["enum"]
     assert set(INIT_KINDS) == {k for k in kinds if issubclass(MODELS[k], EncoderDecoder)}
     assert set(KD_KINDS) <= set(kinds)
-    word = pytest.importorskip("kdgrid.kd.word")  # the kinds the core's word-level KD takes
+    from kdgrid.kd import word  # the kinds the core's word-level KD takes
+
     assert set(KD_KINDS) == set(word.STUDENT_KINDS)
 
 
@@ -226,6 +225,9 @@ BAD = [
     ({"teacher_sizes": {"odd": {"d_model": 30, "ffn": 8, "heads": 4, "layers": 1}},
       "students": {"nat_fkl": {"kd": {"teacher": "odd"}}}},  # a students' teacher is trained: checked
      r"teacher_sizes.odd.heads: d_model 30 is not divisible by heads 4"),
+    ({"students": {"nat_init": {"model": {"pre_norm": False}}}},
+     r"students.nat_init.init.from: the student's pre_norm is False but the teachers' "
+     r"\(teacher.architecture.pre_norm\) is True"),
 ]
 
 
@@ -247,3 +249,4 @@ def test_a_wrapper_error_stops_the_dry_run_with_its_key(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in out
     assert "students.nat_init.init.from: student nat_init (d_model 32, ffn 64, heads 2) and teacher size wide" in out
+

@@ -114,7 +114,7 @@ def _semantic_problems(c: dict) -> list[str]:
         if st is None:
             continue
         problems += _rescore_problems(name, st, c["teacher_sizes"])
-        problems += _wrap_problems(name, st, c["teacher_sizes"])
+        problems += _wrap_problems(name, st, c["teacher_sizes"], c["teacher"]["architecture"].get("pre_norm", True))
         if "adaptive" in st.get("decode", {}) and st["kind"] not in ITERATIVE:
             problems.append(f"students.{name}.decode.adaptive: kind {st['kind']!r} does not iterate; "
                             f"only {', '.join(sorted(ITERATIVE))} stop adaptively")
@@ -310,7 +310,7 @@ def wrap_teachers(st: dict) -> list[str]:
     return list(dict.fromkeys(filter(None, [st.get("init", {}).get("from"), st.get("kd", {}).get("teacher")])))
 
 
-def _wrap_problems(name: str, st: dict, teacher_sizes: dict) -> list[str]:
+def _wrap_problems(name: str, st: dict, teacher_sizes: dict, teacher_pre_norm: bool = True) -> list[str]:
     problems, kind, defined = [], st["kind"], ", ".join(sorted(teacher_sizes))
     for section, key in (("init", "from"), ("kd", "teacher")):
         teacher = st.get(section, {}).get(key)
@@ -331,6 +331,10 @@ def _wrap_problems(name: str, st: dict, teacher_sizes: dict) -> list[str]:
                         f"weights fit; init is for kinds {', '.join(INIT_KINDS)}")
     elif init is not None and init["from"] in teacher_sizes:
         problems += _init_fit_problems(name, st["model"], init["from"], teacher_sizes[init["from"]])
+        if st["model"].get("pre_norm", True) != teacher_pre_norm:
+            problems.append(f"students.{name}.init.from: the student's pre_norm is {st['model'].get('pre_norm', True)} "
+                            f"but the teachers' (teacher.architecture.pre_norm) is {teacher_pre_norm}; copied "
+                            "layers need the same normalization order: set both alike")
     return problems
 
 

@@ -1,6 +1,6 @@
 """Copy-weight initialization (Wibowo et al.): a student starts from its teacher's weights.
 
-What is copied: the shared embedding table (its first vocab_size rows: the rows of real tokens),
+What is copied: the shared embedding table (vocab_size rows; an MoE keeps its expert start vectors apart),
 each student encoder/decoder layer from one teacher layer, and the final norms of both stacks.
 Everything the teacher does not have (an NAT's length head) keeps its random initialization.
 Teacher-only parts (an MoE's expert start vectors and gate) are not copied.
@@ -50,7 +50,7 @@ def _check_compatible(student, teacher) -> None:
                       ("vocab_size", "train both with the same vocabulary")):
         if getattr(s, name) != getattr(t, name):
             raise KdgridError(f"init from teacher: the student's {name} is {getattr(s, name)} but the "
-                              f"teacher's is {getattr(t, name)}; {fix}, or use init: random")
+                              f"teacher's is {getattr(t, name)}; {fix}, or drop students.<name>.init")
     for name in ("pad", "bos", "eos"):
         if getattr(s, name) != getattr(t, name):
             raise KdgridError(f"init from teacher: special id {name} is {getattr(s, name)} in the student "
@@ -59,7 +59,7 @@ def _check_compatible(student, teacher) -> None:
         sl, tl = getattr(s, f"{side}_layers"), getattr(t, f"{side}_layers")
         if sl > tl:
             raise KdgridError(f"init from teacher: the student has {sl} {side} layers but the teacher "
-                              f"only {tl}; give the student at most {tl}, or use init: random")
+                              f"only {tl}; give the student at most {tl}, or drop students.<name>.init")
 
 
 def _copy(dst: nn.Module, src: nn.Module) -> None:

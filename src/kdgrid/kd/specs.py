@@ -106,6 +106,8 @@ def _from_dict(cls, value, where: str):
 def parse_wrap(wrap: dict | None) -> tuple[InitSpec | None, KDSpec | None]:
     """The validated specs of a `--wrap` object (either part may be absent)."""
     wrap = wrap or {}
+    if not isinstance(wrap, dict):
+        raise KdgridError(f"--wrap must be a JSON object with keys init and/or kd, got {type(wrap).__name__}")
     unknown = sorted(set(wrap) - {"init", "kd"})
     if unknown:
         raise KdgridError(f"--wrap: unknown key {unknown[0]}; known: init, kd")
