@@ -66,6 +66,17 @@ TOY = ROOT / "tests" / "configs" / "toy.yaml"
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: a second thread only waits (and takes a core from whatever runs beside)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def toy_config():
     return TOY
 
@@ -98,3 +109,19 @@ def toy_pairs(n: int = 8, vocab_size: int = 40, seed: int = 0):
 def words(ids) -> str:
     """Token ids as a line of text words (w5 w17 ...), for corpora that go through sentencepiece."""
     return " ".join(f"w{i}" for i in ids)
+
+
+def encoded_toy_corpus(d: Path, run, pairs: int, vocab_size: int, pieces: int) -> Path:
+    """Writes `pairs` toy sentence pairs to d/train.{src,tgt}, trains a sentencepiece model of
+    `pieces` pieces on them (d/spm.model) and encodes both sides (d/src.npz, d/tgt.npz) through
+    the CLI verb runner `run`."""
+    import json
+
+    toy = toy_pairs(pairs, vocab_size=vocab_size, seed=11)
+    (d / "train.src").write_text("".join(words(s) + "\n" for s, _ in toy))
+    (d / "train.tgt").write_text("".join(words(t) + "\n" for _, t in toy))
+    params = {"size": pieces, "model_type": "bpe", "character_coverage": 1.0, "max_sentences": 0, "seed": 1}
+    run("vocab", "--train-text", d / "train.src", d / "train.tgt", "--model", d / "spm.model",
+        "--params", json.dumps(params), "--encode", d / "train.src", d / "train.tgt",
+        "--encoded", d / "src.npz", d / "tgt.npz")
+    return d

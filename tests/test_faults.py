@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TOY, env, job_counts, snakemake, toy_pairs, words, write_config
+from conftest import TOY, encoded_toy_corpus, env, job_counts, snakemake, write_config
 
 PY = [sys.executable, "-m", "kdgrid"]
 MODEL = {"d_model": 32, "ffn": 64, "heads": 2, "encoder_layers": 1, "decoder_layers": 1,
@@ -28,15 +28,7 @@ TRAIN = {"max_tokens": 300, "lr": 0.003, "warmup_updates": 10, "max_updates": 60
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A small corpus, its sentencepiece model and encoded splits (through the CLI)."""
-    d = tmp_path_factory.mktemp("data")
-    pairs = toy_pairs(400, vocab_size=60, seed=11)
-    (d / "train.src").write_text("".join(words(s) + "\n" for s, _ in pairs))
-    (d / "train.tgt").write_text("".join(words(t) + "\n" for _, t in pairs))
-    params = {"size": 80, "model_type": "bpe", "character_coverage": 1.0, "max_sentences": 0, "seed": 1}
-    run("vocab", "--train-text", d / "train.src", d / "train.tgt", "--model", d / "spm.model",
-        "--params", json.dumps(params), "--encode", d / "train.src", d / "train.tgt",
-        "--encoded", d / "src.npz", d / "tgt.npz")
-    return d
+    return encoded_toy_corpus(tmp_path_factory.mktemp("data"), run, pairs=400, vocab_size=60, pieces=80)
 
 
 def run(*args, check=True, **kw):

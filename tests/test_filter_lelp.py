@@ -18,14 +18,7 @@ from kdgrid.filter.lelp import (
 )
 from kdgrid.filter.student import kd_loss, soft_target_loss
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second thread only waits (and takes a core from the experiment beside us)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_head(dim=16, classes=3, seed=0) -> LinearHead:

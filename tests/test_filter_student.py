@@ -28,13 +28,7 @@ VOCAB, PAD, BOS, EOS = 30, 0, 2, 3
 CLASSES = ["clean", "copy", "shuffled"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second thread only waits (and takes a core from the experiment beside us)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_teacher():

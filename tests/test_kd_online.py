@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from conftest import env, model_config, toy_pairs, words
+from conftest import encoded_toy_corpus, env, model_config, toy_pairs
 
 from kdgrid.batching import Ids, collate
 from kdgrid.errors import KdgridError
@@ -208,13 +208,7 @@ def setup(tmp_path_factory):
     from kdgrid.checkpoint import save_model
     from kdgrid.vocab import Vocab
 
-    d = tmp_path_factory.mktemp("kdcli")
-    pairs = toy_pairs(60, vocab_size=40, seed=11)
-    (d / "train.src").write_text("".join(words(s) + "\n" for s, _ in pairs))
-    (d / "train.tgt").write_text("".join(words(t) + "\n" for _, t in pairs))
-    params = {"size": 60, "model_type": "bpe", "character_coverage": 1.0, "max_sentences": 0, "seed": 1}
-    cli("vocab", "--train-text", d / "train.src", d / "train.tgt", "--model", d / "spm.model", "--params",
-        json.dumps(params), "--encode", d / "train.src", d / "train.tgt", "--encoded", d / "src.npz", d / "tgt.npz")
+    d = encoded_toy_corpus(tmp_path_factory.mktemp("kdcli"), cli, pairs=60, vocab_size=40, pieces=60)
     v = Vocab.load(d / "spm.model")
     torch.manual_seed(0)
     teacher = build("transformer", {**BODY, "encoder_layers": 2, "decoder_layers": 2, **v.model_ids()})

@@ -23,16 +23,23 @@ def save_model(path, model, meta: dict) -> None:
         torch.save(payload, tmp)
 
 
-def load_model(path, device: str = "cpu"):
+def read_payload(path, fmt: str, what: str, device: str = "cpu") -> dict:
+    """A saved dict of format `fmt`, or an error that names the file and says how to recover
+    (`what` names the kind of file in messages)."""
     try:
         payload = torch.load(path, map_location=device, weights_only=False)
     except FileNotFoundError:
-        raise KdgridError(f"{path}: model file not found") from None
+        raise KdgridError(f"{path}: {what} not found") from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
-        raise KdgridError(f"{path}: not a readable model file ({type(e).__name__}: {e}); "
+        raise KdgridError(f"{path}: not a readable {what} ({type(e).__name__}: {e}); "
                           "retrain it (rerun its rule)") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise KdgridError(f"{path}: not a kdgrid model file (format {FORMAT} expected)")
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise KdgridError(f"{path}: not a kdgrid {what} (format {fmt} expected)")
+    return payload
+
+
+def load_model(path, device: str = "cpu"):
+    payload = read_payload(path, FORMAT, "model file", device)
     try:
         model = build(payload["kind"], payload["config"])
         model.load_state_dict(_renamed(payload["state_dict"]))

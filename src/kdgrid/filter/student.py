@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdgrid.batching import Ids, pad_stack, token_batches
+from kdgrid.checkpoint import read_payload
 from kdgrid.errors import KdgridError, atomic_output
 from kdgrid.models.layers import Embedding, Stack, init_linear, key_mask
 
@@ -228,15 +229,7 @@ def save_student(path, model: PairClassifier, meta: dict) -> None:
 
 def load_student(path, vocab_sha256: str | None = None) -> tuple[PairClassifier, dict]:
     """(model, meta); with vocab_sha256, the model must have been trained with that vocabulary."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise KdgridError(f"{path}: filter model file not found") from None
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
-        raise KdgridError(f"{path}: not a readable filter model ({type(e).__name__}: {e}); "
-                          "retrain it (rerun its rule)") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise KdgridError(f"{path}: not a kdgrid filter student (format {FORMAT} expected)")
+    payload = read_payload(path, FORMAT, "filter model file")
     try:
         model = PairClassifier(StudentConfig(**payload["config"]))
         model.load_state_dict(payload["state_dict"])

@@ -11,9 +11,8 @@ free of KD flags: the output is always the plain student.
 
 from __future__ import annotations
 
-import hashlib
-
 from kdgrid.errors import KdgridError
+from kdgrid.importers import sha256_of
 from kdgrid.kd.init_copy import copy_from_teacher, layer_map
 from kdgrid.kd.losses import token_kl
 from kdgrid.kd.online import OnlineKD
@@ -32,13 +31,6 @@ ADAPTER_OBJECTIVE = ("adapter loss = CE(adapted teacher) + lambda * T^2 * KL(p_t
                      "student detached (mode-seeking for the teacher)")
 
 
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _teacher(path, flag: str, device, vocab_sha256: str | None):
     from kdgrid.checkpoint import load_model
@@ -47,7 +39,7 @@ def _teacher(path, flag: str, device, vocab_sha256: str | None):
     if vocab_sha256 is not None and meta.get("vocab_sha256") != vocab_sha256:
         raise KdgridError(f"{flag} {path}: that teacher was trained with another vocabulary than this "
                           "student; train both with the same one")
-    return teacher, {"file": str(path), "sha256": _sha256(path), "kind": teacher.kind}
+    return teacher, {"file": str(path), "sha256": sha256_of(path), "kind": teacher.kind}
 
 
 def prepare(model, wrap: dict | None, init_teacher: str | None, kd_teacher: str | None, device,
