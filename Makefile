@@ -42,7 +42,7 @@ test: setup lint
 # Python (ruff), the Snakefile's formatting (snakefmt, settings in pyproject.toml) and Snakemake's
 # own best-practice lints; `make test` runs it first.
 lint: setup
-	$(BIN)/ruff check src tests bench workflow/config_check.py workflow/method_kinds.py
+	$(BIN)/ruff check src tests bench workflow/config_check.py workflow/filter_check.py workflow/method_kinds.py
 	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint
 

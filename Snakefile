@@ -27,6 +27,11 @@ include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
 
 
+if FILTER:  # a `filter:` section: the corpus filter's classifiers (and with corpus.clean.filter, the filter)
+
+    include: "workflow/rules/filter.smk"
+
+
 # Jobs too small for a cluster queue: run by Snakemake itself, also under --profile slurm.
 localrules:
     all,
@@ -38,3 +43,4 @@ rule all:
     default_target: True
     input:
         rules.aggregate.output,
+        FILTER_TARGETS if FILTER else [],

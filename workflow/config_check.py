@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import filter_check
 import jsonschema
 import method_kinds
 import yaml
@@ -388,7 +389,8 @@ def check(config: dict, schema_path, sources: list[str], train_sentences: int | 
     """`train_sentences`: the prepared corpus's size where known (files corpora)."""
     problems = _schema_problems(config, schema_path)
     if not problems:  # cross-key rules assume the shapes the schema guarantees
-        problems = _semantic_problems(config) + _shard_problems(config, train_sentences)
+        problems = (_semantic_problems(config) + _shard_problems(config, train_sentences)
+                    + filter_check.problems(config))
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"invalid configuration (from {' + '.join(sources)}):\n{listed}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from kdgrid import cli_filter
 from kdgrid.cli_analysis import cmd_aggregate, cmd_align, cmd_data_metrics, cmd_language_mix
 from kdgrid.errors import KdgridError, all_or_nothing, json_option, write_json
 
@@ -40,7 +41,14 @@ def cmd_prepare(a) -> None:
     if set(wanted) != have or bool(a.train_lang) != (data["train"]["lang"] is not None):
         raise KdgridError(f"the corpus has references {sorted(have)} but the workflow asked for "
                           f"{sorted(wanted)}: corpus.multiway and the target languages disagree")
-    with all_or_nothing(*a.train, *a.valid, *a.test, *wanted.values(), a.train_lang, a.stats):
+    stats = {"source": p["source"], "splits": data["stats"]}
+    if bool(a.train_noise) != bool(p.get("noise")):
+        raise KdgridError("--train-noise and corpus.noise go together (the kind of every noisy training line)")
+    if p.get("noise"):  # noise injected into train only, after cleaning; valid and test stay as they are
+        kinds, stats["noise"] = cli_filter.inject_noise(data["train"], p["noise"])
+    with all_or_nothing(*a.train, *a.valid, *a.test, *wanted.values(), a.train_lang, a.train_noise, a.stats):
+        if a.train_noise:
+            corpus.write_lines(a.train_noise, kinds)
         for split, (src_out, tgt_out) in (("train", a.train), ("valid", a.valid), ("test", a.test)):
             corpus.write_lines(src_out, data[split]["src"])
             corpus.write_lines(tgt_out, data[split]["tgt"])
@@ -48,7 +56,7 @@ def cmd_prepare(a) -> None:
             corpus.write_lines(path, data[split]["refs"][lang])
         if a.train_lang:
             corpus.write_lines(a.train_lang, data["train"]["lang"])
-        write_json(a.stats, {"source": p["source"], "splits": data["stats"]})
+        write_json(a.stats, stats)
 
 
 def _require(params: dict, keys, option: str) -> None:
@@ -210,6 +218,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", required=True)
     p.add_argument("--download-dir", default="downloads", help="cache for {url, sha256} sides")
     p.add_argument("--train-lang", help="multi-way corpora: the target language of each train line")
+    p.add_argument("--train-noise", help="with corpus.noise: the injected kind of every train line (clean: none)")
     p.add_argument("--ref-out", nargs=3, action="append", default=[], metavar=("SPLIT", "LANG", "PATH"),
                    help="multi-way corpora: where the valid/test references of one language go")
 
@@ -298,11 +307,13 @@ def parser() -> argparse.ArgumentParser:
     for o in ("--params", "--csv", "--long-csv", "--teachers-csv", "--data-csv", "--costs-csv", "--md", "--png",
               "--complexity-png"):
         p.add_argument(o, required=True)
+
+    cli_filter.add_verbs(verb)  # filter_labels, filter_teacher, filter_student, filter_report, filter_apply
     return ap
 
 
 VERBS = ("prepare", "vocab", "encode", "train", "distill", "gather", "evaluate", "align", "data_metrics",
-         "language_mix", "aggregate")
+         "language_mix", "aggregate", *cli_filter.VERBS)
 
 
 def _place(args, argv: list[str]) -> int | None:

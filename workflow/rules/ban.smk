@@ -7,7 +7,7 @@
 rule train_ban:
     input:
         vocab=VOCAB,
-        train_src=f"{R}/vocab/train.src.npz",
+        train_src=TRAIN_SRC_IDS,
         train_tgt=ban_previous,  # round r-1's distilled set, encoded
         valid_src=f"{R}/vocab/valid.src.npz",
         valid_tgt=f"{R}/vocab/valid.tgt.npz",

@@ -30,6 +30,7 @@ shell.prefix(
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 import config_check  # noqa: E402
+import filter_check  # noqa: E402
 import method_kinds  # noqa: E402
 from resources import per_attempt  # noqa: E402
 
@@ -79,6 +80,27 @@ def method_columns():
             for r, c in enumerate(cols, 2):  # a ban method's columns are its rounds 2 .. R
                 out[f"{t}.{c}"] = (m, r if spec["kind"] == "ban" else None)
     return out
+
+
+# The corpus filter (filter_check.py, filter.smk). The one switch: with corpus.clean.filter every grid
+# job reads the pair filter_apply kept (filtered/); the vocabulary and the filter's own teacher stay on
+# the unfiltered data (the cycle broken). Without it: today's paths, every command unchanged.
+FILTER = filter_check.filter_spec(config)
+CLEAN_FILTER = filter_check.clean_filter_spec(config)
+NOISE = filter_check.noise_spec(config)
+_TRAIN_DIR = f"{R}/filtered" if CLEAN_FILTER else f"{R}/data"
+_TRAIN_IDS_DIR = f"{R}/filtered" if CLEAN_FILTER else f"{R}/vocab"
+TRAIN_SRC, TRAIN_TGT = f"{_TRAIN_DIR}/train.src", f"{_TRAIN_DIR}/train.tgt"
+TRAIN_SRC_IDS, TRAIN_TGT_IDS = f"{_TRAIN_IDS_DIR}/train.src.npz", f"{_TRAIN_IDS_DIR}/train.tgt.npz"
+
+
+def prepare_params():
+    """The corpus block for `kdgrid prepare`: without clean.filter (filter_apply's, after the vocabulary:
+    changing it must not prepare the corpus again); corpus.noise with its defaults filled in."""
+    corpus = {**config["corpus"], "clean": {k: v for k, v in config["corpus"]["clean"].items() if k != "filter"}}
+    if NOISE:
+        corpus["noise"] = NOISE
+    return corpus
 
 
 COLUMN_METHODS = method_columns()
@@ -204,7 +226,7 @@ def distill_model(wildcards):
 def distill_reference(wildcards):
     """The real training targets, for methods that pick candidates by them (interpolate)."""
     kind = config["methods"][METHOD_OF[wildcards.method][0]]["kind"]
-    return [f"{R}/data/train.tgt"] if kind in method_kinds.NEEDS_REFERENCE else []
+    return [TRAIN_TGT] if kind in method_kinds.NEEDS_REFERENCE else []
 
 
 def ban_previous(wildcards):
@@ -304,7 +326,7 @@ def corpus_inputs(wildcards):
 
 def student_targets(wildcards):
     if wildcards.data == "raw":
-        return f"{R}/vocab/train.tgt.npz"
+        return TRAIN_TGT_IDS
     return f"{R}/distill/{wildcards.data}/train.tgt.npz"
 
 
@@ -327,7 +349,7 @@ def mem_mb(rule):
 
 
 # Jobs that resume from their checkpoint or finished chunks when rerun: a retry needs no more time.
-RESUMABLE = {"train_teacher", "train_ban", "train_student", "distill"}
+RESUMABLE = {"train_teacher", "train_ban", "train_student", "distill", "train_filter_teacher"}
 
 
 def runtime(rule):

@@ -12,6 +12,7 @@ rule prepare:
     output:
         **{f"{s}_{side}": f"{R}/data/{s}.{side}" for s in SPLITS for side in SIDES},
         **MULTIWAY_OUTPUTS,
+        **({"train_noise": f"{R}/data/train.noise"} if NOISE else {}),  # corpus.noise: each line's kind
         stats=f"{R}/data/stats.json",
     log:
         f"{R}/logs/prepare.log",
@@ -23,11 +24,12 @@ rule prepare:
         mem_mb=mem_mb("prepare"),
         runtime=runtime("prepare"),
     params:
-        corpus=q(config["corpus"]),
+        corpus=q(prepare_params()),
         downloads=f"{R}/downloads",
         multiway=" ".join(
             ([f"--train-lang {R}/data/train.lang"] if LANGS else [])
             + [f"--ref-out {s} {lang} {R}/data/{s}.ref.{lang}" for s in ("valid", "test") for lang in LANGS]
+            + ([f"--train-noise {R}/data/train.noise"] if NOISE else [])  # only here: plain commands unchanged
         ),
     shell:
         "kdgrid prepare --params {params.corpus} --download-dir {params.downloads}"

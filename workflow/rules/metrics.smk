@@ -6,8 +6,8 @@ EFLOMAL = q(config["metrics"]["eflomal"])
 
 rule align_raw:
     input:
-        src=f"{R}/data/train.src",
-        tgt=f"{R}/data/train.tgt",
+        src=TRAIN_SRC,
+        tgt=TRAIN_TGT,
     output:
         f"{R}/data/align/train.links",
     log:
@@ -28,8 +28,8 @@ rule align_raw:
 
 rule align_distilled:
     input:
-        src=f"{R}/data/train.src",
-        real=f"{R}/data/train.tgt",
+        src=TRAIN_SRC,
+        real=TRAIN_TGT,
         distilled=f"{R}/distill/{{teacher}}.{{method}}/train.tgt",
     output:
         real=f"{R}/distill/{{teacher}}.{{method}}/align/real.links",
@@ -54,8 +54,8 @@ rule align_distilled:
 
 rule data_metrics_raw:
     input:
-        src=f"{R}/data/train.src",
-        tgt=f"{R}/data/train.tgt",
+        src=TRAIN_SRC,
+        tgt=TRAIN_TGT,
         links=f"{R}/data/align/train.links",
     output:
         f"{R}/data/data_metrics.json",
@@ -78,8 +78,8 @@ rule data_metrics_raw:
 
 rule data_metrics_distilled:
     input:
-        src=f"{R}/data/train.src",
-        real=f"{R}/data/train.tgt",
+        src=TRAIN_SRC,
+        real=TRAIN_TGT,
         real_links=f"{R}/distill/{{teacher}}.{{method}}/align/real.links",
         distilled=f"{R}/distill/{{teacher}}.{{method}}/train.tgt",
         distilled_links=f"{R}/distill/{{teacher}}.{{method}}/align/distilled.links",

@@ -5,7 +5,7 @@
 rule train_student:
     input:
         vocab=VOCAB,
-        train_src=f"{R}/vocab/train.src.npz",
+        train_src=TRAIN_SRC_IDS,
         train_tgt=student_targets,
         valid_src=f"{R}/vocab/valid.src.npz",
         valid_tgt=f"{R}/vocab/valid.tgt.npz",

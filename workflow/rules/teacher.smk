@@ -1,7 +1,10 @@
 # AT teachers: train, evaluate on valid/test, and distill the training sources (sharded).
 
 VOCAB = f"{R}/vocab/spm.model"
-ENCODED = {f"{s}_{side}": f"{R}/vocab/{s}.{side}.npz" for s in ("train", "valid") for side in SIDES}
+# the grid's training pair: the filtered one with corpus.clean.filter (common.smk)
+ENCODED = {"train_src": TRAIN_SRC_IDS, "train_tgt": TRAIN_TGT_IDS} | {
+    f"valid_{side}": f"{R}/vocab/valid.{side}.npz" for side in SIDES
+}
 
 
 rule train_teacher:
@@ -69,7 +72,7 @@ rule distill:
     input:
         model=distill_model,  # the teacher, or a Born-Again AT (ban rounds >= 2)
         vocab=VOCAB,
-        src=f"{R}/data/train.src",
+        src=TRAIN_SRC,
         ref=distill_reference,  # the real targets, for methods that read them (interpolate)
     output:
         f"{R}/distill/{{teacher}}.{{method}}/shards/{{shard}}.tgt",
@@ -98,7 +101,7 @@ rule distill:
 
 rule gather:
     input:
-        src=f"{R}/data/train.src",
+        src=TRAIN_SRC,
         shards=lambda w: [f"{R}/distill/{w.teacher}.{w.method}/shards/{k}.tgt" for k in range(SHARDS)],
     output:
         f"{R}/distill/{{teacher}}.{{method}}/train.tgt",
