@@ -60,7 +60,10 @@ def cmd_filter_labels(a) -> None:
         picked = _sample(len(src), rows, size, seed)
         if len(picked) < 2:
             raise KdgridError(f"--{split}: {len(picked)} usable pairs; the labelled set needs at least 2")
-        out[split] = make_labelled([src[i] for i in picked], [tgt[i] for i in picked], p["kinds"], seed)
+        try:
+            out[split] = make_labelled([src[i] for i in picked], [tgt[i] for i in picked], p["kinds"], seed)
+        except KdgridError as e:  # name the config key the kinds come from
+            raise KdgridError(f"filter.kinds: {e}") from None
         info[split] = {"pairs": len(picked), "of": len(src), "usable": len(rows),
                        "per_class": {c: out[split][2].count(c) for c in classes}}
     with all_or_nothing(*a.train_out, *a.valid_out, a.info):
