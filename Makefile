@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -48,6 +48,23 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/teacher_speed.py
+
+# The peers (fairseq, CTranslate2) in their own venv, never kdgrid's dependencies; bench/peers.py
+# trains and decodes the same synthetic data with kdgrid and each peer, alternating, and prints
+# medians and kdgrid/peer ratios. fairseq-fixed builds from source (a few minutes, once).
+PEERS := bench/.peers-venv
+bench-peers: setup $(PEERS)/.installed
+	$(PEERS)/bin/python bench/peers.py
+
+$(PEERS)/.installed: bench/peers-requirements.txt
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --no-index --no-deps torch==2.13.0 2>/dev/null \
+	  || $(PEERS)/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+	$(PEERS)/bin/pip install -r bench/peers-requirements.txt
+	$(PEERS)/bin/pip install --no-build-isolation --no-deps fairseq-fixed==0.12.3.1
+	$(PEERS)/bin/pip install --no-deps -e .
+	$(PEERS)/bin/python -c 'import fairseq, ctranslate2, kdgrid; print("fairseq", fairseq.__version__, "ctranslate2", ctranslate2.__version__)'
+	touch $@
 
 clean:
 	rm -rf results/demo .snakemake

@@ -72,3 +72,15 @@ def distill_options(spec: dict) -> dict:
 def ban_size(spec: dict, teacher: str) -> str:
     """The teacher size of a ban method's re-trained ATs: `size`, else the teacher's own."""
     return spec.get("size") or teacher
+
+
+# The AT decoding backend (config decoding.backend / compute_type, kdgrid.ct2) and its defaults.
+BACKEND_DEFAULTS = {"backend": "torch", "compute_type": "default"}
+
+
+def decoding(options: dict, autoregressive: bool = True) -> dict:
+    """Config `decoding` as the verbs' --params take it: the backend keys only where they differ
+    from their defaults (a grid finished before the CTranslate2 backend keeps its jobs), and only
+    for the models CTranslate2 decodes (a NAT's or the MoE teacher's jobs ignore the backend)."""
+    keep = lambda k, v: autoregressive and BACKEND_DEFAULTS[k] != v if k in BACKEND_DEFAULTS else True  # noqa: E731
+    return {k: v for k, v in options.items() if keep(k, v)}

@@ -153,14 +153,16 @@ def cmd_gather(a) -> None:
 
 def cmd_evaluate(a) -> None:
     from kdgrid.corpus import read_lines, read_parallel, write_lines
+    from kdgrid.ct2 import for_decoding, split_options
     from kdgrid.metrics import bleu
     from kdgrid.translate import translate
 
     _threads(a.threads)
-    p = _json(a.params, "--params")
+    backend, p = split_options(_json(a.params, "--params"))
     _require(p, ("max_tokens",), "--params")
     labels = _json(a.labels, "--labels")
     model, meta, v = _load_for_decoding(a.model, a.vocab)
+    decoder = for_decoding(model, v, backend["backend"], _device(), backend["compute_type"], a.threads)
     src = [s for s, _ in read_parallel(a.src, a.ref[0])]
     refs = [read_lines(r) for r in a.ref]
     for path, r in zip(a.ref, refs):
@@ -171,13 +173,21 @@ def cmd_evaluate(a) -> None:
     if a.rescorer:
         decode["rescorer"] = _rescorer(a.rescorer, a.vocab, model, opts, p["max_tokens"])
         opts["rescorer"] = str(a.rescorer)
-    hyps, stats = translate(model, v, src, decode, p["max_tokens"], a.threads, what="evaluate")
+    hyps, stats = translate(decoder, v, src, decode, p["max_tokens"], a.threads, what="evaluate")
+    stats["backend"] = {**backend, "used": "torch" if decoder is model else "ctranslate2"}
     with all_or_nothing(a.hyp, a.scores):
         write_lines(a.hyp, hyps)
         scores = bleu.score(hyps, refs)
         write_json(a.scores, {**labels, **scores, "references": [str(r) for r in a.ref], "decode": stats,
                               "decode_options": opts, "parameters": sum(x.numel() for x in model.parameters()),
                               "updates": meta.get("updates"), "model": a.model})
+
+
+def cmd_export_ct2(a) -> None:
+    from kdgrid import ct2
+
+    model, _, v = _load_for_decoding(a.model, a.vocab)
+    ct2.export(model, v, a.out, a.quantization)
 
 
 def _rescorer(path, vocab_path, model, options: dict, max_tokens: int):
@@ -272,6 +282,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default="{}")
     p.add_argument("--rescorer", help="an AT model file (same vocabulary) that ranks the candidates "
                    "of a length beam or of FlowSeq's latent samples (noisy parallel decoding)")
+
+    p = verb("export-ct2", cmd_export_ct2, "write a Transformer (teacher, AT student) as a CTranslate2 model directory")
+    for o in ("--model", "--vocab", "--out"):
+        p.add_argument(o, required=True)
+    p.add_argument("--quantization", help="store the weights as int8, int8_float16, float16, bfloat16, ... "
+                   "(default: float32; CTranslate2 converts at load time to its compute_type)")
 
     p = verb("align", cmd_align, "word-align corpora jointly with eflomal (grow-diag-final-and)")
     p.add_argument("--pair", nargs=3, action="append", required=True, metavar=("SRC", "TGT", "LINKS"))

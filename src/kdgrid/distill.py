@@ -10,6 +10,7 @@ from pathlib import Path
 from kdgrid import methods
 from kdgrid.checkpoint import load_for_decoding
 from kdgrid.corpus import iter_lines, read_lines, write_lines
+from kdgrid.ct2 import for_decoding, split_options
 from kdgrid.errors import KdgridError, read_json, write_json
 from kdgrid.importers import sha256_of
 from kdgrid.progress import Progress, log
@@ -42,7 +43,7 @@ def distill_shard(model_path, vocab_path, src, out, shard: int, shards: int, chu
     if missing:
         raise KdgridError(f"--params: missing key(s) {', '.join(missing)}")
     kind = params["kind"]
-    opts = {k: v for k, v in params.items() if k not in ("kind", "max_tokens")}
+    backend, opts = split_options({k: v for k, v in params.items() if k not in ("kind", "max_tokens")})
     methods.check(kind, opts)
     if methods.needs_reference(kind) and ref is None:
         raise KdgridError(f"--ref: method kind {kind!r} compares its candidates with the real targets; "
@@ -50,6 +51,7 @@ def distill_shard(model_path, vocab_path, src, out, shard: int, shards: int, chu
     if ref is not None and not methods.needs_reference(kind):
         raise KdgridError(f"--ref: method kind {kind!r} does not read the real targets; leave --ref out")
     model, _, vocab = load_for_decoding(model_path, vocab_path, device)
+    model = for_decoding(model, vocab, backend["backend"], device, backend["compute_type"], threads)
     lines = read_lines(src)
     refs = read_lines(ref) if ref is not None else None
     if refs is not None and len(refs) != len(lines):

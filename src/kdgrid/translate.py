@@ -33,7 +33,8 @@ def translate_nbest(model, vocab: Vocab, lines: list[str], options: dict, max_to
 
 def _generate(model, vocab: Vocab, lines, options, max_tokens, threads, what, report_every):
     """What model.generate returns per sentence (in the order of `lines`), and the stats."""
-    device = next(model.parameters()).device
+    # a CTranslate2 decoder (kdgrid.ct2) names its input device; a torch model has its weights'
+    device = getattr(model, "device", None) or next(model.parameters()).device
     ids = vocab.encode(lines, threads=threads)
     lengths = [len(x) for x in ids]
     batches = token_batches(lengths, lengths, max_tokens)

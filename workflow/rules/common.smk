@@ -63,6 +63,8 @@ R = f"results/{config['corpus']['name']}"
 TEACHERS = config["grid"]["teachers"]
 METHODS = config["grid"]["methods"]
 STUDENTS = config["grid"]["students"]
+DECODING = method_kinds.decoding(config["decoding"])  # every AT decode's options (backend: kdgrid.ct2)
+TORCH_DECODING = method_kinds.decoding(config["decoding"], autoregressive=False)  # NATs', MoE's
 
 
 def method_columns():
@@ -205,14 +207,18 @@ def teacher_train(name):
 def teacher_decode(name=None):
     """A teacher's evaluation decoding; an MoE teacher's: per sentence its best expert's output."""
     moe = name is not None and teacher_kind(name) == "moe"
-    return {**config["decoding"], **config["teacher"]["evaluate"], **({"expert": "best"} if moe else {})}
+    return {
+        **(TORCH_DECODING if moe else DECODING),
+        **config["teacher"]["evaluate"],
+        **({"expert": "best"} if moe else {}),
+    }
 
 
 def method_params(column):
     """A distilled column's decoding options: its method's, with the kind's defaults; a ban round's
     without rounds, from and size, so its jobs do not change with the round count."""
     spec = config["methods"][METHOD_OF[column][0]]
-    return {**config["decoding"], **method_kinds.distill_options(spec)}
+    return {**(TORCH_DECODING if spec["kind"] == "moe" else DECODING), **method_kinds.distill_options(spec)}
 
 
 def distill_model(wildcards):
@@ -257,7 +263,8 @@ def student_train(name):
 
 def student_decode(name):
     """Decoding options of a student; `rescore` travels as the rescoring model's file instead."""
-    decode = {**config["decoding"], **config["students"][name].get("decode", {})}
+    base = DECODING if config["students"][name]["kind"] == "transformer" else TORCH_DECODING
+    decode = {**base, **config["students"][name].get("decode", {})}
     decode.pop("rescore", None)
     return decode
 

@@ -1,0 +1,230 @@
+"""CTranslate2 backend for autoregressive decoding: a kdgrid Transformer's weights as a
+CTranslate2 TransformerSpec (built from the raw tensors, no converter round trip), and a decoder
+object with the model's `generate` interface, so translate(), distillation, teacher evaluation
+and the AT student use it unchanged (`decoding.backend: ctranslate2`).
+
+What makes its output equal the torch path's (kdgrid.search), and what cannot:
+- the same tokens are never emitted (pad, bos, unk, <mask>). CTranslate2 masks them before its
+  softmax (renormalizing over the rest), kdgrid after: scores differ by the masked tokens' tiny
+  probability, which can only flip near-ties;
+- the length limit is per sentence in kdgrid (int(source tokens * a) + b); CTranslate2 has one
+  limit per call, so each batch is decoded in groups of equal limit. At the limit kdgrid forces
+  eos; CTranslate2 returns the hypothesis as it stands (the same tokens for greedy; for beam a
+  hypothesis that reaches the limit may rank differently);
+- greedy output is the same. Beam search stops by another rule (PATIENCE below): a few
+  sentences in a thousand differ; tests/test_ct2.py states the tolerance;
+- float differences (other kernels; int8 or 16-bit compute types more so) can flip rare ties.
+Sampling draws from CTranslate2's own generator, seeded per call: resumable shards stay
+byte-identical on rerun (same seed, same chunk), but the draws differ from torch's.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from kdgrid.errors import KdgridError
+from kdgrid.models.layers import sinusoidal_positions
+from kdgrid.vocab import BOS, EOS, MASK, PAD, UNK
+
+BACKENDS = ("torch", "ctranslate2")
+COMPUTE_TYPES = ("default", "auto", "float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
+                 "int16", "float16", "bfloat16")
+INSTALL = "pip install ctranslate2==4.8.5 (a wheel for Linux, macOS and Windows; kdgrid's requirements.txt pins it)"
+POSITIONS = 1024  # rows of the exported sinusoidal table: the longest sentence CTranslate2 can decode
+# CTranslate2 stops a sentence's beam search once round(beam * PATIENCE) hypotheses have finished
+# (fairseq's rule at 1); kdgrid's search also waits until no live beam can beat the finished ones.
+# On 1,000 Multi30k test sentences (teacher cpu_s, beam 5) the outputs that differ from torch's,
+# and CTranslate2's time (torch 6.2 s): patience 1: 47, 2.3 s; 2: 5, 2.8 s; 5: 4, 4.0 s.
+PATIENCE = 2
+
+
+def _import():
+    try:
+        import ctranslate2
+    except ImportError:
+        raise KdgridError(f"decoding.backend ctranslate2: the ctranslate2 package is not installed; "
+                          f"{INSTALL}") from None
+    return ctranslate2
+
+
+def supports(model) -> bool:
+    """Whether CTranslate2 can decode this model: a plain Transformer (the teachers, the AT
+    student). The mixture-of-experts teacher's learned start tokens and every NAT stay on torch."""
+    return getattr(model, "kind", None) == "transformer"
+
+
+def build_spec(model, vocab, source_eos: bool = True):
+    """The CTranslate2 TransformerSpec of a kdgrid Transformer, from its weights."""
+    _import()
+    from ctranslate2.specs import transformer_spec
+
+    if not supports(model):
+        raise KdgridError(f"CTranslate2 export: model kind {model.kind!r} is not a plain Transformer "
+                          "(only kind 'transformer' exports)")
+    cfg = model.cfg
+    spec = transformer_spec.TransformerSpec.from_config(
+        (cfg.encoder_layers, cfg.decoder_layers), cfg.heads, pre_norm=cfg.pre_norm)
+    weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    table = weights["embed.table.weight"]
+    positions = sinusoidal_positions(POSITIONS, cfg.d_model).numpy()  # explicit: CTranslate2's own start at 1
+    for side, stack in (("encoder", spec.encoder), ("decoder", spec.decoder)):
+        embeddings = stack.embeddings[0] if isinstance(stack.embeddings, list) else stack.embeddings
+        embeddings.weight = table
+        stack.scale_embeddings = True  # kdgrid scales token embeddings by sqrt(d_model)
+        stack.position_encodings.encodings = positions
+        layers = cfg.encoder_layers if side == "encoder" else cfg.decoder_layers
+        for i in range(layers):
+            _set_block(stack.layer[i], weights, f"{side}.layers.{i}.", cross=side == "decoder")
+        if cfg.pre_norm:
+            _set_norm(stack.layer_norm, weights, f"{side}.norm.")
+    spec.decoder.projection.weight = table  # shared with the embeddings (aliased when saved)
+    spec.config.unk_token = vocab.sp.id_to_piece(UNK)
+    spec.config.bos_token = vocab.sp.id_to_piece(BOS)
+    spec.config.eos_token = vocab.sp.id_to_piece(EOS)
+    spec.config.decoder_start_token = vocab.sp.id_to_piece(BOS)
+    spec.config.add_source_eos = source_eos  # kdgrid's sources end with eos
+    pieces = [vocab.sp.id_to_piece(i) for i in range(len(vocab))]
+    spec.register_source_vocabulary(pieces)
+    spec.register_target_vocabulary(pieces)
+    spec.validate()
+    return spec
+
+
+def _set_block(layer, w, prefix, cross):
+    _set_attention(layer.self_attention, w, prefix + "self_attn.", fused_qkv=True)
+    _set_norm(layer.self_attention.layer_norm, w, prefix + "norms.0.")
+    if cross:
+        _set_attention(layer.attention, w, prefix + "cross_attn.", fused_qkv=False)
+        _set_norm(layer.attention.layer_norm, w, prefix + "norms.1.")
+    _set_norm(layer.ffn.layer_norm, w, prefix + f"norms.{2 if cross else 1}.")
+    _set_linear(layer.ffn.linear_0, w, prefix + "ffn.fc1.")
+    _set_linear(layer.ffn.linear_1, w, prefix + "ffn.fc2.")
+
+
+def _set_attention(spec, w, prefix, fused_qkv):
+    import numpy as np
+
+    q_w, q_b = w[prefix + "q.weight"], w[prefix + "q.bias"]
+    kv_w, kv_b = w[prefix + "kv.weight"], w[prefix + "kv.bias"]  # rows: keys, then values
+    if fused_qkv:
+        spec.linear[0].weight, spec.linear[0].bias = np.concatenate([q_w, kv_w]), np.concatenate([q_b, kv_b])
+    else:
+        spec.linear[0].weight, spec.linear[0].bias = q_w, q_b
+        spec.linear[1].weight, spec.linear[1].bias = kv_w, kv_b
+    _set_linear(spec.linear[-1], w, prefix + "out.")
+
+
+def _set_linear(spec, w, prefix):
+    spec.weight, spec.bias = w[prefix + "weight"], w[prefix + "bias"]
+
+
+def _set_norm(spec, w, prefix):
+    spec.gamma, spec.beta = w[prefix + "weight"], w[prefix + "bias"]
+
+
+def export(model, vocab, out_dir, quantization: str | None = None, source_eos: bool = True) -> None:
+    """Write the CTranslate2 model directory `out_dir` (model.bin, config.json, a shared vocabulary
+    of the sentencepiece pieces). source_eos: CTranslate2 appends eos to each source (so plain
+    sentencepiece pieces translate); off, the caller passes it (Ct2Decoder does)."""
+    spec = build_spec(model, vocab, source_eos)
+    spec.optimize(quantization=quantization)  # aliases the shared embedding tables; stores int8 etc.
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    spec.save(str(out_dir))
+
+
+class Ct2Decoder:
+    """A kdgrid Transformer decoded by CTranslate2: `generate(src, method, ...)` takes the padded
+    source ids that kdgrid.search takes and returns what it returns."""
+
+    kind = "transformer"
+
+    def __init__(self, model, vocab, device: torch.device, compute_type: str = "default", threads: int = 1):
+        ct2 = _import()
+        if compute_type not in COMPUTE_TYPES:
+            raise KdgridError(f"decoding.compute_type must be one of {', '.join(COMPUTE_TYPES)}, got {compute_type!r}")
+        self.cfg, self.device, self.compute_type = model.cfg, torch.device("cpu"), compute_type
+        self._ct2 = ct2
+        self._dir = tempfile.TemporaryDirectory(prefix="kdgrid-ct2-")  # removed with this object
+        export(model, vocab, self._dir.name, source_eos=False)
+        where = "cuda" if device.type == "cuda" else "cpu"
+        self._load = dict(device=where, device_index=(device.index or 0) if where == "cuda" else 0,
+                          compute_type=compute_type, inter_threads=1, intra_threads=max(1, threads))
+        self.translator = ct2.Translator(self._dir.name, **self._load)
+        self.pieces = [vocab.sp.id_to_piece(i) for i in range(len(vocab))]
+        self.ids = {p: i for i, p in enumerate(self.pieces)}
+        self.never = [[self.pieces[i]] for i in sorted({PAD, BOS, MASK, self.cfg.pad, self.cfg.bos} - {EOS})
+                      if i < len(self.pieces)]
+
+    def generate(self, src: torch.Tensor, method: str = "beam", *, beam: int = 5, lenpen: float = 1.0,
+                 temperature: float = 1.0, topk: int = 10, max_len_a: float = 1.2, max_len_b: int = 10,
+                 seed: int | None = None, use_cache: bool = True, nbest: int = 0):
+        from kdgrid.search import METHODS, _max_lengths
+
+        if method not in METHODS:
+            raise KdgridError(f"unknown decoding method {method!r}; known: {', '.join(METHODS)}")
+        if nbest and method != "beam":
+            raise KdgridError(f"nbest: an n-best list comes from beam search, not from {method!r}")
+        if method == "beam" and (beam < 1 or not 0 <= nbest <= beam):
+            raise KdgridError(f"beam {beam} must be positive and nbest {nbest} between 0 and it")
+        if method in ("sample", "sample_topk") and temperature <= 0:
+            raise KdgridError(f"temperature must be positive, got {temperature}")
+        if method == "sample_topk" and topk < 1:
+            raise KdgridError(f"topk must be positive, got {topk}")
+        limits = _max_lengths(src, self.cfg.pad, max_len_a, max_len_b).tolist()
+        if max(limits, default=0) >= POSITIONS:
+            raise KdgridError(f"CTranslate2 backend: a length limit of {max(limits)} tokens exceeds the exported "
+                              f"position table ({POSITIONS}); lower decoding.max_len_a/b or use backend torch")
+        # the source as kdgrid has it, eos included: CTranslate2 skips an empty input unrun
+        tokens = [[self.pieces[i] for i in row if i != self.cfg.pad] for row in src.tolist()]
+        options = {"beam_size": beam if method == "beam" else 1, "length_penalty": lenpen,
+                   "num_hypotheses": max(nbest, 1), "return_scores": bool(nbest), "disable_unk": True,
+                   "suppress_sequences": self.never, "max_input_length": 0, "min_decoding_length": 0}
+        if method == "beam":
+            options.update(patience=PATIENCE)
+        elif method in ("sample", "sample_topk"):
+            options.update(sampling_topk=topk if method == "sample_topk" else 0, sampling_temperature=temperature)
+            # CTranslate2's worker thread seeds its generator when it starts: a translator loaded
+            # after set_random_seed draws the same numbers for the same seed (milliseconds for a
+            # teacher of the paper's sizes), one reused across calls would not
+            self._ct2.set_random_seed((0 if seed is None else int(seed)) % 2**32)  # an unsigned 32-bit seed
+            self.translator = self._ct2.Translator(self._dir.name, **self._load)
+        out: list = [None] * len(tokens)
+        for limit in sorted(set(limits)):
+            rows = [i for i, n in enumerate(limits) if n == limit]
+            results = self.translator.translate_batch([tokens[i] for i in rows], max_decoding_length=limit,
+                                                      **options)
+            for i, result in zip(rows, results):
+                hyps = [([self.ids[p] for p in h if p != self.pieces[self.cfg.eos]]) for h in result.hypotheses]
+                if nbest:
+                    out[i] = list(zip(result.scores, hyps))
+                else:
+                    out[i] = hyps[0]
+        return out
+
+
+BACKEND_OPTIONS = {"backend": "torch", "compute_type": "default"}  # config `decoding`, not decoder options
+
+
+def split_options(params: dict) -> tuple[dict, dict]:
+    """(backend options with their defaults, the rest) of a verb's decoding --params."""
+    backend = {k: params.get(k, v) for k, v in BACKEND_OPTIONS.items()}
+    return backend, {k: v for k, v in params.items() if k not in BACKEND_OPTIONS}
+
+
+def for_decoding(model, vocab, backend: str, device, compute_type: str = "default", threads: int = 1):
+    """The object to decode with: the torch model itself, or its CTranslate2 decoder where the
+    backend asks for it and the model kind supports it (else the torch model, logged)."""
+    from kdgrid.progress import log
+
+    if backend not in BACKENDS:
+        raise KdgridError(f"decoding.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        return model
+    if not supports(model):
+        log(f"decoding.backend ctranslate2: model kind {model.kind!r} decodes with torch "
+            "(CTranslate2 takes plain Transformers)")
+        return model
+    return Ct2Decoder(model, vocab, torch.device(device), compute_type, threads)

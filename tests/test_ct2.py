@@ -1,0 +1,199 @@
+"""The CTranslate2 backend (kdgrid.ct2): a kdgrid Transformer exported from its raw weights decodes
+to the torch path's output (greedy: every sentence; beam: all but the rare sentences where the two
+searches' stopping rules part, stated below), for pre- and post-norm models; sampling is seeded per
+call, so a resumed distillation shard is byte-identical; `kdgrid export-ct2` writes a model that
+CTranslate2 loads on its own; NAT kinds stay on torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import env, toy_pairs, words
+
+from kdgrid.checkpoint import load_for_decoding
+from kdgrid.corpus import read_lines, write_lines
+from kdgrid.errors import KdgridError
+from kdgrid.translate import translate, translate_nbest
+
+ct2 = pytest.importorskip("ctranslate2")
+from kdgrid import ct2 as backend  # noqa: E402
+
+PY = [sys.executable, "-m", "kdgrid"]
+LENGTH = {"max_len_a": 1.2, "max_len_b": 10}
+# Beam search: the share of sentences whose output may differ. kdgrid stops a sentence once it
+# holds `beam` finished hypotheses that no live one can beat at the current length; CTranslate2
+# once 2 x beam have finished (kdgrid.ct2.PATIENCE). Measured: 5 of 1,000 Multi30k test sentences
+# with a trained teacher (cpu_s, beam 5).
+BEAM_TOLERANCE = 0.05
+
+
+def run(*args):
+    return subprocess.run([*PY, *map(str, args)], capture_output=True, text=True, env=env())
+
+
+def train_teacher(d, pre_norm: bool):
+    pairs = toy_pairs(240, vocab_size=60, seed=5)
+    write_lines(d / "train.src", [words(s) for s, _ in pairs])
+    write_lines(d / "train.tgt", [words(t) for _, t in pairs])
+    vocab = {"size": 80, "model_type": "bpe", "character_coverage": 1.0, "max_sentences": 0, "seed": 1}
+    proc = run("vocab", "--train-text", d / "train.src", d / "train.tgt", "--model", d / "spm.model",
+               "--params", json.dumps(vocab), "--encode", d / "train.src", d / "train.tgt",
+               "--encoded", d / "src.npz", d / "tgt.npz")
+    assert proc.returncode == 0, proc.stderr
+    model = {"d_model": 32, "ffn": 64, "heads": 2, "encoder_layers": 2, "decoder_layers": 2, "dropout": 0.0,
+             "attention_dropout": 0.0, "pre_norm": pre_norm}
+    train = {"max_tokens": 600, "lr": 0.003, "warmup_updates": 10, "max_updates": 60, "valid_every": 30,
+             "log_every": 10, "seed": 3}
+    proc = run("train", "--kind", "transformer", "--model-params", json.dumps(model), "--train-params",
+               json.dumps(train), "--vocab", d / "spm.model", "--train-src", d / "src.npz", "--train-tgt",
+               d / "tgt.npz", "--valid-src", d / "src.npz", "--valid-tgt", d / "tgt.npz", "--out",
+               d / "model.pt", "--work-dir", d / "work")
+    assert proc.returncode == 0, proc.stderr
+    return d
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["pre_norm", "post_norm"])
+def teacher(request, tmp_path_factory):
+    return train_teacher(tmp_path_factory.mktemp("ct2_teacher"), request.param)
+
+
+@pytest.fixture
+def pair(teacher):
+    torch.set_num_threads(1)
+    model, _, vocab = load_for_decoding(teacher / "model.pt", teacher / "spm.model")
+    decoder = backend.Ct2Decoder(model, vocab, torch.device("cpu"))
+    return model, decoder, vocab, read_lines(teacher / "train.src")[:120]
+
+
+def test_greedy_output_equals_the_torch_path(pair):
+    model, decoder, vocab, src = pair
+    opts = {"method": "greedy", **LENGTH}
+    assert translate(decoder, vocab, src, opts)[0] == translate(model, vocab, src, opts)[0]
+
+
+def test_greedy_equals_at_every_batch_size(pair):
+    """Length-sorted batches of 1 and of many sentences, and per-sentence length limits, give the
+    same lines (a sentence's limit does not depend on its batch neighbours)."""
+    _, decoder, vocab, src = pair
+    opts = {"method": "greedy", "max_len_a": 0.5, "max_len_b": 1}  # limits bite: every line is cut
+    whole, _ = translate(decoder, vocab, src[:30], opts, max_tokens=4096)
+    single, _ = translate(decoder, vocab, src[:30], opts, max_tokens=1)
+    assert whole == single
+    assert whole == translate(pair[0], vocab, src[:30], opts)[0]
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_beam_output_equals_the_torch_path_within_the_stated_tolerance(pair, beam):
+    model, decoder, vocab, src = pair
+    opts = {"method": "beam", "beam": beam, "lenpen": 1.0, **LENGTH}
+    ours, theirs = translate(model, vocab, src, opts)[0], translate(decoder, vocab, src, opts)[0]
+    differ = sum(a != b for a, b in zip(ours, theirs))
+    assert differ <= BEAM_TOLERANCE * len(src), f"{differ} of {len(src)} sentences differ"
+    if beam == 1:  # beam 1 is greedy in both: no stopping rule to part on
+        assert differ == 0
+
+
+def test_nbest_entry_zero_is_the_plain_output(pair):
+    _, decoder, vocab, src = pair
+    nbests, _ = translate_nbest(decoder, vocab, src[:40], {"method": "beam", "beam": 4, "nbest": 3, **LENGTH})
+    plain, _ = translate(decoder, vocab, src[:40], {"method": "beam", "beam": 4, **LENGTH})
+    assert [n[0][1] for n in nbests] == plain
+    assert all(len(n) == 3 and [s for s, _ in n] == sorted((s for s, _ in n), reverse=True) for n in nbests)
+
+
+def test_sampling_is_seeded_per_call(pair):
+    _, decoder, vocab, src = pair
+    opts = {"method": "sample_topk", "topk": 5, "temperature": 2.0, "seed": 7, **LENGTH}
+    first, again = translate(decoder, vocab, src, opts)[0], translate(decoder, vocab, src, opts)[0]
+    other = translate(decoder, vocab, src, {**opts, "seed": 8})[0]
+    assert first == again and first != other
+
+
+def test_a_resumed_sampling_shard_is_byte_identical(teacher, tmp_path, monkeypatch):
+    from kdgrid import distill, methods
+
+    params = {"kind": "sample", "temperature": 1.5, "seed": 3, "max_tokens": 400, "backend": "ctranslate2",
+              **LENGTH}
+
+    def shard(out):
+        distill.distill_shard(teacher / "model.pt", teacher / "spm.model", teacher / "train.src", out, 0, 1, 40,
+                              params, "cpu")
+
+    shard(tmp_path / "whole.tgt")
+    real, calls = methods.distill, []
+
+    def stop_after_two(*args, **kw):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(methods, "distill", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        shard(tmp_path / "0.tgt")
+    monkeypatch.setattr(methods, "distill", real)
+    shard(tmp_path / "0.tgt")
+    assert (tmp_path / "0.tgt").read_bytes() == (tmp_path / "whole.tgt").read_bytes()
+
+
+def test_export_ct2_writes_a_model_ctranslate2_loads_on_its_own(teacher, tmp_path):
+    proc = run("export-ct2", "--model", teacher / "model.pt", "--vocab", teacher / "spm.model",
+               "--out", tmp_path / "ct2")
+    assert proc.returncode == 0, proc.stderr
+    translator = ct2.Translator(str(tmp_path / "ct2"))
+    model, _, vocab = load_for_decoding(teacher / "model.pt", teacher / "spm.model")
+    src = read_lines(teacher / "train.src")[:20]
+    pieces = vocab.sp.encode(src, out_type=str)  # plain sentencepiece pieces: the source eos is added by it
+    got = [vocab.sp.decode(r.hypotheses[0]) for r in translator.translate_batch(pieces, beam_size=1,
+                                                                              max_decoding_length=30)]
+    want, _ = translate(model, vocab, src, {"method": "greedy", "max_len_a": 0, "max_len_b": 30})
+    assert got == want
+
+
+def test_int8_compute_type_decodes(pair):
+    model, _, vocab, src = pair
+    int8 = backend.Ct2Decoder(model, vocab, torch.device("cpu"), compute_type="int8")
+    out, _ = translate(int8, vocab, src, {"method": "beam", "beam": 4, **LENGTH})
+    ref, _ = translate(model, vocab, src, {"method": "beam", "beam": 4, **LENGTH})
+    assert sum(a == b for a, b in zip(out, ref)) >= 0.5 * len(src)  # quantized: close, not equal
+
+
+def test_nat_kinds_and_the_moe_teacher_decode_with_torch(tmp_path):
+    from conftest import model_config
+
+    from kdgrid.models import build
+
+    nat = build("nat", model_config("nat"))
+    assert backend.for_decoding(nat, None, "ctranslate2", "cpu") is nat
+    assert backend.for_decoding(nat, None, "torch", "cpu") is nat
+    with pytest.raises(KdgridError, match="decoding.backend must be one of torch, ctranslate2"):
+        backend.for_decoding(nat, None, "onnx", "cpu")
+
+
+def test_backend_options_are_split_from_the_decoder_options():
+    got = backend.split_options({"max_tokens": 9, "beam": 4, "backend": "ctranslate2"})
+    assert got == ({"backend": "ctranslate2", "compute_type": "default"}, {"max_tokens": 9, "beam": 4})
+
+
+def test_the_workflow_passes_backend_keys_only_when_they_are_not_the_defaults():
+    sys.path.insert(0, str(__import__("conftest").ROOT / "workflow"))
+    import method_kinds
+
+    base = {"max_tokens": 10, "max_len_a": 1.2, "max_len_b": 10}
+    assert method_kinds.decoding({**base, "backend": "torch", "compute_type": "default"}) == base
+    assert method_kinds.decoding({**base, "backend": "ctranslate2", "compute_type": "int8"}) == {
+        **base, "backend": "ctranslate2", "compute_type": "int8"}
+    assert method_kinds.decoding({**base, "backend": "ctranslate2"}, autoregressive=False) == base
+
+
+def test_an_unexportable_model_kind_is_named(tmp_path):
+    from conftest import model_config
+
+    from kdgrid.models import build
+
+    with pytest.raises(KdgridError, match="model kind 'cmlm' is not a plain Transformer"):
+        backend.build_spec(build("cmlm", model_config("cmlm")), None)
