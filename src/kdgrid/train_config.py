@@ -20,8 +20,17 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     Adam with weight_decay) would divide the decay by the gradient's running scale, a far
     stronger and parameter-dependent pull. Like fairseq, every parameter decays (biases, norms
     and embeddings too): the reference recipes' weight_decay 0.01 was tuned that way."""
-    return torch.optim.AdamW(model.parameters(), lr=cfg.warmup_init_lr, betas=cfg.adam_betas,
-                             eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    params = list(model.parameters())
+    return torch.optim.AdamW(params, lr=cfg.warmup_init_lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
+                             weight_decay=cfg.weight_decay, **fused(params))
+
+
+def fused(params) -> dict:
+    """One fused kernel for every parameter's Adam update where torch has one (CPU and CUDA float
+    weights): a 2+2-layer d256 model's step took 35 ms instead of 239 ms (per-tensor loop) on
+    2 CPU threads (bench/teacher_speed.py); the same update up to float rounding."""
+    ok = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return {"fused": True} if ok and params else {}
 
 
 @dataclass

@@ -18,8 +18,8 @@ An MoE teacher gives its mixture's exact teacher-forced next-token distribution,
 p(y_t | y_<t, x) = sum_k p(k | x, y_<t) p(y_t | y_<t, x, k), with p(k | x, y_<t) proportional to
 p(k | x) p(y_<t | x, k): the distribution of the model the MoE is, not of one expert.
 
-The student's own terms are computed here from the model's public pieces (encode, decode,
-first_input, random_mask, smoothed_nll, LengthHead.loss) in the order its `loss` uses them, so the
+The student's own terms are computed here from the model's public pieces (encode, states,
+first_input, random_mask, projected_nll, LengthHead.loss) in the order its `loss` uses them, so the
 student runs once per batch and draws the same random numbers: with alpha 0 the wrapper's loss is
 the model's loss exactly (a test guards this).
 
@@ -41,7 +41,7 @@ from torch import nn
 from kdgrid.errors import KdgridError
 from kdgrid.kd.losses import token_kl
 from kdgrid.kd.specs import KDSpec
-from kdgrid.models.layers import smoothed_nll
+from kdgrid.models.layers import projected_nll
 from kdgrid.models.moe import MoE
 from kdgrid.models.noise import random_mask
 from kdgrid.models.transformer import Transformer
@@ -119,19 +119,22 @@ class WordKD(nn.Module):
         memory, src_pad = s.encode(batch["src"])
         length = None
         if self.kind == "transformer":
-            logits = s.decode(batch["tgt_in"], memory, src_pad)
+            h = s.states(batch["tgt_in"], memory, src_pad)
             target = batch["tgt_out"]
         else:
             tgt = batch["tgt"]
             tgt_pad = tgt.eq(pad)
             if self.kind == "nat":
-                logits = s.decode(s.first_input(batch["src"], src_pad, tgt_pad), tgt_pad, memory, src_pad)
+                h = s.states(s.first_input(batch["src"], src_pad, tgt_pad), tgt_pad, memory, src_pad)
                 target = tgt
             else:  # cmlm
                 noisy, masked = random_mask(tgt, pad, self.cfg.mask)
-                logits = s.decode(noisy, tgt_pad, memory, src_pad)
+                h = s.states(noisy, tgt_pad, memory, src_pad)
                 target = tgt.masked_fill(~masked, pad)
-        word, nll, n = smoothed_nll(logits, target, pad, label_smoothing)
+        # the word term exactly as the model's loss computes it (the output layer on the scored
+        # positions only), the full logits for the KD term
+        word, nll, n = projected_nll(s.embed, h, target, pad, label_smoothing)
+        logits = s.embed.logits(h)
         if self.kind != "transformer":
             length = s.length.loss(memory, src_pad, (~tgt_pad).sum(1))
         return StudentTerms(logits, target.ne(pad), word, nll, n, length)

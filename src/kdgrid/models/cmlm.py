@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kdgrid.models.layers import EncoderDecoder, LengthHead, ModelConfig, init_linear, key_mask, smoothed_nll
+from kdgrid.models.layers import EncoderDecoder, LengthHead, ModelConfig, init_linear, key_mask, projected_nll
 from kdgrid.models.noise import random_mask
 from kdgrid.refine import State, refine
 
@@ -48,9 +48,9 @@ class CMLM(EncoderDecoder):
         memory, src_pad = self.encode(src)
         tgt_pad = tgt.eq(self.cfg.pad)
         noisy, masked = random_mask(tgt, self.cfg.pad, self.cfg.mask)
-        logits = self.decode(noisy, tgt_pad, memory, src_pad)
-        word, nll, n = smoothed_nll(logits, tgt.masked_fill(~masked, self.cfg.pad), self.cfg.pad,
-                                    label_smoothing)
+        h = self.states(noisy, tgt_pad, memory, src_pad)
+        word, nll, n = projected_nll(self.embed, h, tgt.masked_fill(~masked, self.cfg.pad), self.cfg.pad,
+                                     label_smoothing)  # the masked positions only reach the output layer
         length = self.length.loss(memory, src_pad, (~tgt_pad).sum(1))
         total = word + self.cfg.length_loss_weight * length
         return total, {"loss": total.detach(), "nll": nll, "word_ins": word.detach(),
@@ -89,5 +89,8 @@ class CMLM(EncoderDecoder):
         return State(tokens, scores, mask=(rank < n_mask[:, None]) & ~tgt_pad)
 
     def decode(self, tokens, tgt_pad, memory, src_pad) -> torch.Tensor:
-        h = self.decoder(self.embed(tokens), key_mask(tgt_pad), memory, key_mask(src_pad))
-        return self.embed.logits(h)
+        return self.embed.logits(self.states(tokens, tgt_pad, memory, src_pad))
+
+    def states(self, tokens, tgt_pad, memory, src_pad) -> torch.Tensor:
+        """Decoder output states (B, T, d), before the output layer."""
+        return self.decoder(self.embed(tokens), key_mask(tgt_pad), memory, key_mask(src_pad))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kdgrid.models.layers import EncoderDecoder, LengthHead, ModelConfig, init_linear, key_mask, smoothed_nll
+from kdgrid.models.layers import EncoderDecoder, LengthHead, ModelConfig, init_linear, key_mask, projected_nll
 from kdgrid.refine import State, refine
 
 
@@ -45,8 +45,8 @@ class NAT(EncoderDecoder):
         src, tgt = batch["src"], batch["tgt"]
         memory, src_pad = self.encode(src)
         tgt_pad = tgt.eq(self.cfg.pad)
-        logits = self.decode(self.first_input(src, src_pad, tgt_pad), tgt_pad, memory, src_pad)
-        word, nll, n = smoothed_nll(logits, tgt, self.cfg.pad, label_smoothing)
+        h = self.states(self.first_input(src, src_pad, tgt_pad), tgt_pad, memory, src_pad)
+        word, nll, n = projected_nll(self.embed, h, tgt, self.cfg.pad, label_smoothing)
         length = self.length.loss(memory, src_pad, (~tgt_pad).sum(1))
         total = word + self.cfg.length_loss_weight * length
         logs = {"loss": total.detach(), "nll": nll, "word_ins": word.detach(),
@@ -84,8 +84,11 @@ class NAT(EncoderDecoder):
 
     def decode(self, inputs: torch.Tensor, tgt_pad, memory, src_pad) -> torch.Tensor:
         """Logits (B, T, V) from decoder input embeddings (positions are added here)."""
-        h = self.decoder(self.embed.add_positions(inputs), key_mask(tgt_pad), memory, key_mask(src_pad))
-        return self.embed.logits(h)
+        return self.embed.logits(self.states(inputs, tgt_pad, memory, src_pad))
+
+    def states(self, inputs: torch.Tensor, tgt_pad, memory, src_pad) -> torch.Tensor:
+        """Decoder output states (B, T, d), before the output layer."""
+        return self.decoder(self.embed.add_positions(inputs), key_mask(tgt_pad), memory, key_mask(src_pad))
 
     def predict(self, logits, tgt_pad) -> State:
         """Argmax words (never a special symbol) and their log-probabilities."""

@@ -13,8 +13,8 @@ from kdgrid.models.layers import (
     causal_mask,
     init_linear,
     key_mask,
+    projected_nll,
     reorder_cache,
-    smoothed_nll,
 )
 
 
@@ -35,8 +35,8 @@ class Transformer(EncoderDecoder):
     # -- the two faces every model has ------------------------------------------------------
     def loss(self, batch: dict, label_smoothing: float = 0.0):
         memory, src_pad = self.encode(batch["src"])
-        logits = self.decode(batch["tgt_in"], memory, src_pad)
-        loss, nll, n = smoothed_nll(logits, batch["tgt_out"], self.cfg.pad, label_smoothing)
+        h = self.states(batch["tgt_in"], memory, src_pad)
+        loss, nll, n = projected_nll(self.embed, h, batch["tgt_out"], self.cfg.pad, label_smoothing)
         return loss, {"loss": loss.detach(), "nll": nll, "ntokens": n}
 
     @torch.no_grad()
@@ -47,9 +47,12 @@ class Transformer(EncoderDecoder):
     # -- pieces the search uses (and encode() from EncoderDecoder) ---------------------------
     def decode(self, prev: torch.Tensor, memory, src_pad) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for every position of `prev` (bos + target)."""
-        h = self.decoder(self.embed_target(prev), causal_mask(prev.size(1), prev.device),
-                         memory, key_mask(src_pad))
-        return self.embed.logits(h)
+        return self.embed.logits(self.states(prev, memory, src_pad))
+
+    def states(self, prev: torch.Tensor, memory, src_pad) -> torch.Tensor:
+        """Teacher-forced decoder output states (B, T, d), before the output layer."""
+        return self.decoder(self.embed_target(prev), causal_mask(prev.size(1), prev.device), memory,
+                            key_mask(src_pad))
 
     def embed_target(self, prev: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Decoder input embeddings of `prev`, whose first column is position `start`."""
