@@ -125,3 +125,28 @@ def encoded_toy_corpus(d: Path, run, pairs: int, vocab_size: int, pieces: int) -
         "--params", json.dumps(params), "--encode", d / "train.src", d / "train.tgt",
         "--encoded", d / "src.npz", d / "tgt.npz")
     return d
+
+
+def train_toy_teacher(d: Path, run, layers: int = 1, updates: int = 40, pre_norm: bool = True) -> Path:
+    """A small corpus (d/train.src, d/train.tgt), its sentencepiece model (d/spm.model) and an AT
+    teacher briefly trained on it through the CLI verb runner `run` (d/model.pt)."""
+    import json
+
+    toy = toy_pairs(240, vocab_size=60, seed=5)
+    (d / "train.src").write_text("".join(words(s) + "\n" for s, _ in toy))
+    (d / "train.tgt").write_text("".join(words(t) + "\n" for _, t in toy))
+    vocab = {"size": 80, "model_type": "bpe", "character_coverage": 1.0, "max_sentences": 0, "seed": 1}
+    proc = run("vocab", "--train-text", d / "train.src", d / "train.tgt", "--model", d / "spm.model",
+               "--params", json.dumps(vocab), "--encode", d / "train.src", d / "train.tgt",
+               "--encoded", d / "src.npz", d / "tgt.npz")
+    assert proc.returncode == 0, proc.stderr
+    model = {"d_model": 32, "ffn": 64, "heads": 2, "encoder_layers": layers, "decoder_layers": layers,
+             "dropout": 0.0, "attention_dropout": 0.0, "pre_norm": pre_norm}
+    train = {"max_tokens": 600, "lr": 0.003, "warmup_updates": 10, "max_updates": updates,
+             "valid_every": updates // 2, "log_every": 10, "seed": 3}
+    proc = run("train", "--kind", "transformer", "--model-params", json.dumps(model), "--train-params",
+               json.dumps(train), "--vocab", d / "spm.model", "--train-src", d / "src.npz", "--train-tgt",
+               d / "tgt.npz", "--valid-src", d / "src.npz", "--valid-tgt", d / "tgt.npz", "--out",
+               d / "model.pt", "--work-dir", d / "work")
+    assert proc.returncode == 0, proc.stderr
+    return d

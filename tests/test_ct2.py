@@ -6,16 +6,15 @@ CTranslate2 loads on its own; NAT kinds stay on torch."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import env, toy_pairs, words
+from conftest import env, train_toy_teacher
 
 from kdgrid.checkpoint import load_for_decoding
-from kdgrid.corpus import read_lines, write_lines
+from kdgrid.corpus import read_lines
 from kdgrid.errors import KdgridError
 from kdgrid.translate import translate, translate_nbest
 
@@ -35,30 +34,9 @@ def run(*args):
     return subprocess.run([*PY, *map(str, args)], capture_output=True, text=True, env=env())
 
 
-def train_teacher(d, pre_norm: bool):
-    pairs = toy_pairs(240, vocab_size=60, seed=5)
-    write_lines(d / "train.src", [words(s) for s, _ in pairs])
-    write_lines(d / "train.tgt", [words(t) for _, t in pairs])
-    vocab = {"size": 80, "model_type": "bpe", "character_coverage": 1.0, "max_sentences": 0, "seed": 1}
-    proc = run("vocab", "--train-text", d / "train.src", d / "train.tgt", "--model", d / "spm.model",
-               "--params", json.dumps(vocab), "--encode", d / "train.src", d / "train.tgt",
-               "--encoded", d / "src.npz", d / "tgt.npz")
-    assert proc.returncode == 0, proc.stderr
-    model = {"d_model": 32, "ffn": 64, "heads": 2, "encoder_layers": 2, "decoder_layers": 2, "dropout": 0.0,
-             "attention_dropout": 0.0, "pre_norm": pre_norm}
-    train = {"max_tokens": 600, "lr": 0.003, "warmup_updates": 10, "max_updates": 60, "valid_every": 30,
-             "log_every": 10, "seed": 3}
-    proc = run("train", "--kind", "transformer", "--model-params", json.dumps(model), "--train-params",
-               json.dumps(train), "--vocab", d / "spm.model", "--train-src", d / "src.npz", "--train-tgt",
-               d / "tgt.npz", "--valid-src", d / "src.npz", "--valid-tgt", d / "tgt.npz", "--out",
-               d / "model.pt", "--work-dir", d / "work")
-    assert proc.returncode == 0, proc.stderr
-    return d
-
-
 @pytest.fixture(scope="module", params=[True, False], ids=["pre_norm", "post_norm"])
 def teacher(request, tmp_path_factory):
-    return train_teacher(tmp_path_factory.mktemp("ct2_teacher"), request.param)
+    return train_toy_teacher(tmp_path_factory.mktemp("ct2_teacher"), run, layers=2, updates=60, pre_norm=request.param)
 
 
 @pytest.fixture

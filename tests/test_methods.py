@@ -12,7 +12,7 @@ import sys
 import pytest
 import sacrebleu
 import torch
-from conftest import ROOT, env, toy_pairs, words
+from conftest import ROOT, env, train_toy_teacher
 
 from kdgrid import methods
 from kdgrid.checkpoint import load_for_decoding
@@ -86,25 +86,7 @@ def run(*args):
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     """A small corpus, its sentencepiece model and a briefly trained AT teacher (through the CLI)."""
-    d = tmp_path_factory.mktemp("teacher")
-    pairs = toy_pairs(240, vocab_size=60, seed=5)
-    write_lines(d / "train.src", [words(s) for s, _ in pairs])
-    write_lines(d / "train.tgt", [words(t) for _, t in pairs])
-    vocab = {"size": 80, "model_type": "bpe", "character_coverage": 1.0, "max_sentences": 0, "seed": 1}
-    proc = run("vocab", "--train-text", d / "train.src", d / "train.tgt", "--model", d / "spm.model",
-               "--params", json.dumps(vocab), "--encode", d / "train.src", d / "train.tgt",
-               "--encoded", d / "src.npz", d / "tgt.npz")
-    assert proc.returncode == 0, proc.stderr
-    model = {"d_model": 32, "ffn": 64, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.0,
-             "attention_dropout": 0.0, "pre_norm": True}
-    train = {"max_tokens": 600, "lr": 0.003, "warmup_updates": 10, "max_updates": 40, "valid_every": 20,
-             "log_every": 10, "seed": 3}
-    proc = run("train", "--kind", "transformer", "--model-params", json.dumps(model), "--train-params",
-               json.dumps(train), "--vocab", d / "spm.model", "--train-src", d / "src.npz", "--train-tgt",
-               d / "tgt.npz", "--valid-src", d / "src.npz", "--valid-tgt", d / "tgt.npz", "--out",
-               d / "model.pt", "--work-dir", d / "work")
-    assert proc.returncode == 0, proc.stderr
-    return d
+    return train_toy_teacher(tmp_path_factory.mktemp("teacher"), run)
 
 
 @pytest.fixture(scope="module")
