@@ -53,6 +53,16 @@ def test_greedy_output_equals_the_torch_path(pair):
     assert translate(decoder, vocab, src, opts)[0] == translate(model, vocab, src, opts)[0]
 
 
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_a_source_without_pieces_decodes_as_torch_does(pair, method):
+    """CTranslate2 returns an empty output for an input of eos alone without running the model;
+    the backend decodes such rows with torch."""
+    model, decoder, vocab, src = pair
+    lines = ["", src[0], "", src[1]]
+    opts = {"method": method, "beam": 3, **LENGTH}
+    assert translate(decoder, vocab, lines, opts)[0] == translate(model, vocab, lines, opts)[0]
+
+
 def test_greedy_equals_at_every_batch_size(pair):
     """Length-sorted batches of 1 and of many sentences, and per-sentence length limits, give the
     same lines (a sentence's limit does not depend on its batch neighbours)."""

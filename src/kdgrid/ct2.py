@@ -33,7 +33,7 @@ BACKENDS = ("torch", "ctranslate2")
 COMPUTE_TYPES = ("default", "auto", "float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
                  "int16", "float16", "bfloat16")
 INSTALL = "pip install ctranslate2==4.8.5 (a wheel for Linux, macOS and Windows; kdgrid's requirements.txt pins it)"
-POSITIONS = 1024  # rows of the exported sinusoidal table: the longest sentence CTranslate2 can decode
+POSITIONS = 4096  # rows of the exported sinusoidal table: the longest sentence CTranslate2 can take
 # CTranslate2 stops a sentence's beam search once round(beam * PATIENCE) hypotheses have finished
 # (fairseq's rule at 1); kdgrid's search also waits until no live beam can beat the finished ones.
 # On 1,000 Multi30k test sentences (teacher cpu_s, beam 5) the outputs that differ from torch's,
@@ -152,11 +152,20 @@ class Ct2Decoder:
         where = "cuda" if device.type == "cuda" else "cpu"
         self._load = dict(device=where, device_index=(device.index or 0) if where == "cuda" else 0,
                           compute_type=compute_type, inter_threads=1, intra_threads=max(1, threads))
-        self.translator = ct2.Translator(self._dir.name, **self._load)
+        self.translator = self._open()
+        self.model = model  # decodes what CTranslate2 skips unrun: a source with no pieces
         self.pieces = [vocab.sp.id_to_piece(i) for i in range(len(vocab))]
         self.ids = {p: i for i, p in enumerate(self.pieces)}
         self.never = [[self.pieces[i]] for i in sorted({PAD, BOS, MASK, self.cfg.pad, self.cfg.bos} - {EOS})
                       if i < len(self.pieces)]
+
+    def _open(self):
+        try:
+            return self._ct2.Translator(self._dir.name, **self._load)
+        except (RuntimeError, ValueError) as e:
+            raise KdgridError(f"CTranslate2 cannot load the model on {self._load['device']} with decoding.compute_type "
+                              f"{self.compute_type!r} ({e}); choose another compute_type (int8 or default on CPU) "
+                              "or decoding.backend torch") from None
 
     def generate(self, src: torch.Tensor, method: str = "beam", *, beam: int = 5, lenpen: float = 1.0,
                  temperature: float = 1.0, topk: int = 10, max_len_a: float = 1.2, max_len_b: int = 10,
@@ -174,10 +183,11 @@ class Ct2Decoder:
         if method == "sample_topk" and topk < 1:
             raise KdgridError(f"topk must be positive, got {topk}")
         limits = _max_lengths(src, self.cfg.pad, max_len_a, max_len_b).tolist()
-        if max(limits, default=0) >= POSITIONS:
-            raise KdgridError(f"CTranslate2 backend: a length limit of {max(limits)} tokens exceeds the exported "
-                              f"position table ({POSITIONS}); lower decoding.max_len_a/b or use backend torch")
-        # the source as kdgrid has it, eos included: CTranslate2 skips an empty input unrun
+        if max(max(limits, default=0), src.size(1)) >= POSITIONS:
+            raise KdgridError(f"CTranslate2 backend: a source of {src.size(1)} tokens or a length limit of "
+                              f"{max(limits)} exceeds the exported position table ({POSITIONS}); lower "
+                              "decoding.max_len_a/b or use decoding.backend torch")
+        # the source as kdgrid has it, eos included (the decoder's export does not append it)
         tokens = [[self.pieces[i] for i in row if i != self.cfg.pad] for row in src.tolist()]
         options = {"beam_size": beam if method == "beam" else 1, "length_penalty": lenpen,
                    "num_hypotheses": max(nbest, 1), "return_scores": bool(nbest), "disable_unk": True,
@@ -190,10 +200,21 @@ class Ct2Decoder:
             # after set_random_seed draws the same numbers for the same seed (milliseconds for a
             # teacher of the paper's sizes), one reused across calls would not
             self._ct2.set_random_seed((0 if seed is None else int(seed)) % 2**32)  # an unsigned 32-bit seed
-            self.translator = self._ct2.Translator(self._dir.name, **self._load)
+            self.translator = self._open()
         out: list = [None] * len(tokens)
+        empty = [i for i, t in enumerate(tokens) if len(t) <= 1]  # eos alone: CTranslate2 would return []
+        if empty:
+            from kdgrid.search import generate
+
+            opts = dict(beam=beam, lenpen=lenpen, temperature=temperature, topk=topk, max_len_a=max_len_a,
+                        max_len_b=max_len_b, seed=seed, nbest=nbest)
+            rows = src[empty].to(next(self.model.parameters()).device)
+            for i, hyp in zip(empty, generate(self.model, rows, method, **opts)):
+                out[i] = hyp
         for limit in sorted(set(limits)):
-            rows = [i for i, n in enumerate(limits) if n == limit]
+            rows = [i for i, n in enumerate(limits) if n == limit and out[i] is None]
+            if not rows:
+                continue
             results = self.translator.translate_batch([tokens[i] for i in rows], max_decoding_length=limit,
                                                       **options)
             for i, result in zip(rows, results):

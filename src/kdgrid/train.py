@@ -196,6 +196,8 @@ class Trainer:
                             (self.work / f).replace(stale / f)
                 return
             self.model.load_state_dict(payload["model"])
+            for group in payload["optim"]["param_groups"]:  # a checkpoint from before the fused
+                group["fused"] = self.optim.defaults.get("fused")  # optimizer resumes with it
             self.optim.load_state_dict(payload["optim"])
             for name, (opt, _) in self.extra.items():
                 opt.load_state_dict(payload["extra_optim"][name])
