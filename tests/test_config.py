@@ -201,3 +201,19 @@ def test_shards_are_checked_against_a_prepared_corpus(tmp_path):
     check(cfg, SCHEMA, ["x"])  # size unknown before prepare
     with pytest.raises(ConfigError, match=r"distill.shards: 40000 shards for 28998 training sentences"):
         check(cfg, SCHEMA, ["x"], train_sentences=28998)
+
+
+def test_the_conda_env_pins_what_requirements_txt_pins():
+    """envs/kdgrid.yaml (cluster users) and requirements.txt (make) must not drift: every package the
+    workflow's jobs import is pinned in both, to the same version (test and lint tools aside)."""
+    import re
+
+    from conftest import ROOT
+
+    def pins(text):
+        return dict(re.findall(r"^\s*(?:-\s*)?([A-Za-z0-9_.-]+)==([^\s#]+)", text, re.M))
+
+    env = pins((ROOT / "envs" / "kdgrid.yaml").read_text())
+    req = pins((ROOT / "requirements.txt").read_text())
+    tools = {"pytest", "ruff", "snakefmt"}
+    assert {k: v for k, v in req.items() if k not in tools} == env
