@@ -27,7 +27,7 @@ import torch
 
 from kdgrid.errors import KdgridError
 from kdgrid.models.layers import sinusoidal_positions
-from kdgrid.vocab import BOS, EOS, MASK, PAD, UNK
+from kdgrid.vocab import BOS, EOS, UNK
 
 BACKENDS = ("torch", "ctranslate2")
 COMPUTE_TYPES = ("default", "auto", "float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
@@ -156,8 +156,10 @@ class Ct2Decoder:
         self.model = model  # decodes what CTranslate2 skips unrun: a source with no pieces
         self.pieces = [vocab.sp.id_to_piece(i) for i in range(len(vocab))]
         self.ids = {p: i for i, p in enumerate(self.pieces)}
-        self.never = [[self.pieces[i]] for i in sorted({PAD, BOS, MASK, self.cfg.pad, self.cfg.bos} - {EOS})
-                      if i < len(self.pieces)]
+        from kdgrid.search import _never
+
+        # the search's never-emitted ids, unk aside (CTranslate2's disable_unk takes that one)
+        self.never = [[self.pieces[i]] for i in _never(self.cfg, len(self.pieces)) if i != UNK]
 
     def _open(self):
         try:
