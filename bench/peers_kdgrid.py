@@ -58,7 +58,7 @@ def decode(a) -> None:
     if a.backend == "ctranslate2":
         from kdgrid.ct2 import Ct2Decoder
 
-        model = Ct2Decoder(model, vocab, torch.device("cpu"), "default", a.threads)
+        model = Ct2Decoder(model, vocab, torch.device("cpu"), "default", a.threads, a.ct2_search)
     generate, in_generate = model.generate, [0.0]
 
     def timed_generate(*args, **kwargs):
@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     for option in ("--model", "--vocab", "--src", "--hyp", "--timing", "--options"):
         ap.add_argument(option, required=True)
     ap.add_argument("--backend", choices=["torch", "ctranslate2"], default="torch")
+    ap.add_argument("--ct2-search", choices=["exact", "fast"], default="exact")
     ap.add_argument("--batch", type=int, required=True)
     ap.add_argument("--threads", type=int, default=1)
     decode(ap.parse_args(argv))

@@ -13,10 +13,12 @@ import pytest
 import torch
 from conftest import env, train_toy_teacher
 
+from kdgrid.batching import pad_stack
 from kdgrid.checkpoint import load_for_decoding
 from kdgrid.corpus import read_lines
 from kdgrid.errors import KdgridError
 from kdgrid.translate import translate, translate_nbest
+from kdgrid.vocab import EOS, PAD
 
 ct2 = pytest.importorskip("ctranslate2")
 from kdgrid import ct2 as backend  # noqa: E402
@@ -28,6 +30,9 @@ LENGTH = {"max_len_a": 1.2, "max_len_b": 10}
 # once 2 x beam have finished (kdgrid.ct2.PATIENCE). Measured: 5 of 1,000 Multi30k test sentences
 # with a trained teacher (cpu_s, beam 5).
 BEAM_TOLERANCE = 0.05
+# ct2_search fast: CTranslate2's own rule (patience 1) and one call per batch at its longest
+# limit. Measured: 47 of 1,000 Multi30k test sentences differ from torch's (teacher cpu_s, beam 5).
+FAST_BEAM_TOLERANCE = 0.15
 
 
 def run(*args):
@@ -83,6 +88,31 @@ def test_beam_output_equals_the_torch_path_within_the_stated_tolerance(pair, bea
     assert differ <= BEAM_TOLERANCE * len(src), f"{differ} of {len(src)} sentences differ"
     if beam == 1:  # beam 1 is greedy in both: no stopping rule to part on
         assert differ == 0
+
+
+def test_fast_search_greedy_is_exact_and_beam_within_its_tolerance(pair):
+    """ct2_search fast changes beam search only; each output keeps within its own length limit."""
+    model, _, vocab, src = pair
+    fast = backend.Ct2Decoder(model, vocab, torch.device("cpu"), search="fast")
+    cut = {"max_len_a": 0.5, "max_len_b": 1}  # every line reaches its limit
+    greedy = {"method": "greedy", **cut}
+    assert translate(fast, vocab, src, greedy)[0] == translate(model, vocab, src, greedy)[0]
+    opts = {"method": "beam", "beam": 4, "lenpen": 1.0, **LENGTH}
+    ours, theirs = translate(model, vocab, src, opts)[0], translate(fast, vocab, src, opts)[0]
+    differ = sum(a != b for a, b in zip(ours, theirs))
+    assert differ <= FAST_BEAM_TOLERANCE * len(src), f"{differ} of {len(src)} sentences differ"
+    ids = vocab.encode(src[:40])
+    rows = pad_stack(ids, PAD, suffix=EOS)
+    limits = [int((len(x) + 1) * 0.5) + 1 for x in ids]  # the source's tokens with its eos
+    for lenpen in (1.0, 5.0):  # 5: long hypotheses win, so some reach their limit
+        short = fast.generate(rows, "beam", beam=4, lenpen=lenpen, **cut)
+        assert all(len(h) <= n for h, n in zip(short, limits))
+
+
+def test_an_unknown_ct2_search_names_the_key(pair):
+    model, _, vocab, _ = pair
+    with pytest.raises(KdgridError, match="decoding.ct2_search"):
+        backend.Ct2Decoder(model, vocab, torch.device("cpu"), search="fastest")
 
 
 def test_nbest_entry_zero_is_the_plain_output(pair):
@@ -163,8 +193,9 @@ def test_nat_kinds_and_the_moe_teacher_decode_with_torch(tmp_path):
 
 
 def test_backend_options_are_split_from_the_decoder_options():
-    got = backend.split_options({"max_tokens": 9, "beam": 4, "backend": "ctranslate2"})
-    assert got == ({"backend": "ctranslate2", "compute_type": "default"}, {"max_tokens": 9, "beam": 4})
+    got = backend.split_options({"max_tokens": 9, "beam": 4, "backend": "ctranslate2", "ct2_search": "fast"})
+    assert got == ({"backend": "ctranslate2", "compute_type": "default", "ct2_search": "fast"},
+                   {"max_tokens": 9, "beam": 4})
 
 
 def test_the_workflow_passes_backend_keys_only_when_they_are_not_the_defaults():
@@ -176,6 +207,12 @@ def test_the_workflow_passes_backend_keys_only_when_they_are_not_the_defaults():
     assert method_kinds.decoding({**base, "backend": "ctranslate2", "compute_type": "int8"}) == {
         **base, "backend": "ctranslate2", "compute_type": "int8"}
     assert method_kinds.decoding({**base, "backend": "ctranslate2"}, autoregressive=False) == base
+    assert method_kinds.decoding({**base, "backend": "ctranslate2", "ct2_search": "exact"}) == {
+        **base, "backend": "ctranslate2"}
+    assert method_kinds.decoding({**base, "backend": "ctranslate2", "ct2_search": "fast"}) == {
+        **base, "backend": "ctranslate2", "ct2_search": "fast"}
+    # CTranslate2's own keys mean nothing to the torch backend: its jobs stay as they were
+    assert method_kinds.decoding({**base, "backend": "torch", "compute_type": "int8", "ct2_search": "fast"}) == base
 
 
 def test_an_unexportable_model_kind_is_named(tmp_path):

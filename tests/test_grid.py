@@ -39,6 +39,19 @@ def test_grid_tables_put_each_score_in_its_cell(tmp_path):
     assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_teachers_table_says_which_code_decoded_each_teacher():
+    ct2 = {"backend": "ctranslate2", "compute_type": "int8", "ct2_search": "fast", "used": "ctranslate2"}
+    teachers = [*TEACHERS, {"teacher": "u", "split": "valid", "bleu": 31.0, "parameters": 99},
+                {"teacher": "u", "split": "test", "bleu": 30.0, "parameters": 99, "decode": {"backend": ct2}},
+                {"teacher": "v", "split": "test", "bleu": 30.0, "parameters": 99,
+                 "decode": {"backend": {**ct2, "used": "torch"}}}]  # asked for CTranslate2, fell back
+    md = grid.markdown(grid.build([cell("nat", "raw", 10.0)], teachers, ["nat"], ["raw"]), "title")
+    rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith(("| t |", "| u |", "| v |"))}
+    assert rows["| t"].endswith("| torch |")  # scores from before the backend existed
+    assert rows["| u"].endswith("| CTranslate2 (int8, fast search) |")
+    assert rows["| v"].endswith("| torch |")
+
+
 def test_scores_outside_the_grid_are_an_error():
     with pytest.raises(KdgridError, match="'cmlm' on 'raw' are not part of this grid"):
         grid.build([cell("cmlm", "raw", 1.0)], [], ["nat"], ["raw"])

@@ -74,13 +74,16 @@ def ban_size(spec: dict, teacher: str) -> str:
     return spec.get("size") or teacher
 
 
-# The AT decoding backend (config decoding.backend / compute_type, kdgrid.ct2) and its defaults.
-BACKEND_DEFAULTS = {"backend": "torch", "compute_type": "default"}
+# The AT decoding backend (config decoding.backend / compute_type / ct2_search, kdgrid.ct2) and
+# its defaults.
+BACKEND_DEFAULTS = {"backend": "torch", "compute_type": "default", "ct2_search": "exact"}
 
 
 def decoding(options: dict, autoregressive: bool = True) -> dict:
     """Config `decoding` as the verbs' --params take it: the backend keys only where they differ
-    from their defaults (a grid finished before the CTranslate2 backend keeps its jobs), and only
-    for the models CTranslate2 decodes (a NAT's or the MoE teacher's jobs ignore the backend)."""
-    keep = lambda k, v: autoregressive and BACKEND_DEFAULTS[k] != v if k in BACKEND_DEFAULTS else True  # noqa: E731
+    from their defaults (a grid finished before the CTranslate2 backend keeps its jobs), only for
+    the models CTranslate2 decodes (a NAT's or the MoE teacher's jobs ignore the backend), and
+    CTranslate2's own keys only when it is the backend."""
+    ct2 = autoregressive and options.get("backend", BACKEND_DEFAULTS["backend"]) == "ctranslate2"
+    keep = lambda k, v: ct2 and BACKEND_DEFAULTS[k] != v if k in BACKEND_DEFAULTS else True  # noqa: E731
     return {k: v for k, v in options.items() if keep(k, v)}

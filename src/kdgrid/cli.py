@@ -162,7 +162,8 @@ def cmd_evaluate(a) -> None:
     _require(p, ("max_tokens",), "--params")
     labels = _json(a.labels, "--labels")
     model, meta, v = _load_for_decoding(a.model, a.vocab)
-    decoder = for_decoding(model, v, backend["backend"], _device(), backend["compute_type"], a.threads)
+    decoder = for_decoding(model, v, backend["backend"], _device(), backend["compute_type"], a.threads,
+                           backend["ct2_search"])
     src = [s for s, _ in read_parallel(a.src, a.ref[0])]
     refs = [read_lines(r) for r in a.ref]
     for path, r in zip(a.ref, refs):

@@ -8,11 +8,15 @@ What makes its output equal the torch path's (kdgrid.search), and what cannot:
   softmax (renormalizing over the rest), kdgrid after: scores differ by the masked tokens' tiny
   probability, which can only flip near-ties;
 - the length limit is per sentence in kdgrid (int(source tokens * a) + b); CTranslate2 has one
-  limit per call, so each batch is decoded in groups of equal limit. At the limit kdgrid forces
-  eos; CTranslate2 returns the hypothesis as it stands (the same tokens for greedy; for beam a
-  hypothesis that reaches the limit may rank differently);
+  limit per call. Greedy and sampled outputs are decoded in one call per batch at its longest
+  limit and each is cut to its own limit (a prefix, so greedy output is the same). Beam search
+  (`ct2_search: exact`) decodes each batch in groups of equal limit; at the limit kdgrid forces
+  eos, CTranslate2 returns the hypothesis as it stands, which may rank differently;
 - greedy output is the same. Beam search stops by another rule (PATIENCE below): a few
-  sentences in a thousand differ; tests/test_ct2.py states the tolerance;
+  sentences in a thousand differ; tests/test_ct2.py states the tolerance. `ct2_search: fast`
+  trades that for CTranslate2's own speed: its stopping rule (patience 1) and one call per batch
+  at the longest limit, each output cut to its own limit (47 of 1,000 Multi30k test outputs
+  differ from torch's against 5 exact);
 - float differences (other kernels; int8 or 16-bit compute types more so) can flip rare ties.
 Sampling draws from CTranslate2's own generator, seeded per call: resumable shards stay
 byte-identical on rerun (same seed, same chunk), but the draws differ from torch's.
@@ -39,6 +43,7 @@ POSITIONS = 4096  # rows of the exported sinusoidal table: the longest sentence 
 # On 1,000 Multi30k test sentences (teacher cpu_s, beam 5) the outputs that differ from torch's,
 # and CTranslate2's time (torch 6.2 s): patience 1: 47, 2.3 s; 2: 5, 2.8 s; 5: 4, 4.0 s.
 PATIENCE = 2
+SEARCHES = ("exact", "fast")  # config decoding.ct2_search
 
 
 def _import():
@@ -141,11 +146,14 @@ class Ct2Decoder:
 
     kind = "transformer"
 
-    def __init__(self, model, vocab, device: torch.device, compute_type: str = "default", threads: int = 1):
+    def __init__(self, model, vocab, device: torch.device, compute_type: str = "default", threads: int = 1,
+                 search: str = "exact"):
         ct2 = _import()
         if compute_type not in COMPUTE_TYPES:
             raise KdgridError(f"decoding.compute_type must be one of {', '.join(COMPUTE_TYPES)}, got {compute_type!r}")
-        self.cfg, self.device, self.compute_type = model.cfg, torch.device("cpu"), compute_type
+        if search not in SEARCHES:
+            raise KdgridError(f"decoding.ct2_search must be one of {', '.join(SEARCHES)}, got {search!r}")
+        self.cfg, self.device, self.compute_type, self.search = model.cfg, torch.device("cpu"), compute_type, search
         self._ct2 = ct2
         self._dir = tempfile.TemporaryDirectory(prefix="kdgrid-ct2-")  # removed with this object
         export(model, vocab, self._dir.name, source_eos=False)
@@ -194,8 +202,9 @@ class Ct2Decoder:
         options = {"beam_size": beam if method == "beam" else 1, "length_penalty": lenpen,
                    "num_hypotheses": max(nbest, 1), "return_scores": bool(nbest), "disable_unk": True,
                    "suppress_sequences": self.never, "max_input_length": 0, "min_decoding_length": 0}
+        grouped = method == "beam" and self.search == "exact"  # else one call per batch, outputs cut
         if method == "beam":
-            options.update(patience=PATIENCE)
+            options.update(patience=PATIENCE if grouped else 1)
         elif method in ("sample", "sample_topk"):
             options.update(sampling_topk=topk if method == "sample_topk" else 0, sampling_temperature=temperature)
             # CTranslate2's worker thread seeds its generator when it starts: a translator loaded
@@ -213,14 +222,15 @@ class Ct2Decoder:
             rows = src[empty].to(next(self.model.parameters()).device)
             for i, hyp in zip(empty, generate(self.model, rows, method, **opts)):
                 out[i] = hyp
-        for limit in sorted(set(limits)):
-            rows = [i for i, n in enumerate(limits) if n == limit and out[i] is None]
+        eos = self.pieces[self.cfg.eos]
+        for limit in sorted(set(limits)) if grouped else [max(limits, default=0)]:
+            rows = [i for i, n in enumerate(limits) if (n == limit or not grouped) and out[i] is None]
             if not rows:
                 continue
             results = self.translator.translate_batch([tokens[i] for i in rows], max_decoding_length=limit,
                                                       **options)
             for i, result in zip(rows, results):
-                hyps = [([self.ids[p] for p in h if p != self.pieces[self.cfg.eos]]) for h in result.hypotheses]
+                hyps = [[self.ids[p] for p in h if p != eos][:limits[i]] for h in result.hypotheses]
                 if nbest:
                     out[i] = list(zip(result.scores, hyps))
                 else:
@@ -228,7 +238,8 @@ class Ct2Decoder:
         return out
 
 
-BACKEND_OPTIONS = {"backend": "torch", "compute_type": "default"}  # config `decoding`, not decoder options
+# config `decoding` keys that choose the decoder, not options of its generate()
+BACKEND_OPTIONS = {"backend": "torch", "compute_type": "default", "ct2_search": "exact"}
 
 
 def split_options(params: dict) -> tuple[dict, dict]:
@@ -237,7 +248,8 @@ def split_options(params: dict) -> tuple[dict, dict]:
     return backend, {k: v for k, v in params.items() if k not in BACKEND_OPTIONS}
 
 
-def for_decoding(model, vocab, backend: str, device, compute_type: str = "default", threads: int = 1):
+def for_decoding(model, vocab, backend: str, device, compute_type: str = "default", threads: int = 1,
+                 ct2_search: str = "exact"):
     """The object to decode with: the torch model itself, or its CTranslate2 decoder where the
     backend asks for it and the model kind supports it (else the torch model, logged)."""
     from kdgrid.progress import log
@@ -250,4 +262,4 @@ def for_decoding(model, vocab, backend: str, device, compute_type: str = "defaul
         log(f"decoding.backend ctranslate2: model kind {model.kind!r} decodes with torch "
             "(CTranslate2 takes plain Transformers)")
         return model
-    return Ct2Decoder(model, vocab, torch.device(device), compute_type, threads)
+    return Ct2Decoder(model, vocab, torch.device(device), compute_type, threads, ct2_search)

@@ -51,7 +51,8 @@ def distill_shard(model_path, vocab_path, src, out, shard: int, shards: int, chu
     if ref is not None and not methods.needs_reference(kind):
         raise KdgridError(f"--ref: method kind {kind!r} does not read the real targets; leave --ref out")
     model, _, vocab = load_for_decoding(model_path, vocab_path, device)
-    model = for_decoding(model, vocab, backend["backend"], device, backend["compute_type"], threads)
+    model = for_decoding(model, vocab, backend["backend"], device, backend["compute_type"], threads,
+                         backend["ct2_search"])
     lines = read_lines(src)
     refs = read_lines(ref) if ref is not None else None
     if refs is not None and len(refs) != len(lines):

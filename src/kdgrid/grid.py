@@ -32,6 +32,14 @@ def build(cells: list[dict], teachers: list[dict], students: list[str], columns:
             "data": data, "languages": list(languages)}
 
 
+def _backend(scores: dict) -> str:
+    """Which code decoded a teacher's test set (scores.json `decode.backend`; torch before it existed)."""
+    b = scores.get("decode", {}).get("backend") or {"used": "torch"}
+    if b.get("used") != "ctranslate2":
+        return "torch"
+    return f"CTranslate2 ({b.get('compute_type', 'default')}, {b.get('ct2_search', 'exact')} search)"
+
+
 def _fmt(x) -> str:
     return "—" if x is None else f"{x:.2f}"
 
@@ -176,14 +184,15 @@ def markdown(grid: dict, title: str, answer: dict | None = None) -> str:
     lines += ["", "Teachers (decoding as configured under `teacher.evaluate`; C and F of their valid "
               "output against the valid references):", "",
               "| teacher | parameters | valid BLEU | test BLEU | valid C(output) | valid C(references) "
-              "| valid F(output) |", "|---|---:|---:|---:|---:|---:|---:|"]
+              "| valid F(output) | decoded with |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for t, splits in grid["teachers"].items():
         params = next(v for k, v in splits.items() if not k.endswith("_metrics")).get("parameters")
         vm = splits.get("valid_metrics", {})
         lines.append(f"| {t} | {params:,} | {_fmt(splits.get('valid', {}).get('bleu'))} | "
                      f"{_fmt(splits.get('test', {}).get('bleu'))}{' †' if t in weak else ''} | "
                      f"{_fmt3(vm.get('complexity'))} | "
-                     f"{_fmt3(vm.get('real', {}).get('complexity'))} | {_fmt3(vm.get('faithfulness'))} |")
+                     f"{_fmt3(vm.get('real', {}).get('complexity'))} | {_fmt3(vm.get('faithfulness'))} | "
+                     f"{_backend(splits.get('test', {}))} |")
     if grid["languages"]:
         langs = grid["languages"][0]["languages"]
         lines += ["", "Language mix of test outputs (p(l|y) from per-language unigram models):", "",

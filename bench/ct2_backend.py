@@ -1,0 +1,105 @@
+"""The CTranslate2 backend against the torch search on a trained teacher: per decoding setting,
+seconds, sentences/s, the ratio to torch's time in the same run, the lines whose output differs
+from torch's and BLEU / chrF against the references.
+
+    .venv/bin/python bench/ct2_backend.py --model results/multi30k/teachers/cpu_s/model.pt \\
+        --vocab results/multi30k/vocab/spm.model --src results/multi30k/data/test.src \\
+        --ref results/multi30k/data/test.tgt [--threads 1] [--repeats 3] [--max-tokens 4096]
+
+Rows: greedy and beam 5 (lenpen 1.0, the length limit 1.2 x source + 10: kdgrid's defaults), each
+with torch, CTranslate2 float32 (`ct2_search: exact`, the default, and `fast`) and CTranslate2 int8
+through kdgrid (kdgrid.translate.translate, what distillation and evaluation call: subword encoding,
+batching by --max-tokens, decoding to text), and bare CTranslate2 on the same weights: the
+sentencepiece pieces straight to Translator.translate_batch (max_batch_size --max-tokens tokens,
+patience 1, one length limit from the longest source), decoded back to text by sentencepiece: what a
+user of CTranslate2 alone would run. Each is timed --repeats times, alternating, the median printed.
+The CTranslate2 models are built once before timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from kdgrid.checkpoint import load_for_decoding
+from kdgrid.corpus import read_lines
+from kdgrid.ct2 import Ct2Decoder
+from kdgrid.metrics import bleu
+from kdgrid.translate import translate
+from kdgrid.vocab import EOS
+
+LENGTH = {"max_len_a": 1.2, "max_len_b": 10}
+METHODS = {"greedy": {"method": "greedy"}, "beam 5": {"method": "beam", "beam": 5, "lenpen": 1.0}}
+BACKENDS = {"CT2 float32, exact": dict(compute_type="default", search="exact"),
+            "CT2 float32, fast": dict(compute_type="default", search="fast"),
+            "CT2 int8, exact": dict(compute_type="int8", search="exact")}
+
+
+def timed(model, vocab, src, options, max_tokens, threads):
+    begin = time.perf_counter()
+    hyps, _ = translate(model, vocab, src, options, max_tokens, threads, report_every=1e9)
+    return time.perf_counter() - begin, hyps
+
+
+def bare_ct2(translator, vocab, src, options, max_tokens):
+    """CTranslate2 alone on the exported weights (kdgrid's sources end with eos: the pieces get it)."""
+    begin = time.perf_counter()
+    pieces = [p + [vocab.sp.id_to_piece(EOS)] for p in vocab.sp.encode(src, out_type=str)]
+    limit = int(max(map(len, pieces)) * LENGTH["max_len_a"]) + LENGTH["max_len_b"]
+    beam = options.get("beam", 5) if options["method"] == "beam" else 1
+    results = translator.translate_batch(pieces, max_batch_size=max_tokens, batch_type="tokens", beam_size=beam,
+                                         length_penalty=options.get("lenpen", 1.0), max_decoding_length=limit,
+                                         max_input_length=0, min_decoding_length=0, disable_unk=True)
+    hyps = vocab.sp.decode([[p for p in r.hypotheses[0] if p != vocab.sp.id_to_piece(EOS)] for r in results])
+    return time.perf_counter() - begin, hyps
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for option in ("--model", "--vocab", "--src", "--ref"):
+        ap.add_argument(option, required=True)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-tokens", type=int, default=4096)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    model, _, vocab = load_for_decoding(a.model, a.vocab)
+    src, refs = read_lines(a.src), read_lines(a.ref)
+    decoders = {name: Ct2Decoder(model, vocab, torch.device("cpu"), threads=a.threads, **kw)
+                for name, kw in BACKENDS.items()}
+    print(f"# {a.model}: {len(src)} sentences, {a.threads} thread(s), max_tokens {a.max_tokens}, "
+          f"median of {a.repeats} alternating runs")
+    print("| decoding | backend | seconds | sent/s | speed vs torch | speed vs bare CTranslate2 "
+          "| lines differing from torch | BLEU | chrF |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for method, opts in METHODS.items():
+        opts = {**opts, **LENGTH}
+        bare = "bare CTranslate2, same weights"
+        # greedy is one call per batch whatever ct2_search says: its fast row would repeat the exact one
+        names = [n for n in decoders if opts["method"] == "beam" or "fast" not in n]
+        times = {name: [] for name in ["torch", *names, bare]}
+        outputs = {}
+        for _ in range(a.repeats):
+            for name in times:
+                if name == bare:
+                    seconds, outputs[name] = bare_ct2(decoders["CT2 float32, fast"].translator, vocab, src, opts,
+                                                      a.max_tokens)
+                else:
+                    seconds, outputs[name] = timed(model if name == "torch" else decoders[name], vocab, src, opts,
+                                                   a.max_tokens, a.threads)
+                times[name].append(seconds)
+        base, bare_s = statistics.median(times["torch"]), statistics.median(times[bare])
+        for name, runs in times.items():
+            t = statistics.median(runs)
+            differ = sum(x != y for x, y in zip(outputs[name], outputs["torch"]))
+            score = bleu.score(outputs[name], refs)
+            print(f"| {method} | {name} | {t:.2f} | {len(src) / t:.0f} | {base / t:.2f}x | {bare_s / t:.2f}x "
+                  f"| {differ} | {score['bleu']:.2f} | {score['chrf']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
