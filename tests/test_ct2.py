@@ -109,6 +109,17 @@ def test_fast_search_greedy_is_exact_and_beam_within_its_tolerance(pair):
         assert all(len(h) <= n for h, n in zip(short, limits))
 
 
+def test_fast_search_nbest_lists_hold_distinct_hypotheses(pair):
+    """n-best lists take the grouped calls in fast mode too: cut to a shorter limit, two
+    hypotheses could become one."""
+    model, _, vocab, src = pair
+    fast = backend.Ct2Decoder(model, vocab, torch.device("cpu"), search="fast")
+    opts = {"method": "beam", "beam": 4, "nbest": 4, "max_len_a": 0.5, "max_len_b": 1}
+    for lenpen in (1.0, 5.0):
+        nbests, _ = translate_nbest(fast, vocab, src[:60], {**opts, "lenpen": lenpen})
+        assert all(len({h for _, h in n}) == len(n) for n in nbests)
+
+
 def test_an_unknown_ct2_search_names_the_key(pair):
     model, _, vocab, _ = pair
     with pytest.raises(KdgridError, match="decoding.ct2_search"):

@@ -44,12 +44,16 @@ def test_the_teachers_table_says_which_code_decoded_each_teacher():
     teachers = [*TEACHERS, {"teacher": "u", "split": "valid", "bleu": 31.0, "parameters": 99},
                 {"teacher": "u", "split": "test", "bleu": 30.0, "parameters": 99, "decode": {"backend": ct2}},
                 {"teacher": "v", "split": "test", "bleu": 30.0, "parameters": 99,
-                 "decode": {"backend": {**ct2, "used": "torch"}}}]  # asked for CTranslate2, fell back
+                 "decode": {"backend": {**ct2, "used": "torch"}}},  # asked for CTranslate2, fell back
+                {"teacher": "w", "split": "test", "bleu": 30.0, "parameters": 99, "decode": {"backend": ct2},
+                 "decode_options": {"method": "greedy"}}]  # ct2_search changes beam search only
     md = grid.markdown(grid.build([cell("nat", "raw", 10.0)], teachers, ["nat"], ["raw"]), "title")
-    rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith(("| t |", "| u |", "| v |"))}
+    rows = {line.split(" | ")[0]: line for line in md.splitlines()
+            if line.startswith(("| t |", "| u |", "| v |", "| w |"))}
     assert rows["| t"].endswith("| torch |")  # scores from before the backend existed
     assert rows["| u"].endswith("| CTranslate2 (int8, fast search) |")
     assert rows["| v"].endswith("| torch |")
+    assert rows["| w"].endswith("| CTranslate2 (int8) |")
 
 
 def test_scores_outside_the_grid_are_an_error():

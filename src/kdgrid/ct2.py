@@ -202,9 +202,11 @@ class Ct2Decoder:
         options = {"beam_size": beam if method == "beam" else 1, "length_penalty": lenpen,
                    "num_hypotheses": max(nbest, 1), "return_scores": bool(nbest), "disable_unk": True,
                    "suppress_sequences": self.never, "max_input_length": 0, "min_decoding_length": 0}
-        grouped = method == "beam" and self.search == "exact"  # else one call per batch, outputs cut
+        # else one call per batch, outputs cut to their limits. An n-best list is always grouped:
+        # cut hypotheses could repeat and keep the scores of their uncut originals
+        grouped = method == "beam" and (self.search == "exact" or nbest > 0)
         if method == "beam":
-            options.update(patience=PATIENCE if grouped else 1)
+            options.update(patience=PATIENCE if self.search == "exact" else 1)
         elif method in ("sample", "sample_topk"):
             options.update(sampling_topk=topk if method == "sample_topk" else 0, sampling_temperature=temperature)
             # CTranslate2's worker thread seeds its generator when it starts: a translator loaded

@@ -37,7 +37,9 @@ def _backend(scores: dict) -> str:
     b = scores.get("decode", {}).get("backend") or {"used": "torch"}
     if b.get("used") != "ctranslate2":
         return "torch"
-    return f"CTranslate2 ({b.get('compute_type', 'default')}, {b.get('ct2_search', 'exact')} search)"
+    search = scores.get("decode_options", {}).get("method", "beam") == "beam"  # ct2_search: beam only
+    return (f"CTranslate2 ({b.get('compute_type', 'default')}"
+            + (f", {b.get('ct2_search', 'exact')} search)" if search else ")"))
 
 
 def _fmt(x) -> str:
