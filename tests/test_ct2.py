@@ -109,6 +109,13 @@ def test_fast_search_greedy_is_exact_and_beam_within_its_tolerance(pair):
         assert all(len(h) <= n for h, n in zip(short, limits))
 
 
+def test_the_decode_stats_name_the_device_ctranslate2_runs_on(pair):
+    model, decoder, vocab, src = pair
+    assert translate(decoder, vocab, src[:4], {"method": "greedy"})[1]["device"] == "cpu"
+    decoder.runs_on = "cuda:1"  # what a decoder loaded on the second GPU says
+    assert translate(decoder, vocab, src[:4], {"method": "greedy"})[1]["device"] == "cuda:1"
+
+
 def test_fast_search_nbest_lists_hold_distinct_hypotheses(pair):
     """n-best lists take the grouped calls in fast mode too: cut to a shorter limit, two
     hypotheses could become one."""

@@ -160,6 +160,8 @@ class Ct2Decoder:
         where = "cuda" if device.type == "cuda" else "cpu"
         self._load = dict(device=where, device_index=(device.index or 0) if where == "cuda" else 0,
                           compute_type=compute_type, inter_threads=1, intra_threads=max(1, threads))
+        # self.device: where generate() takes its input ids (CPU lists); runs_on: where it decodes
+        self.runs_on = f"cuda:{self._load['device_index']}" if where == "cuda" else "cpu"
         self.translator = self._open()
         self.model = model  # decodes what CTranslate2 skips unrun: a source with no pieces
         self.pieces = [vocab.sp.id_to_piece(i) for i in range(len(vocab))]

@@ -62,6 +62,6 @@ def _generate(model, vocab: Vocab, lines, options, max_tokens, threads, what, re
     seconds = time.perf_counter() - start
     stats = {"sentences": len(lines), "seconds": round(seconds, 3),
              "sentences_per_second": round(len(lines) / max(seconds, 1e-9), 2),
-             "threads": torch.get_num_threads(), "device": str(device)}
+             "threads": torch.get_num_threads(), "device": getattr(model, "runs_on", None) or str(device)}
     log(f"{what}: {len(lines)} sentences in {seconds:.1f}s ({stats['sentences_per_second']} sent/s)")
     return out, stats
