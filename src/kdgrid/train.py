@@ -362,8 +362,8 @@ class Trainer:
                 (loss / len(group)).backward()
                 n = logs.pop("ntokens")
                 ntok += n
-                for k, v in logs.items():
-                    logs_sum[k] = logs_sum.get(k, 0.0) + float(v) * n
+                for k, v in logs.items():  # summed on the device: float() here would wait for it every step
+                    logs_sum[k] = logs_sum.get(k, 0.0) + (v.detach().double() if torch.is_tensor(v) else v) * n
             total_tokens = self._sync(ntok)
             s["update"] += 1
             lr = learning_rate(c, s["update"])
@@ -377,7 +377,7 @@ class Trainer:
             s["batch"] += len(group)
             progress.step(tokens=total_tokens)
             if s["update"] % c.log_every == 0 and self.main:
-                shown = " ".join(f"{k} {v / max(ntok, 1):.3f}" for k, v in logs_sum.items())
+                shown = " ".join(f"{k} {float(v) / max(ntok, 1):.3f}" for k, v in logs_sum.items())
                 progress.report(f"epoch {s['epoch']} | {shown} | lr {learning_rate(c, s['update']):.2e}")
             if s["update"] % c.valid_every == 0:
                 self._validate_and_save()
