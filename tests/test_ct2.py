@@ -220,6 +220,7 @@ def test_the_workflow_passes_backend_keys_only_when_they_are_not_the_defaults():
     sys.path.insert(0, str(__import__("conftest").ROOT / "workflow"))
     import method_kinds
 
+    assert method_kinds.BACKEND_DEFAULTS == backend.BACKEND_OPTIONS  # the plan's copy (no torch import there)
     base = {"max_tokens": 10, "max_len_a": 1.2, "max_len_b": 10}
     assert method_kinds.decoding({**base, "backend": "torch", "compute_type": "default"}) == base
     assert method_kinds.decoding({**base, "backend": "ctranslate2", "compute_type": "int8"}) == {

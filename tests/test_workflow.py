@@ -102,6 +102,15 @@ def test_every_rule_runs_an_existing_cli_verb_with_valid_arguments(tmp_path, mul
             parser.parse_args(args)  # exits (fails the test) on an unknown or missing option
 
 
+def test_the_ctranslate2_keys_reach_the_autoregressive_jobs_only(tmp_path):
+    cfg = write_config(tmp_path / "ct2.yaml", TOY, decoding={"backend": "ctranslate2", "ct2_search": "fast"})
+    commands = rule_commands(snakemake(tmp_path, "-n", "-p", configfile=cfg).stdout)
+    for rule in ("distill", "evaluate_teacher"):
+        assert all('"ct2_search":"fast"' in c and '"backend":"ctranslate2"' in c for c in commands[rule]), rule
+    nat = [c for c in commands["evaluate_student"] if "students/nat/" in c]
+    assert nat and not any("ct2_search" in c or "backend" in c for c in nat)
+
+
 # -- a real run ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
