@@ -14,6 +14,14 @@ sentencepiece pieces straight to Translator.translate_batch (max_batch_size --ma
 patience 1, one length limit from the longest source), decoded back to text by sentencepiece: what a
 user of CTranslate2 alone would run. Each is timed --repeats times, alternating, the median printed.
 The CTranslate2 models are built once before timing.
+
+    .venv/bin/python bench/ct2_backend.py --reload-cost [--size 1024,4096,6,16] [--vocab-size 8000]
+
+times what seeded sampling pays for a fresh random stream (kdgrid.ct2: once per translate() call
+or distillation chunk, never per batch): loading the CTranslate2 translator again, against one
+sampling batch of --max-tokens source tokens, on a teacher of --size (d_model,ffn,layers,heads:
+the `big` teacher by default) with random weights. Outputs are held to the source length (a
+random teacher rarely ends a sentence; a trained one ends near it).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from kdgrid.corpus import read_lines
 from kdgrid.ct2 import Ct2Decoder
 from kdgrid.metrics import bleu
 from kdgrid.translate import translate
-from kdgrid.vocab import EOS
+from kdgrid.vocab import BOS, EOS, PAD, UNK
 
 LENGTH = {"max_len_a": 1.2, "max_len_b": 10}
 METHODS = {"greedy": {"method": "greedy"}, "beam 5": {"method": "beam", "beam": 5, "lenpen": 1.0}}
@@ -57,15 +65,72 @@ def bare_ct2(translator, vocab, src, options, max_tokens):
     return time.perf_counter() - begin, hyps
 
 
+class _Pieces:
+    """A vocabulary of numbered pieces, for a teacher with random weights (no sentencepiece model)."""
+
+    def __init__(self, size):
+        names = {PAD: "<pad>", UNK: "<unk>", BOS: "<s>", EOS: "</s>"}
+        self.pieces = [names.get(i, f"w{i}") for i in range(size)]
+        self.sp = self
+
+    def id_to_piece(self, i):
+        return self.pieces[i]
+
+    def __len__(self):
+        return len(self.pieces)
+
+
+def reload_cost(a) -> None:
+    from kdgrid.batching import pad_stack
+    from kdgrid.models import build
+
+    d, ffn, layers, heads = map(int, a.size.split(","))
+    torch.manual_seed(0)
+    model = build("transformer", dict(vocab_size=a.vocab_size, pad=PAD, bos=BOS, eos=EOS, d_model=d, ffn=ffn,
+                                      encoder_layers=layers, decoder_layers=layers, heads=heads, dropout=0.0)).eval()
+    params = sum(p.numel() for p in model.parameters())
+    decoder = Ct2Decoder(model, _Pieces(a.vocab_size), torch.device("cpu"), threads=a.threads)
+    length = 25  # source tokens before eos: a Multi30k-like sentence
+    gen = torch.Generator().manual_seed(1)
+    rows = [torch.randint(5, a.vocab_size, (length,), generator=gen).tolist() for _ in range(a.max_tokens // length)]
+    src = pad_stack(rows, PAD, suffix=EOS)
+    opts = dict(temperature=1.0, max_len_a=1.0, max_len_b=0)
+    loads, batches = [], []
+    for r in range(a.repeats):
+        begin = time.perf_counter()
+        decoder.translator = decoder._open()
+        decoder._drawn = False  # a fresh translator: the timed call seeds it without loading again
+        loads.append(time.perf_counter() - begin)
+        begin = time.perf_counter()
+        decoder.generate(src, "sample", seed=r, **opts)  # a fresh stream on the fresh translator
+        batches.append(time.perf_counter() - begin)
+        decoder._next_seed = None
+    load, batch = statistics.median(loads), statistics.median(batches)
+    print(f"# teacher d_model {d}, ffn {ffn}, {layers}+{layers} layers, {heads} heads, vocab {a.vocab_size}: "
+          f"{params / 1e6:.0f}M parameters; {a.threads} thread(s); median of {a.repeats}")
+    print(f"translator load: {load:.2f} s; one sampling batch ({len(rows)} sentences, {src.numel()} source tokens): "
+          f"{batch:.2f} s; load / batch: {100 * load / batch:.1f}%; per 5,000-sentence chunk "
+          f"({5000 / len(rows):.0f} batches): {100 * load / (batch * 5000 / len(rows)):.2f}%")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for option in ("--model", "--vocab", "--src", "--ref"):
-        ap.add_argument(option, required=True)
+        ap.add_argument(option)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument("--reload-cost", action="store_true", help="time a translator reload against a sampling batch")
+    ap.add_argument("--size", default="1024,4096,6,16", help="--reload-cost: d_model,ffn,layers,heads")
+    ap.add_argument("--vocab-size", type=int, default=8000, help="--reload-cost: vocabulary size")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    if a.reload_cost:
+        reload_cost(a)
+        return 0
+    missing = [o for o in ("model", "vocab", "src", "ref") if getattr(a, o) is None]
+    if missing:
+        ap.error("the following arguments are required: " + ", ".join(f"--{o}" for o in missing))
     model, _, vocab = load_for_decoding(a.model, a.vocab)
     src, refs = read_lines(a.src), read_lines(a.ref)
     decoders = {name: Ct2Decoder(model, vocab, torch.device("cpu"), threads=a.threads, **kw)

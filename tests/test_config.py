@@ -83,7 +83,7 @@ BAD = [
     ({"grid": {"methods": ["interpolate"]}, "methods": {"interpolate": {"nbest": 8, "beam": 4}}},
      r"methods.interpolate.nbest: 8 is more than beam 4: the n-best list comes from the beam"),
     ({"grid": {"methods": ["ban"]}, "methods": {"ban": {"size": "huge"}}},
-     r"methods.ban.size: 'huge' is not defined under teacher_sizes"),
+     r"methods.ban.size: 'huge' is neither 'student', 'teacher' nor defined under teacher_sizes"),
     ({"grid": {"methods": ["ban"]}, "methods": {"ban": {"size": "odd"}},
       "teacher_sizes": {"odd": {"d_model": 30, "heads": 4, "ffn": 8, "layers": 1}}},
      r"teacher_sizes.odd.heads: d_model 30 is not divisible by heads 4"),  # a BAN size is trained: checked

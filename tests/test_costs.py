@@ -157,3 +157,17 @@ def test_jobs_are_found_by_their_rules_paths_and_only_this_grids(tmp_path, monke
     assert found[1][1:] == ("r/benchmarks/distill/T.beam.0.tsv", "r/logs/distill/T.beam.0.log")
     rows = costs.table(costs.jobs(*map(list, zip(*found))))  # the logs are gone: no GPU, no error
     assert rows[-1]["jobs"] == 6 and rows[-1]["gpu_hours"] == 0
+
+
+def test_a_seeded_grids_runs_are_cells_of_their_own(tmp_path, monkeypatch):
+    """grid.seeds: the runs nat.seed2, nat.seed3 are found like any cell (and not misread as a
+    student nat on a column seed2.T.beam)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("train_student/nat.raw", "train_student/nat.seed2.raw", "train_student/nat.seed2.T.beam",
+                 "train_student/nat.seed3.T.beam"):
+        path = tmp_path / "r" / "benchmarks" / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(HEADER + "1\t0:00:01\t10\t1\t1\t1\t0\t0\t0\t1\n")
+    found = costs.discover(PATTERNS, students=["nat", "nat.seed2"], columns=["raw", "T.beam"], teachers=["T"])
+    assert sorted(label for label, _, _ in found) == [  # nat.seed3 is another grid's run
+        "cell/train_student/nat.seed2/T.beam", "cell/train_student/nat.seed2/raw", "cell/train_student/nat/raw"]

@@ -1,27 +1,31 @@
 """The CTranslate2 backend (kdgrid.ct2): a kdgrid Transformer exported from its raw weights decodes
 to the torch path's output (greedy: every sentence; beam: all but the rare sentences where the two
-searches' stopping rules part, stated below), for pre- and post-norm models; sampling is seeded per
-call, so a resumed distillation shard is byte-identical; `kdgrid export-ct2` writes a model that
-CTranslate2 loads on its own; NAT kinds stay on torch."""
+searches' stopping rules part, stated below), for pre- and post-norm models, and scores a sentence
+as torch does (teacher-forced log-probabilities; beam scores normalized by length alike at any
+lenpen); ct2_search fast never cuts a beam output into a sentence without its end; sampling is
+seeded, loads the model once per run, and a distillation shard resumed in another process is
+byte-identical; `kdgrid export-ct2` writes a model that CTranslate2 loads on its own; NAT kinds stay
+on torch. ctranslate2 is a hard dependency: without it these tests fail, they do not skip."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import ctranslate2 as ct2  # a hard dependency (requirements.txt): these tests fail without it
 import pytest
 import torch
 from conftest import env, train_toy_teacher
 
+from kdgrid import ct2 as backend
 from kdgrid.batching import pad_stack
 from kdgrid.checkpoint import load_for_decoding
 from kdgrid.corpus import read_lines
 from kdgrid.errors import KdgridError
+from kdgrid.search import _never
 from kdgrid.translate import translate, translate_nbest
-from kdgrid.vocab import EOS, PAD
-
-ct2 = pytest.importorskip("ctranslate2")
-from kdgrid import ct2 as backend  # noqa: E402
+from kdgrid.vocab import BOS, EOS, PAD
 
 PY = [sys.executable, "-m", "kdgrid"]
 LENGTH = {"max_len_a": 1.2, "max_len_b": 10}
@@ -33,6 +37,15 @@ BEAM_TOLERANCE = 0.05
 # ct2_search fast: CTranslate2's own rule (patience 1) and one call per batch at its longest
 # limit. Measured: 47 of 1,000 Multi30k test sentences differ from torch's (teacher cpu_s, beam 5).
 FAST_BEAM_TOLERANCE = 0.15
+# Teacher-forced log p(y|x) per sentence, and beam scores against it: float32 kernels apart, the
+# same numbers. Measured: at most 5e-6 nats on sentences of about 16 tokens.
+SCORE_TOLERANCE = 1e-4
+# Beam output at other length penalties (trained toy teacher, beam 4, 120 sentences): the share
+# that may differ. Measured: 2 at lenpen 0.6, 19 at 1.4. At 1.4 CTranslate2 (patience 2) mostly
+# finds a longer output that kdgrid's own score ranks higher: kdgrid stops once no live beam,
+# normalized at its current length, beats the finished ones, and with lenpen > 1 a live beam's
+# normalized score still rises as it grows (kdgrid.search, not the backend).
+LENPEN_TOLERANCE = {0.6: 0.05, 1.4: 0.25}
 
 
 def run(*args):
@@ -42,6 +55,31 @@ def run(*args):
 @pytest.fixture(scope="module", params=[True, False], ids=["pre_norm", "post_norm"])
 def teacher(request, tmp_path_factory):
     return train_toy_teacher(tmp_path_factory.mktemp("ct2_teacher"), run, layers=2, updates=60, pre_norm=request.param)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A toy teacher trained until its outputs follow the data (mean token log-probability about
+    -1.2 nats against -4.2 for a uniform guess): greedy outputs are no runs of one piece."""
+    d = train_toy_teacher(tmp_path_factory.mktemp("ct2_trained"), run, layers=2, updates=400)
+    torch.set_num_threads(1)
+    model, _, vocab = load_for_decoding(d / "model.pt", d / "spm.model")
+    return model, backend.Ct2Decoder(model, vocab, torch.device("cpu")), vocab, d
+
+
+def teacher_forced(model, src_ids, hyps, renormalize=False) -> list[float]:
+    """torch's log p(y|x) per sentence, eos included; renormalize: over the tokens the search may
+    emit, as CTranslate2's search does (kdgrid.search masks them after its softmax)."""
+    src = pad_stack(src_ids, PAD, suffix=EOS)
+    prev, gold = pad_stack([[BOS] + h for h in hyps], PAD), pad_stack([h + [EOS] for h in hyps], PAD)
+    with torch.no_grad():
+        memory, src_pad = model.encode(src)
+        if not renormalize:
+            return model.sequence_logprob(prev, gold, memory, src_pad).tolist()
+        logits = model.decode(prev, memory, src_pad).float()
+        logits[..., _never(model.cfg, logits.size(-1))] = float("-inf")
+        tok = logits.log_softmax(-1).gather(-1, gold.unsqueeze(-1)).squeeze(-1)
+        return tok.masked_fill(gold.eq(PAD), 0.0).sum(1).tolist()
 
 
 @pytest.fixture
@@ -88,6 +126,73 @@ def test_beam_output_equals_the_torch_path_within_the_stated_tolerance(pair, bea
     assert differ <= BEAM_TOLERANCE * len(src), f"{differ} of {len(src)} sentences differ"
     if beam == 1:  # beam 1 is greedy in both: no stopping rule to part on
         assert differ == 0
+
+
+def test_score_batch_equals_the_torch_teacher_forced_log_probability(trained, teacher):
+    """CTranslate2's Translator.score_batch on the reference targets, per sentence, against the torch
+    model's teacher-forced log-probability: the trained teacher, and both norm placements."""
+    model, _, vocab, d = trained
+    for teacher_dir in (d, teacher):
+        if teacher_dir != d:
+            model, _, vocab = load_for_decoding(teacher_dir / "model.pt", teacher_dir / "spm.model")
+        decoder = backend.Ct2Decoder(model, vocab, torch.device("cpu"))
+        src = vocab.encode(read_lines(teacher_dir / "train.src")[:120])
+        tgt = vocab.encode(read_lines(teacher_dir / "train.tgt")[:120])
+        want = teacher_forced(model, src, tgt)
+        pieces = [[vocab.sp.id_to_piece(i) for i in row] for row in (*[x + [EOS] for x in src], *tgt)]
+        results = decoder.translator.score_batch(pieces[:len(src)], pieces[len(src):], max_input_length=0)
+        assert [len(r.log_probs) for r in results] == [len(y) + 1 for y in tgt]  # eos scored too
+        assert max(abs(sum(r.log_probs) - w) for r, w in zip(results, want)) <= SCORE_TOLERANCE
+        if teacher_dir == d:  # trained: far from a uniform guess
+            per_token = sum(want) / sum(len(y) + 1 for y in tgt)
+            assert per_token < 0 and per_token > -0.5 * torch.log(torch.tensor(float(len(vocab)))).item()
+
+
+@pytest.mark.parametrize("lenpen", [0.6, 1.4])
+def test_beam_scores_are_length_normalized_as_the_torch_search_at_other_length_penalties(trained, lenpen):
+    """Each n-best hypothesis' score is kdgrid's ranking score, sum(log p) / (tokens + eos) **
+    lenpen, of its teacher-forced log-probability (over the tokens the search may emit); the
+    outputs equal torch's within the stated tolerance."""
+    model, decoder, vocab, d = trained
+    src = vocab.encode(read_lines(d / "train.src")[:120])
+    rows, opts = pad_stack(src, PAD, suffix=EOS), {"beam": 4, "lenpen": lenpen, **LENGTH}
+    nbests = decoder.generate(rows, "beam", nbest=4, **opts)
+    which = [i for i, n in enumerate(nbests) for _ in n]
+    hyps, scores = [h for n in nbests for _, h in n], [s for n in nbests for s, _ in n]
+    assert len(hyps) > len(src)
+    lps = teacher_forced(model, [src[i] for i in which], hyps, renormalize=True)
+    assert max(abs(s - lp / (len(h) + 1) ** lenpen) for s, lp, h in zip(scores, lps, hyps)) <= SCORE_TOLERANCE
+    ours, theirs = model.generate(rows, "beam", **opts), [n[0][1] for n in nbests]
+    differ = sum(a != b for a, b in zip(ours, theirs))
+    assert differ <= LENPEN_TOLERANCE[lenpen] * len(src), f"{differ} of {len(src)} sentences differ"
+
+
+def test_fast_beam_decodes_an_output_past_its_limit_again_at_that_limit(trained):
+    """ct2_search fast decodes a batch at its longest limit. A short sentence's beam output that
+    ran past its own limit there is decoded again at that limit, as a batch of its own would be,
+    not cut into a sentence without its end; one that ended within its limit is kept."""
+    model, _, vocab, d = trained
+    fast = backend.Ct2Decoder(model, vocab, torch.device("cpu"), search="fast")
+    ids = sorted(vocab.encode(read_lines(d / "train.src")[:120]), key=len)
+    cut, opts = {"max_len_a": 0.5, "max_len_b": 1}, {"beam": 4, "lenpen": 1.0}
+
+    def limit(x):
+        return int((len(x) + 1) * cut["max_len_a"]) + cut["max_len_b"]
+
+    ran_past = cut_differs = 0
+    for short, long_ in zip(ids[:20], ids[-20:]):
+        assert limit(short) < limit(long_)
+        batch = fast.generate(pad_stack([short, long_], PAD, suffix=EOS), "beam", **opts, **cut)[0]
+        alone = pad_stack([short], PAD, suffix=EOS)
+        at_long = fast.generate(alone, "beam", max_len_a=0, max_len_b=limit(long_), **opts)[0]
+        at_own = fast.generate(alone, "beam", **opts, **cut)[0]
+        if len(at_long) > limit(short):
+            ran_past += 1
+            cut_differs += at_long[:limit(short)] != at_own
+            assert batch == at_own
+        else:
+            assert batch == at_long
+    assert ran_past and cut_differs  # the case arises, and cutting would have given another output
 
 
 def test_fast_search_greedy_is_exact_and_beam_within_its_tolerance(pair):
@@ -141,25 +246,45 @@ def test_nbest_entry_zero_is_the_plain_output(pair):
     assert all(len(n) == 3 and [s for s, _ in n] == sorted((s for s, _ in n), reverse=True) for n in nbests)
 
 
-def test_sampling_is_seeded_per_call(pair):
-    _, decoder, vocab, src = pair
+def test_sampling_is_seeded_and_loads_the_model_once_per_run(pair, monkeypatch):
+    """Same seed, same lines; another seed, other lines. The translator is loaded when the decoder
+    is built and not again for the run's batches (a batch's seed follows the one before: the
+    stream goes on); a second run with the same seed starts a fresh stream: one load."""
+    model, _, vocab, src = pair
+    loads, real = [], ct2.Translator
+
+    def counted(*args, **kw):
+        loads.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ct2, "Translator", counted)
+    decoder = backend.Ct2Decoder(model, vocab, torch.device("cpu"))
+    batches, generate = [], decoder.generate
+    decoder.generate = lambda *args, **kw: batches.append(1) or generate(*args, **kw)
     opts = {"method": "sample_topk", "topk": 5, "temperature": 2.0, "seed": 7, **LENGTH}
-    first, again = translate(decoder, vocab, src, opts)[0], translate(decoder, vocab, src, opts)[0]
-    other = translate(decoder, vocab, src, {**opts, "seed": 8})[0]
-    assert first == again and first != other
+    first = translate(decoder, vocab, src, opts, max_tokens=200)[0]
+    assert len(batches) >= 4 and len(loads) == 1
+    again = translate(decoder, vocab, src, opts, max_tokens=200)[0]
+    assert first == again and len(loads) == 2
+    other = translate(decoder, vocab, src, {**opts, "seed": 8}, max_tokens=200)[0]
+    assert first != other and len(loads) == 3
 
 
-def test_a_resumed_sampling_shard_is_byte_identical(teacher, tmp_path, monkeypatch):
+def test_a_resumed_sampling_shard_is_byte_identical_to_a_whole_run_in_another_process(teacher, tmp_path,
+                                                                                       monkeypatch):
     from kdgrid import distill, methods
 
-    params = {"kind": "sample", "temperature": 1.5, "seed": 3, "max_tokens": 400, "backend": "ctranslate2",
-              **LENGTH}
+    params = {"kind": "sample", "temperature": 1.5, "seed": 3, "max_tokens": 100, "backend": "ctranslate2",
+              **LENGTH}  # several batches per 40-sentence chunk
+    proc = run("distill", "--model", teacher / "model.pt", "--vocab", teacher / "spm.model", "--src",
+               teacher / "train.src", "--out", tmp_path / "whole.tgt", "--params", json.dumps(params),
+               "--chunk", 40)
+    assert proc.returncode == 0, proc.stderr
 
     def shard(out):
         distill.distill_shard(teacher / "model.pt", teacher / "spm.model", teacher / "train.src", out, 0, 1, 40,
                               params, "cpu")
 
-    shard(tmp_path / "whole.tgt")
     real, calls = methods.distill, []
 
     def stop_after_two(*args, **kw):

@@ -144,6 +144,12 @@ def test_model_file_round_trip(tmp_path):
     keep, counts = keep_pairs(path, src, tgt, 0.5, vocab_sha256="abc")
     np.testing.assert_array_equal(keep, keep_mask(student, src, tgt, 0.5)[0])
     assert counts["method"] == "lelp" and counts["kept"] + counts["dropped"] == 9
+    with pytest.raises(KdgridError, match="rerun filter_student, or set filter.prior: none"):
+        keep_pairs(path, src, tgt, 0.5, vocab_sha256="abc", prior="em")  # no training prior in the file
+    save_student(path, student, {**meta, "train_prior": {c: 1 / 3 for c in CLASSES}, "holdout": ["misaligned"]})
+    keep, counts = keep_pairs(path, src, tgt, 0.5, vocab_sha256="abc", prior="em")
+    assert counts["prior"]["mode"] == "em" and counts["holdout"] == ["misaligned"]
+    assert counts["kept_uncorrected"] == int(keep_mask(student, src, tgt, 0.5)[0].sum())
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(KdgridError, match="junk.pt: not a readable filter model"):
         load_student(tmp_path / "junk.pt")

@@ -87,6 +87,11 @@ def test_clean_filter_switches_the_grids_training_pair(filtered_dry_run):
     assert "--train-text results/toy/data/train.src results/toy/data/train.tgt" in vocab
     (apply,) = commands["filter_apply"]
     assert "--model results/toy/filter/students/few/lelp.1/model.pt" in apply and "--threshold 0.5" in apply
+    assert "--prior configured --corpus-prior 0.8" in apply  # the default: the configured clean share
+    (labels,) = commands["filter_labels"]
+    assert '"holdout":["shuffled"]' in labels  # the default held-out kind
+    (report,) = commands["filter_report"]
+    assert '"corpus_prior":0.8' in report and '"prior":"configured"' in report
     (prepare,) = commands["prepare"]
     assert "--train-noise results/toy/data/train.noise" in prepare and '"filter"' not in prepare
 
@@ -116,6 +121,13 @@ BAD = [
     ({"corpus": {"noise": {"kinds": {"clean": 0.5, "copy": 0.5}}}}, r"corpus.noise.kinds: .* should not be valid"),
     ({"filter": {**SMALL_FILTER, "lelp": {"S": 65}}}, r"filter.lelp.S: 65 subclasses .* 64 dimensions"),
     ({"filter": {**SMALL_FILTER, "methods": ["svm"]}}, r"filter.methods\[0\]: 'svm' is not one of"),
+    ({"filter": {**SMALL_FILTER, "prior": "bayes"}}, r"filter.prior: 'bayes' is not one of \['em', 'configured'"),
+    ({"filter": {**SMALL_FILTER, "corpus_prior": {"clean": 1.5}}}, r"filter.corpus_prior.clean: 1.5 is greater"),
+    ({"filter": {**SMALL_FILTER, "holdout_kind": "clean"}}, r"filter.holdout_kind: 'clean' is not one of"),
+    ({"filter": {**SMALL_FILTER, "kinds": {"clean": 0.5, "copy": 0.5}}},
+     r"filter.holdout_kind: 'shuffled' \(the default\) has no share in filter.kinds; .* or set it to null"),
+    ({"filter": {**SMALL_FILTER, "holdout_kind": ["misaligned", "truncated", "copy", "shuffled"]}},
+     r"filter.holdout_kind: holds out every noise kind"),
 ]
 
 
@@ -142,20 +154,49 @@ def test_the_multi30k_filter_config_compares_noisy_filtered_and_clean():
 
 def test_a_toy_filter_runs_for_real(tmp_path):
     """The filter's rules end to end on the toy corpus (one seed; tiny classifiers, so their scores
-    mean nothing here): the table, the filter's counts, and a filtered pair that lines up."""
+    mean nothing here): the table with its held-out kind, the filter's counts with the prior
+    correction, and a filtered pair that lines up: the filtered text and ids are, row for row and
+    in order, rows of the unfiltered pair, and their injected kinds are the counts reported."""
+    from kdgrid.batching import load_ids
+
     clean = {"clean": {"filter": {"classifier": "lelp", "labels": "binary", "threshold": 0.2}}, "noise": {"share": 0.2}}
     cfg = write_config(tmp_path / "cfg.yaml", TOY, filter={**SMALL_FILTER, "seeds": [1]}, corpus=clean)
     snakemake(tmp_path, "--cores", "2", "results/toy/filter.md", configfile=cfg)
     r = tmp_path / "results" / "toy"
     rows = (r / "filter.csv").read_text().splitlines()
     assert rows[0].startswith("labels,classifier") and len(rows) == 1 + 2 * 4  # per label set: head + 3 methods
+    assert "noisy_precision_mean" in rows[0] and "held_out_shuffled_recall_mean" in rows[0]
     applied = json.loads((r / "filtered" / "filter.json").read_text())
     assert applied["kept"] + applied["dropped"] == applied["pairs"] == 300
     assert sum(applied["kept_by_kind"].values()) == applied["kept"] and applied["method"] == "lelp"
-    kept = (r / "filtered" / "train.src").read_text().splitlines()
-    assert len(kept) == len((r / "filtered" / "train.tgt").read_text().splitlines()) == applied["kept"]
+    assert applied["prior"]["mode"] == "em" and applied["prior"]["em_iterations"] >= 1
+    assert 0 < applied["prior"]["corpus_clean"] < 1 and applied["holdout"] == ["shuffled"]
+    assert sum(applied["kept_by_kind_uncorrected"].values()) == applied["kept_uncorrected"]
+
+    text = {name: (r / "data" / f"train.{name}").read_text().splitlines() for name in ("src", "tgt", "noise")}
+    kept = {name: (r / "filtered" / f"train.{name}").read_text().splitlines() for name in ("src", "tgt")}
+    ids = {side: load_ids(r / "vocab" / f"train.{side}.npz") for side in ("src", "tgt")}
+    kept_ids = {side: load_ids(r / "filtered" / f"train.{side}.npz") for side in ("src", "tgt")}
+    assert len(kept["src"]) == len(kept["tgt"]) == len(kept_ids["src"]) == len(kept_ids["tgt"]) == applied["kept"]
+    rows_kept, i = [], 0  # each kept pair is the next unfiltered row with that very pair
+    for pair in zip(kept["src"], kept["tgt"]):
+        while (text["src"][i], text["tgt"][i]) != pair:
+            i += 1
+        rows_kept.append(i)
+        i += 1
+    for j, i in enumerate(rows_kept):
+        for side in ("src", "tgt"):
+            assert kept_ids[side][j].tolist() == ids[side][i].tolist(), (side, j, i)
+    kinds = [text["noise"][i] for i in rows_kept]
+    assert {k: kinds.count(k) for k in set(kinds)} == applied["kept_by_kind"]
+
     stats = json.loads((r / "data" / "stats.json").read_text())
     assert stats["noise"]["per_kind"]["clean"] == 240
-    assert "The filter on the training data" in (r / "filter.md").read_text()
+    md = (r / "filter.md").read_text()
+    assert "The filter on the training data" in md and "| shuffled (held out of training) |" in md
+    assert "shuffled R (held out)" in md and "without the correction kept" in md
+    assert "shuffled" not in set((r / "filter" / "labelled" / "train.labels").read_text().split())
     student = json.loads((r / "filter" / "students" / "few" / "lelp.1" / "scores.json").read_text())
     assert student["lelp"]["S"] == 4 and student["lelp"]["null_space"] and 0 <= student["accuracy"] <= 1
+    assert student["classes"] == ["clean", "misaligned", "truncated", "copy"] and student["holdout"] == ["shuffled"]
+    assert len(student["valid_p_clean"]["shuffled"]) == 5  # 40 valid pairs, 1/8 of them the held-out kind

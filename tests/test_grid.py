@@ -91,3 +91,34 @@ def test_streamed_bleu_equals_sacrebleu_on_the_whole_corpus(tmp_path):
     whole = bleu.score(hyps, refs)["bleu"]
     assert 0 < whole < 100
     assert bleu.streamed_bleu(tmp_path / "h", tmp_path / "r", chunk=37)["bleu"] == whole
+
+
+def test_grid_md_shows_each_moe_experts_column_their_mean_and_spread_and_the_ban_sizes():
+    from kdgrid import grid_section5
+
+    columns = ["raw", "m.beam", "m.moe0", "m.moe1", "m.moe2", "m.mix_mixbest", "t.ban2"]
+    bleus = {"raw": 5.0, "m.beam": 20.0, "m.moe0": 20.0, "m.moe1": 22.0, "m.moe2": 27.0, "m.mix_mixbest": 24.5,
+             "t.ban2": 18.0}
+    metrics = [{"data": c, "complexity": 1.0 + i / 10, "faithfulness": 2.0} for i, c in enumerate(columns)]
+    g = grid.build([cell("nat", c, b) for c, b in bleus.items()], TEACHERS, ["nat"], columns, data_metrics=metrics)
+    info = {"m.moe0": {"kind": "moe", "teacher": "m", "method": "moe", "expert": 0},
+            "m.moe1": {"kind": "moe", "teacher": "m", "method": "moe", "expert": 1},
+            "m.moe2": {"kind": "moe", "teacher": "m", "method": "moe", "expert": 2},
+            "m.mix_mixbest": {"kind": "moe", "teacher": "m", "method": "mix", "expert": "mixture_best"},
+            "m.beam": {"kind": "beam", "teacher": "m", "method": "beam", "expert": "prior"},
+            "t.ban2": {"kind": "ban", "teacher": "t", "method": "ban", "round": 2, "size": "student"}}
+    md = grid_section5.markdown(g, info)
+    assert ("| | m.moe0 (expert 0) | m.moe1 (expert 1) | m.moe2 (expert 2) | experts: mean ± sd | "
+            "m.mix_mixbest (mixture-best) | m.beam (prior's expert) |") in md
+    # BLEU 20, 22, 27: mean 23.00, sample sd sqrt(((-3)^2 + (-1)^2 + 4^2) / 2) = sqrt(13) = 3.61
+    assert "| nat | 20.00 | 22.00 | 27.00 | 23.00 ± 3.61 (n=3) | 24.50 | 20.00 |" in md
+    assert "| C(d) | 1.200 | 1.300 | 1.400 | 1.300 ± 0.100 (n=3) | 1.500 | 1.100 |" in md
+    assert "| t.ban2 | t | 2 | student |" in md
+    assert grid_section5.markdown(grid.build([cell("nat", "raw", 1.0)], TEACHERS, ["nat"], ["raw"]), {}) == ""
+
+
+def test_the_teachers_table_says_which_expert_decoded_an_moe_teacher():
+    moe = "prior: per sentence the most likely expert under p(k|x) (uniform: expert 0 for every sentence)"
+    teachers = [{"teacher": "m", "split": "test", "bleu": 30.0, "parameters": 99, "decode": {"moe_expert": moe}}]
+    md = grid.markdown(grid.build([cell("nat", "raw", 10.0)], teachers, ["nat"], ["raw"]), "title")
+    assert f"| torch; {moe} |" in md

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import model_config, toy_pairs
+import yaml
+from conftest import ROOT, model_config, toy_pairs
 
 from kdgrid.batching import collate
 from kdgrid.errors import KdgridError
 from kdgrid.kd import copy_from_teacher, defaults, layer_map, parse_wrap, prepare
+from kdgrid.kd.specs import KD_LOSSES, LAYER_MAPS
 from kdgrid.models import build
 
 PAIRS = toy_pairs(4, seed=2)
@@ -31,10 +33,11 @@ def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_copying_every_layer_reproduces_the_teacher_exactly():
+@pytest.mark.parametrize("mode", LAYER_MAPS)
+def test_a_student_as_deep_as_its_teacher_copies_every_layer_and_reproduces_it_exactly(mode):
     teacher, student = model("transformer", 1), model("transformer", 2)
     b = batch()
-    record = copy_from_teacher(student, teacher, "every_other", source="t")
+    record = copy_from_teacher(student, teacher, mode, source="t")
     assert record["kept"] == [] and record["map"] == {"encoder": [0, 1], "decoder": [0, 1]}
     assert record["copied"] == sorted(student.state_dict()) and record["from"] == "t"
     with torch.no_grad():
@@ -47,10 +50,31 @@ def test_layer_maps():
     assert layer_map(6, 3, "every_other") == [0, 2, 4]
     assert layer_map(6, 4, "every_other") == [0, 1, 3, 4]
     assert layer_map(6, 3, "first") == [0, 1, 2] and layer_map(6, 3, "last") == [3, 4, 5]
-    assert all(layer_map(3, 3, mode) == [0, 1, 2] for mode in ("every_other", "first", "last"))
+    # even: round(i * (T-1) / (S-1)), halves up; both ends kept; one layer: the last
+    assert layer_map(6, 3, "even") == [0, 3, 5] and layer_map(6, 4, "even") == [0, 2, 3, 5]
+    assert layer_map(6, 5, "even") == [0, 1, 3, 4, 5] and layer_map(12, 4, "even") == [0, 4, 7, 11]
+    assert layer_map(4, 2, "even") == [0, 3] and layer_map(6, 1, "even") == [5]
+    for t in range(1, 9):
+        for s in range(2, t + 1):
+            got = layer_map(t, s, "even")
+            assert got[0] == 0 and got[-1] == t - 1 and got == sorted(set(got)), (t, s, got)
+    assert all(layer_map(3, 3, mode) == [0, 1, 2] for mode in LAYER_MAPS)
 
 
-@pytest.mark.parametrize("mode,expected", [("every_other", [0, 2]), ("first", [0, 1]), ("last", [2, 3])])
+def test_the_workflow_and_readme_offer_the_cores_layer_maps_and_losses():
+    """The schema's enums are kdgrid.kd.specs' tuples; defaults.yaml and the README name every map."""
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    student = schema["properties"]["students"]["additionalProperties"]["properties"]
+    assert tuple(student["init"]["properties"]["layers"]["enum"]) == LAYER_MAPS
+    assert tuple(student["kd"]["properties"]["loss"]["enum"]) == KD_LOSSES
+    defaults_yaml = (ROOT / "workflow" / "defaults.yaml").read_text()
+    init_comment = defaults_yaml[defaults_yaml.index("#   init: {from:"): defaults_yaml.index("#   kd: {teacher:")]
+    assert " | ".join(LAYER_MAPS) in " ".join(init_comment.replace("#", " ").split())
+    assert "# layers: " + " | ".join(LAYER_MAPS) in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("mode,expected", [("every_other", [0, 2]), ("first", [0, 1]), ("last", [2, 3]),
+                                           ("even", [0, 3])])
 def test_the_layer_map_copies_the_right_teacher_layers(mode, expected):
     teacher, student = model("transformer", 1, layers=4), model("transformer", 2, layers=2)
     record = copy_from_teacher(student, teacher, mode)
@@ -80,6 +104,7 @@ def test_an_moe_teacher_gives_its_shared_body_but_not_its_experts():
     assert record["kept"] == []
     assert not any(k.startswith(("experts", "gate")) for k in record["copied"])
     assert torch.equal(student.embed.table.weight, teacher.embed.table.weight)
+    assert same(student.encoder, teacher.encoder) and same(student.decoder, teacher.decoder)
 
 
 @pytest.mark.parametrize("student_over,both", [
@@ -130,4 +155,6 @@ def test_every_kind_on_the_transformer_body_takes_the_copy(kind):
     assert record["map"] == {"encoder": [1], "decoder": [1]}
     assert same(student.encoder.layers[0], teacher.encoder.layers[1])
     assert same(student.decoder.layers[0], teacher.decoder.layers[1])
+    assert same(student.encoder.norm, teacher.encoder.norm) and same(student.decoder.norm, teacher.decoder.norm)
+    assert torch.equal(student.embed.table.weight, teacher.embed.table.weight)
     assert record["kept"] and not any(k.startswith(("encoder.", "decoder.", "embed.")) for k in record["kept"])

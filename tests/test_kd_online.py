@@ -88,18 +88,29 @@ def test_unsupported_students_and_teachers_are_named():
         WordKD(model("nat", 1), model("nat", 2), KDSpec())
 
 
-def test_an_moe_teacher_gives_its_mixtures_next_token_distribution():
-    teacher = model("moe", 2, experts=2).eval()
+@torch.no_grad()
+def test_an_moe_teacher_gives_its_mixtures_next_token_distribution_at_every_position():
+    """By hand, one sentence at a time (no padding): p(. | y_<t, x) = sum_k w_k(t) p_k(. | y_<t, x)
+    with w_k(t) proportional to p(k | x) * prod_{s<t} p_k(y_s | y_<s, x): the experts' posterior
+    given the prefix before position t (y_t itself not included)."""
+    teacher = model("moe", 2, experts=3, prior="learned").eval()
+    for p in teacher.gate.parameters():  # a prior far from uniform
+        p.normal_()
     b = batch()
-    with torch.no_grad():
-        mix = teacher_logprobs(teacher, b)
-        memory, src_pad = teacher.encode(b["src"])
-        first = torch.stack([torch.log_softmax(teacher.decode(teacher.with_start(b["tgt_in"], k), memory,
-                                                              src_pad)[:, 0].float(), -1) for k in range(2)])
-        prior = teacher.prior_logprobs(memory, src_pad).t()[:, :, None]
+    mix = teacher_logprobs(teacher, b)
     torch.testing.assert_close(mix.logsumexp(-1), torch.zeros(mix.shape[:2]), atol=1e-5, rtol=0)
-    # at the first position nothing is observed yet: the posterior over experts is the prior
-    torch.testing.assert_close(mix[:, 0], (prior + first).logsumexp(0))
+    for i, (src, tgt) in enumerate(PAIRS[: len(b["src"])]):
+        memory, src_pad = teacher.encode(torch.tensor([src + [3]]))
+        prev = torch.tensor([[2] + tgt])
+        per_expert = [torch.log_softmax(teacher.decode(teacher.with_start(prev, k), memory, src_pad)[0].double(), -1)
+                      for k in range(3)]
+        log_w = teacher.prior_logprobs(memory, src_pad)[0].double().clone()
+        assert log_w.exp().max() > 0.4  # not uniform: the prior matters
+        for t, gold in enumerate(tgt + [3]):
+            w = torch.softmax(log_w, 0)
+            by_hand = sum(w[k] * per_expert[k][t].exp() for k in range(3)).log()
+            torch.testing.assert_close(mix[i, t].double(), by_hand, atol=1e-4, rtol=1e-4)
+            log_w += torch.stack([per_expert[k][t, gold] for k in range(3)])  # y_t joins the prefix
 
 
 # -- online KD --------------------------------------------------------------------------------
@@ -242,6 +253,16 @@ def test_cli_online_kd_writes_a_plain_student_and_resumes_after_kill_9(setup, tm
     assert wrapper["init"]["map"] == {"encoder": [1], "decoder": [1]} and wrapper["init"]["from"] == "toy"
     assert wrapper["kd"]["online"] == {"rank": 2, "lr": 0.003, "lambda": 1.0}
     assert len(wrapper["kd"]["teacher_sha256"]) == 64 and "KL(p_teacher || q_student)" in wrapper["kd"]["kd_formula"]
+    assert wrapper["kd"]["teacher_distribution"] == "AT teacher, teacher-forced on the gold target prefix"
+    assert wrapper["kd"]["distilled_positions"].startswith("the target tokens masked by the CMLM's own")
+    assert wrapper["kd"]["adapter_targets"].startswith("the student's training targets")
+    # the cell's scores.json carries the record (without init's parameter lists)
+    cli("evaluate", "--model", tmp_path / "ref.pt", "--vocab", setup / "spm.model", "--src", setup / "train.src",
+        "--ref", setup / "train.tgt", "--hyp", tmp_path / "ref.hyp", "--scores", tmp_path / "ref.json",
+        "--params", json.dumps({"max_tokens": 400, "max_iter": 1, "length_beam": 1}))
+    cell = json.loads((tmp_path / "ref.json").read_text())["wrapper"]
+    assert cell["kd"] == wrapper["kd"] and cell["init"]["map"] == wrapper["init"]["map"]
+    assert "copied" not in cell["init"] and "kept" not in cell["init"]
 
     args = train_args(setup, tmp_path / "model.pt", tmp_path / "work")
     proc = subprocess.Popen([*PY, *map(str, args)], stderr=open(tmp_path / "1.log", "w"), env=env())

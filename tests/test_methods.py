@@ -1,6 +1,6 @@
 """Distillation methods (src/kdgrid/methods/): sequence-level interpolation picks the best of the
 teacher's n-best by sentence BLEU, a Born-Again round decodes like beam search, a moe method asks
-a mixture-of-experts teacher for one expert (or the best), and a shard of any of them resumes to
+a mixture-of-experts teacher for one expert (or the mixture's best), and a shard of any of them resumes to
 the same bytes."""
 
 from __future__ import annotations
@@ -111,33 +111,66 @@ def test_interpolate_keeps_per_sentence_the_best_bleu_of_the_beams_nbest(loaded)
     assert one == beam  # an n-best of one is plain beam search
 
 
-def test_a_ban_round_decodes_like_beam_search(loaded):
+def test_a_ban_round_is_the_models_own_beam_search_with_the_methods_beam_and_lenpen(loaded):
+    """The expected output comes from kdgrid.search on the encoded batch, not from another method."""
+    from kdgrid import search
+    from kdgrid.batching import pad_stack
+    from kdgrid.vocab import EOS, PAD
+
     model, vocab, src, _ = loaded
-    opts = {"beam": 3, "lenpen": 1.0, **LENGTH}
-    assert methods.distill(model, vocab, src, None, "ban", opts, 500) == \
-        methods.distill(model, vocab, src, None, "beam", opts, 500)
+    opts = {"beam": 3, "lenpen": 0.6, **LENGTH}
+    ids = vocab.encode(src)
+    one = lambda x, o: search.generate(model, pad_stack([x], PAD, suffix=EOS), "beam", **o)[0]  # noqa: E731
+    expected = [one(x, opts) for x in ids]
+    assert methods.distill(model, vocab, src, None, "ban", opts, 500) == vocab.decode(expected)
+    # and another lenpen is another decode, taken from the method's options
+    other = [one(x, {**opts, "beam": 1}) for x in ids]
+    assert methods.distill(model, vocab, src, None, "ban", {**opts, "beam": 1}, 500) == vocab.decode(other)
 
 
 def test_a_moe_method_needs_a_mixture_of_experts_teacher(loaded):
     model, vocab, src, _ = loaded
     with pytest.raises(KdgridError, match="decodes with a mixture-of-experts teacher.*kind 'transformer'"):
-        methods.distill(model, vocab, src, None, "moe", {"expert": "best", "beam": 2, **LENGTH}, 500)
+        methods.distill(model, vocab, src, None, "moe", {"expert": 0, "beam": 2, **LENGTH}, 500)
 
 
-def test_a_moe_method_decodes_with_the_chosen_expert_or_the_best(loaded):
+def test_a_moe_method_decodes_with_the_chosen_expert_or_the_mixture_best(loaded):
+    """Expert k's output equals a plain Transformer's beam search with the same weights whose
+    decoder input at position 0 is expert k's start vector (an independent path: no MoE decoding
+    code); the mixture-best output is, per sentence, one of the experts' outputs."""
     from kdgrid.models import build
 
     _, vocab, src, _ = loaded
     torch.manual_seed(0)
-    moe = build("moe", {"d_model": 32, "ffn": 64, "heads": 2, "encoder_layers": 1, "decoder_layers": 1,
-                        "dropout": 0.0, "experts": 2, **vocab.model_ids()}).eval()
+    body = {"d_model": 32, "ffn": 64, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.0,
+            **vocab.model_ids()}
+    moe = build("moe", {**body, "experts": 2}).eval()
     opts = {"beam": 2, "lenpen": 1.0, **LENGTH}
-    for expert in (0, 1, "best"):
-        got = methods.distill(moe, vocab, src, None, "moe", {**opts, "expert": expert}, 500)
-        by_hand, _ = translate(moe, vocab, src, {**opts, "method": "beam", "expert": expert}, 500)
-        assert got == by_hand, expert
+    per_expert = []
+    for k in (0, 1):
+        plain = build("transformer", body).eval()
+        state = {name: t for name, t in moe.state_dict().items() if name in plain.state_dict()}
+        plain.load_state_dict(state)
+
+        def embed_with_start(prev, start=0, plain=plain, k=k):
+            x = plain.embed.tokens(prev)
+            if start == 0:  # the first decoder input (bos) is expert k's start vector
+                x = torch.cat([(moe.experts[k] * plain.embed.scale).expand(x.size(0), 1, -1), x[:, 1:]], 1)
+            return plain.embed.add_positions(x, start)
+
+        plain.embed_target = embed_with_start
+        expected, _ = translate(plain, vocab, src, {**opts, "method": "beam"}, 500)
+        got = methods.distill(moe, vocab, src, None, "moe", {**opts, "expert": k}, 500)
+        assert got == expected, k
+        per_expert.append(got)
+    assert per_expert[0] != per_expert[1]  # the experts differ, so the check can tell them apart
+    best = methods.distill(moe, vocab, src, None, "moe", {**opts, "expert": "mixture_best"}, 500)
+    assert all(b in (a0, a1) for b, a0, a1 in zip(best, *per_expert))
     with pytest.raises(KdgridError, match="expert 2 but the teacher has 2 experts"):
         methods.distill(moe, vocab, src, None, "moe", {**opts, "expert": 2}, 500)
+    for bad in ("best", "each", "prior", None):  # `each` is the workflow's: one job per expert
+        with pytest.raises(KdgridError, match="expert must be an expert number"):
+            methods.distill(moe, vocab, src, None, "moe", {**opts, "expert": bad}, 500)
 
 
 # -- the distill verb: --ref, resumable chunks ----------------------------------------------------

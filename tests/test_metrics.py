@@ -8,6 +8,7 @@ import pytest
 
 from kdgrid.corpus import write_lines
 from kdgrid.errors import KdgridError
+from kdgrid.metrics import bleu
 from kdgrid.metrics.align import align, grow_diag_final_and, word_tokens
 from kdgrid.metrics.complexity import Smoothing, Vocab, complexity, count_links, data_metrics, faithfulness
 
@@ -234,3 +235,39 @@ def test_distillation_by_a_trained_teacher_lowers_complexity(tmp_path):
                      tmp_path / "beam.tgt", tmp_path / "beam.links")
     assert m["real"]["complexity"] > m["complexity"] + 0.3
     assert m["faithfulness"] > 0.0
+
+
+# -- chrF++ and TER beside BLEU and chrF (kdgrid.metrics.bleu) --------------------------------
+
+SCORE_HYPS = ["the cat sat on a mat .", "a dog runs in the park", "two men are talking"]
+SCORE_REFS = ["the cat sat on the mat .", "a dog is running in the park .", "two men talk ."]
+
+
+def test_score_adds_chrfpp_and_ter_as_sacrebleu_computes_them():
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    s = bleu.score(SCORE_HYPS, SCORE_REFS)
+    assert s["chrfpp"] == round(CHRF(word_order=2).corpus_score(SCORE_HYPS, [SCORE_REFS]).score, 2)
+    assert s["ter"] == round(TER().corpus_score(SCORE_HYPS, [SCORE_REFS]).score, 2)
+    assert s["chrfpp"] != s["chrf"] and 0 < s["ter"] < 100
+    assert s["chrfpp_signature"].startswith("nrefs:1") and "nw:2" in s["chrfpp_signature"]
+    assert "tok:tercom" in s["ter_signature"]
+    # the keys that were there keep their values
+    assert s["bleu"] == round(BLEU().corpus_score(SCORE_HYPS, [SCORE_REFS]).score, 2)
+    assert s["chrf"] == round(CHRF().corpus_score(SCORE_HYPS, [SCORE_REFS]).score, 2)
+    assert {"bleu_signature", "chrf_signature", "bleu_detail"} <= set(s)
+
+
+def test_ter_is_lower_for_the_better_hypothesis():
+    perfect, worse = bleu.score(SCORE_REFS, SCORE_REFS), bleu.score(SCORE_HYPS, SCORE_REFS)
+    assert perfect["ter"] == 0.0 and worse["ter"] > 0 and perfect["bleu"] > worse["bleu"]
+    assert bleu.HIGHER_IS_BETTER == {"bleu": True, "chrf": True, "chrfpp": True, "ter": False}
+    assert set(bleu.METRICS) == set(bleu.HIGHER_IS_BETTER)
+
+
+def test_sacrebleu_metric_by_name():
+    assert bleu.sacrebleu_metric("bleu").tokenizer.signature() == bleu.TOKENIZE
+    assert bleu.sacrebleu_metric("chrfpp").word_order == 2 and bleu.sacrebleu_metric("chrf").word_order == 0
+    assert type(bleu.sacrebleu_metric("ter")).__name__ == "TER"
+    with pytest.raises(KdgridError, match="unknown metric"):
+        bleu.sacrebleu_metric("meteor")

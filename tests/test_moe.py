@@ -1,7 +1,8 @@
 """The mixture-of-experts teacher (kdgrid.models.moe): hard EM trains the expert of highest
-likelihood only, the learned prior's gate learns, "best" keeps the output the mixture scores
-highest, two experts specialize on a corpus of two styles, and an moe model file works wherever
-a teacher is loaded."""
+likelihood only, the learned prior's gate moves towards the winning expert, decoding uses one
+expert per sentence (the prior's argmax for beam/greedy, a seeded draw from the prior for
+sampling), "mixture_best" keeps the output the mixture scores highest, two experts specialize on
+a corpus of two styles, and an moe model file works wherever a teacher is loaded."""
 
 from __future__ import annotations
 
@@ -57,9 +58,15 @@ def test_moe_overfits_eight_pairs_and_its_loss_falls(overfit):
     model, before, state = overfit
     losses = [h["loss"] for h in state["history"]]
     assert losses[-1] < losses[0] < before and losses[-1] < 0.05 * before, (before, losses)
-    assert model.generate(batch()["src"], "beam", beam=4, expert="best") == TGT
-    assert model.generate(batch()["src"], "greedy", expert="best") == TGT
-    assert model.generate(batch()["src"], "beam", beam=4) == TGT  # the default expert is "best"
+    src = batch()["src"]
+    assert model.generate(src, "beam", beam=4, expert="mixture_best") == TGT
+    assert model.generate(src, "greedy", expert="mixture_best") == TGT
+    # the default is the prior's expert per sentence (uniform: expert 0 for all), not the mixture's best
+    prior = model.prior_experts(model.encode(src), "beam")
+    if model.cfg.prior == "uniform":
+        assert prior.tolist() == [0] * 8
+    by_hand = [model.generate(src[i:i + 1], "beam", beam=4, expert=int(k))[0] for i, k in enumerate(prior)]
+    assert model.generate(src, "beam", beam=4) == by_hand
 
 
 def test_hard_em_backpropagates_only_the_winning_experts_loss(monkeypatch):
@@ -153,7 +160,109 @@ def test_the_mixture_log_probability_sums_the_experts():
     assert torch.allclose(mixture, by_hand, atol=1e-5)
 
 
+def test_the_learned_gate_moves_towards_the_winning_expert(monkeypatch):
+    """Hard EM's gate term is -log p(winner|x): a few updates where expert 1 wins every sentence
+    must raise p(1|x) for every sentence (not only give the gate a non-zero gradient)."""
+    torch.manual_seed(0)
+    model = build("moe", moe_config(experts=3, prior="learned", dropout=0.0)).train()
+    b = batch()
+    monkeypatch.setattr(model, "expert_logprobs", lambda *a: torch.tensor([[-9.0, -1.0, -9.0]] * 8))
+
+    def p_winner():
+        with torch.no_grad():
+            return model.prior_logprobs(*model.encode(b["src"]))[:, 1].exp()
+
+    before = p_winner()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(15):
+        opt.zero_grad()
+        model.loss(b)[0].backward()
+        opt.step()
+    after = p_winner()
+    assert (after > before).all() and after.mean() > 0.9 > before.mean(), (before, after)
+
+
+def test_per_token_mixture_logprobs_sum_to_the_sentence_logprob():
+    """Word-level KD's MoE distribution p(y_t | y_<t, x) (the posterior over experts given the
+    prefix, kdgrid.kd.word) obeys the chain rule: summed over every position of a sentence, the
+    gold tokens' log-probabilities give the mixture's log p(y|x), at every sentence length."""
+    from kdgrid.kd.word import teacher_logprobs
+
+    torch.manual_seed(0)
+    model = build("moe", moe_config(experts=3, prior="learned")).eval()
+    with torch.no_grad():  # a non-uniform gate, so the posterior over experts really moves
+        model.gate.fc2.bias.copy_(torch.tensor([1.5, -1.0, 0.0]))
+    b = batch()
+    with torch.no_grad():
+        per_token = teacher_logprobs(model, b).gather(-1, b["tgt_out"].unsqueeze(-1)).squeeze(-1)
+        per_token = per_token.masked_fill(b["tgt_out"].eq(0), 0.0)
+        memory, src_pad = model.encode(b["src"])
+        sentence = model.sequence_logprob(b["tgt_in"], b["tgt_out"], memory, src_pad)
+    assert len({len(t) for t in TGT}) > 1  # padding inside the batch
+    assert torch.allclose(per_token.sum(1), sentence, atol=1e-4), (per_token.sum(1), sentence)
+    # and position t alone is not the prior-weighted mean of the experts (the posterior moved)
+    with torch.no_grad():
+        gate = model.prior_logprobs(memory, src_pad)
+        naive = torch.logsumexp(torch.stack([torch.log_softmax(model.decode(model.with_start(b["tgt_in"], k), memory,
+                                                                            src_pad).float(), -1)
+                                             for k in range(3)]) + gate.t()[:, :, None, None], 0)
+    assert not torch.allclose(naive[:, 2:], teacher_logprobs(model, b)[:, 2:], atol=1e-3)
+
+
 # -- decoding -------------------------------------------------------------------------------------
+def tagged_decoder(src, k, method, encoded, options):
+    """A stand-in search: each sentence's output names the expert that decoded it and its source
+    (its first word), and the seed it was given."""
+    return [[100 + k, int(row[0]), options.get("seed", -1)] for row in src]
+
+
+def test_beam_and_greedy_decode_each_sentence_with_its_most_likely_expert_under_the_prior(monkeypatch):
+    torch.manual_seed(0)
+    model = build("moe", moe_config(experts=3, prior="learned")).eval()
+    prior = torch.log(torch.tensor([[0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.4, 0.4, 0.2]]))
+    monkeypatch.setattr(model, "prior_logprobs", lambda memory, src_pad: prior)
+    monkeypatch.setattr(model, "decode_expert", tagged_decoder)
+    src = batch(SRC[:4], TGT[:4])["src"]
+    for method in ("beam", "greedy"):
+        out = model.generate(src, method)
+        assert [o[0] - 100 for o in out] == [1, 0, 2, 0]  # argmax; the tie of sentence 3 goes to the lower k
+        assert [o[1] for o in out] == src[:, 0].tolist()  # each output is its own sentence's
+    assert model.expert_choice("greedy") == "prior: per sentence the most likely expert under p(k|x) (learned)"
+
+
+def test_sampling_draws_each_sentences_expert_from_the_prior_with_the_seed(monkeypatch):
+    """sample / sample_topk sample the mixture: k ~ p(k|x) per sentence (seeded), then y from
+    expert k -- not the most likely of K samples."""
+    torch.manual_seed(0)
+    model = build("moe", moe_config(experts=2, prior="learned")).eval()
+    n = 600
+    monkeypatch.setattr(model, "prior_logprobs",
+                        lambda memory, src_pad: torch.log(torch.tensor([[0.25, 0.75]])).expand(memory.size(0), 2))
+    monkeypatch.setattr(model, "decode_expert", tagged_decoder)
+    src = torch.tensor([[5 + i % 20, 3] for i in range(n)])
+    for method in ("sample", "sample_topk"):
+        out = model.generate(src, method, seed=11)
+        experts = [o[0] - 100 for o in out]
+        assert abs(sum(experts) / n - 0.75) < 0.06  # the prior's share, not always the argmax
+        assert [o[1] for o in out] == src[:, 0].tolist()
+        assert {o[2] - (o[0] - 100) for o in out} == {11 * 1024}  # expert k's own stream: seed * 1024 + k
+        # the next batch (seed 12, as kdgrid.translate numbers them) shares no stream with this one
+        assert not {o[2] for o in out} & {o[2] for o in model.generate(src, method, seed=12)}
+        assert model.generate(src, method, seed=11) == out  # seeded: the same draws
+        assert [o[0] for o in model.generate(src, method, seed=12)] != [o[0] for o in out]
+    assert model.expert_choice("sample").startswith("prior: per sentence an expert drawn from p(k|x)")
+
+
+def test_sampling_a_trained_moe_is_seeded_and_uses_both_experts(overfit):
+    model = overfit[0]
+    noisy = [s[:-1] + [7] for s in SRC] * 4
+    src = batch(noisy)["src"]
+    a, b = model.generate(src, "sample", seed=5), model.generate(src, "sample", seed=5)
+    assert a == b and all(tok >= 5 for sent in a for tok in sent)
+    if model.cfg.prior == "uniform":
+        assert set(model.prior_experts(model.encode(src), "sample", seed=5).tolist()) == {0, 1}
+
+
 CANDIDATES = {0: [[11, 12], [13], [14, 15, 16]], 1: [[17], [18, 19], [20]]}
 LOGPROB = {(11, 12): -3.0, (17,): -2.5, (13,): -1.0, (18, 19): -4.0, (14, 15, 16): -8.0, (20,): -1.0}
 
@@ -169,10 +278,11 @@ def test_best_keeps_per_sentence_the_output_the_mixture_scores_highest(monkeypat
     monkeypatch.setattr(model, "sequence_logprob", hand_scores)
     src = batch(SRC[:3], TGT[:3])["src"]
     # plain log-probabilities: sentence 0 -2.5 (expert 1) beats -3.0; 1: -1.0 beats -4.0; 2: -1.0 beats -8.0
-    assert model.generate(src, "beam", expert="best", lenpen=0.0) == [[17], [13], [20]]
+    assert model.generate(src, "beam", expert="mixture_best", lenpen=0.0) == [[17], [13], [20]]
     # per (tokens + eos), as beam search ranks: sentence 0 -3.0/3 = -1.0 beats -2.5/2 = -1.25
-    assert model.generate(src, "beam", expert="best", lenpen=1.0) == [[11, 12], [13], [20]]
-    assert model.generate(src, "beam") == [[11, 12], [13], [20]]  # default: best, lenpen 1
+    assert model.generate(src, "beam", expert="mixture_best", lenpen=1.0) == [[11, 12], [13], [20]]
+    # the default is ONE expert (uniform prior: expert 0), never a pick across experts
+    assert model.generate(src, "beam") == CANDIDATES[0]
 
 
 def test_best_n_best_lists_pool_the_experts_candidates_by_mixture_score(monkeypatch):
@@ -184,16 +294,18 @@ def test_best_n_best_lists_pool_the_experts_candidates_by_mixture_score(monkeypa
         [LOGPROB[tuple(t for t in row.tolist() if t not in (0, 3))] for row in gold]))
     src = batch(SRC[:1], TGT[:1])["src"]
     # distinct candidates [11 12], [17], [13] ranked by the mixture: -1.0, -2.5, -3.0
-    assert model.generate(src, "beam", nbest=2, lenpen=0.0) == [[(-1.0, [13]), (-2.5, [17])]]
-    assert model.generate(src, "beam", nbest=5, lenpen=0.0) == [[(-1.0, [13]), (-2.5, [17]), (-3.0, [11, 12])]]
+    best = lambda n: model.generate(src, "beam", nbest=n, lenpen=0.0, expert="mixture_best")  # noqa: E731
+    assert best(2) == [[(-1.0, [13]), (-2.5, [17])]]
+    assert best(5) == [[(-1.0, [13]), (-2.5, [17]), (-3.0, [11, 12])]]
+    assert model.generate(src, "beam", nbest=2) == nbests[0]  # default: expert 0's own n-best list
 
 
 def test_best_n_best_of_one_is_the_plain_best(overfit):
     model = overfit[0]
     src = batch([s[1:] + [9] for s in SRC])["src"]
-    one = model.generate(src, "beam", beam=3, nbest=1)
-    assert [hyps[0][1] for hyps in one] == model.generate(src, "beam", beam=3)
-    three = model.generate(src, "beam", beam=3, nbest=3)
+    one = model.generate(src, "beam", beam=3, nbest=1, expert="mixture_best")
+    assert [hyps[0][1] for hyps in one] == model.generate(src, "beam", beam=3, expert="mixture_best")
+    three = model.generate(src, "beam", beam=3, nbest=3, expert="mixture_best")
     for hyps in three:
         scores = [score for score, _ in hyps]
         assert 1 <= len(hyps) <= 3 and scores == sorted(scores, reverse=True)
@@ -235,7 +347,7 @@ def test_one_expert_decodes_with_every_search_method(overfit, method, opts):
         assert not torch.allclose(first[0], first[1])  # the start token is the expert's
 
 
-@pytest.mark.parametrize("expert", [0, 1, "best"])
+@pytest.mark.parametrize("expert", [0, 1, "prior", "mixture_best"])
 def test_moe_batch_decodes_like_single_sentences(overfit, expert):
     model = overfit[0]
     noisy = [s[1:] + [9] for s in SRC]
@@ -248,10 +360,10 @@ def test_bad_expert_and_bad_config_are_clear_errors():
     torch.manual_seed(0)
     model = build("moe", moe_config()).eval()
     src = batch()["src"]
-    for bad in (2, -1, "1", True, 0.5):
-        with pytest.raises(KdgridError, match="expert must be 0..1 or 'best'"):
+    for bad in (2, -1, "1", True, 0.5, "best", "each"):
+        with pytest.raises(KdgridError, match="expert must be 0..1, 'prior' or 'mixture_best'"):
             model.generate(src, "greedy", expert=bad)
-    with pytest.raises(KdgridError, match="experts must be an integer of at least 2"):
+    with pytest.raises(KdgridError, match="experts must be an integer from 2 to 1023"):
         build("moe", moe_config(experts=1))
     with pytest.raises(KdgridError, match="prior must be one of uniform, learned"):
         build("moe", moe_config(prior="soft"))
@@ -286,8 +398,8 @@ def test_two_experts_specialize_one_per_style(tmp_path):
     a_expert, b_expert = (0, 1) if a0 + b1 >= a1 + b0 else (1, 0)
     assert matches[a_expert][0] >= 2 * n // 3 and matches[b_expert][1] >= 2 * n // 3, matches
     assert matches[a_expert][1] <= n // 4 and matches[b_expert][0] <= n // 4, matches
-    # "best" keeps one whole style per sentence
-    best = model.generate(s, "beam", expert="best")
+    # "mixture_best" keeps one whole style per sentence
+    best = model.generate(s, "beam", expert="mixture_best")
     assert sum(o in (a, b) for o, a, b in zip(best, style_a, style_b)) >= 2 * n // 3
 
 
@@ -304,7 +416,7 @@ def test_model_file_keeps_experts_and_prior(tmp_path):
     state, again = model.state_dict(), loaded.state_dict()
     assert state.keys() == again.keys() and all(torch.equal(state[k], again[k]) for k in state)
     src = batch()["src"]
-    for expert in (0, 2, "best"):
+    for expert in (0, 2, "prior", "mixture_best"):
         assert loaded.generate(src, "beam", expert=expert) == model.generate(src, "beam", expert=expert)
 
 
@@ -323,7 +435,8 @@ def test_an_moe_teacher_rescores_with_its_mixture():
 
 
 def test_train_and_evaluate_verbs_with_an_moe_teacher(tmp_path):
-    """`kdgrid train --kind moe` (no mask id for an AT) and `evaluate`, which decodes with "best"."""
+    """`kdgrid train --kind moe` (no mask id for an AT) and `evaluate`, which decodes with the prior's
+    expert unless told otherwise and says so in scores.json."""
     from kdgrid import cli
     from kdgrid.checkpoint import load_for_decoding
     from kdgrid.corpus import write_lines
@@ -348,10 +461,12 @@ def test_train_and_evaluate_verbs_with_an_moe_teacher(tmp_path):
     loaded, meta, _ = load_for_decoding(tmp_path / "model.pt", tmp_path / "spm.model")
     assert loaded.kind == "moe" and loaded.cfg.experts == 2 and loaded.cfg.prior == "learned"
     assert {"expert0", "expert1", "gate", "mix_nll"} <= set(meta["history"][-1])
-    params = {"method": "beam", "beam": 2, "lenpen": 1.0, "max_len_a": 1.2, "max_len_b": 5, "max_tokens": 400,
-              "expert": "best"}
-    assert cli.main(["evaluate", "--model", f"{d}/model.pt", "--vocab", f"{d}/spm.model", "--src", f"{d}/src",
-                     "--ref", f"{d}/tgt", "--hyp", f"{d}/hyp", "--scores", f"{d}/scores.json",
-                     "--params", json.dumps(params)]) == 0
-    scores = json.loads((tmp_path / "scores.json").read_text())
-    assert scores["decode_options"]["expert"] == "best" and len((tmp_path / "hyp").read_text().splitlines()) == 60
+    params = {"method": "greedy", "max_len_a": 1.2, "max_len_b": 5, "max_tokens": 400}
+    for name, extra, says in (("prior", {}, "prior: per sentence the most likely expert under p(k|x) (learned)"),
+                              ("best", {"expert": "mixture_best"}, "mixture_best: every expert decodes")):
+        assert cli.main(["evaluate", "--model", f"{d}/model.pt", "--vocab", f"{d}/spm.model", "--src", f"{d}/src",
+                         "--ref", f"{d}/tgt", "--hyp", f"{d}/hyp.{name}", "--scores", f"{d}/{name}.json",
+                         "--params", json.dumps({**params, **extra})]) == 0
+        scores = json.loads((tmp_path / f"{name}.json").read_text())
+        assert scores["decode"]["moe_expert"].startswith(says), scores["decode"]
+        assert len((tmp_path / f"hyp.{name}").read_text().splitlines()) == 60

@@ -187,8 +187,9 @@ def test_the_capacity_complexity_summary_needs_five_clear_students():
     s = ans["summary"]
     assert s["spearman"] == pytest.approx(1.0) and s["tested"] is True  # both sides ranked 1..5
     assert s["text"] == ("Spearman rank correlation between a student's raw-data BLEU (capacity proxy) and the "
-                         "C(d) of its best set: +1.00 over 5 students (finding 4 expects it positive: stronger "
-                         "students peak on more complex data)")
+                         "C(d) of its best set: +1.00 over 5 students, two-sided permutation p = 0.017 (exact; "
+                         "finding 4 expects it positive: stronger students peak on more complex data)")
+    assert s["spearman_p"] == 2 / 120
     # one tie leaves 4 clear students: the value is shown, no test
     ans = recommend.answer(make(five_students(tied=("s1",))))
     assert by_student(ans)["s1"]["status"] == "tie"
@@ -196,7 +197,7 @@ def test_the_capacity_complexity_summary_needs_five_clear_students():
     assert s["students"] == ["s0", "s2", "s3", "s4"] and s["tested"] is False
     assert s["text"] == ("n = 4: too few to test (students with a clear recommendation, a raw-data score and a "
                          "best set's C(d); 5 needed); Spearman rank correlation of raw-data BLEU with the best "
-                         "set's C(d) over them: +1.00, not evidence either way")
+                         "set's C(d) over them: +1.00 (permutation p = 0.083), not evidence either way")
 
 
 def test_spearman_hand_checked():
@@ -224,7 +225,7 @@ def test_outputs_csv_json_markdown_and_plots(tmp_path):
     assert "| | a.ban2 | a.beam | b.beam | b.interpolate | raw |" in md  # ordered by C(d)
     assert "| C(d) | 0.800 | 1.000 | 1.500 | 1.800 | 2.000 |" in md
     assert "| nat | 12.00 | **15.00** | 14.00 | 11.00 | 10.00 |" in md
-    assert "n = 3: too few to test" in md and "+1.00, not evidence either way" in md
+    assert "n = 3: too few to test" in md and "+1.00 (permutation p = 0.333), not evidence either way" in md
     whole = grid.markdown(g, "t", ans)
     assert "| a | 100 | — | 0.92 † |" in whole and "teachers below it: a" in whole
     low = make({"nat": {d: 1.0 for d in COLUMNS}}, copy=2.75)
@@ -237,3 +238,18 @@ def test_outputs_csv_json_markdown_and_plots(tmp_path):
     report.bleu_vs_complexity(g, tmp_path / "all.png", answer=ans)
     report.heatmap(g, tmp_path / "grid.png", answer=ans)
     assert (tmp_path / "all.png").read_bytes()[:4] == (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_spearmans_permutation_p_value_by_hand():
+    # a perfect ranking of 5: only the identity and its reverse reach |rho| = 1, 2 of 5! = 120
+    assert recommend.spearman_p([1, 2, 3, 4, 5], [10, 20, 30, 40, 50]) == 2 / 120
+    # of 3: 2 of 6 orderings
+    assert recommend.spearman_p([1, 2, 3], [3, 2, 1]) == 2 / 6
+    # rho = 0.9 on 5 (one adjacent swap, sum d^2 = 2): orderings with |rho| >= 0.9 are 10 of 120 (the
+    # identity, the 4 adjacent swaps, and their 5 reverses)
+    assert recommend.spearman([1, 2, 3, 4, 5], [2, 1, 3, 4, 5]) == 0.9
+    assert recommend.spearman_p([1, 2, 3, 4, 5], [2, 1, 3, 4, 5]) == 10 / 120
+    assert recommend.spearman_p([1, 1, 1], [1, 2, 3]) is None
+    # beyond the exact limit: a seeded Monte-Carlo estimate, close to the exact share
+    xs = list(range(10))
+    assert abs(recommend.spearman_p(xs, xs, draws=2000) - 0.0) < 0.01

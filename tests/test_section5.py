@@ -3,7 +3,8 @@ dry runs plan each method's jobs, a Born-Again round trains on the previous roun
 interpolation reads the references, a moe method makes columns only for teachers with experts,
 and a real toy run distills, measures and scores every new column; raising the round count then
 runs only the new round. Also the config checks of the section-5 methods and MoE teacher sizes
-(a ban method's `from`, a best-expert moe method that would copy a beam column)."""
+(a ban method's `from`, a moe method's expert; `each` makes one column per expert and
+`mixture_best` says so in its column's name), and a Born-Again AT of the students' body by default."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from config_check import ConfigError, check  # noqa: E402
 TOY_S5 = ROOT / "tests" / "configs" / "toy_section5.yaml"
 # the columns of toy_section5.yaml: the moe method skips the teacher without experts
 S5_COLUMNS = ["toy.beam", "toy.interpolate", "toy.ban2", "toy_moe.beam", "toy_moe.interpolate", "toy_moe.ban2",
-              "toy_moe.moe0"]
+              "toy_moe.moe0", "toy_moe.moe1"]
 
 
 def section5(tmp_path, name="cfg.yaml", **overrides):
@@ -47,8 +48,8 @@ SHAPES = [  # (teachers, methods, ban rounds, distilled columns, Born-Again ATs)
     (["toy"], ["interpolate"], 2, 1, 0),
     (["toy"], ["beam", "ban"], 3, 3, 2),  # round 1 is the beam column: beam, ban2, ban3
     (["toy", "toy_moe"], ["beam", "ban"], 2, 4, 2),  # two teachers: beam and ban2 of each
-    (["toy", "toy_moe"], ["moe0"], 2, 1, 0),  # toy has no experts: no toy.moe0
-    (["toy", "toy_moe"], ["beam", "interpolate", "ban", "moe0"], 2, 7, 2),  # toy_section5.yaml as it is
+    (["toy", "toy_moe"], ["moe"], 2, 2, 0),  # toy has no experts: no toy.moe0; toy_moe one per expert
+    (["toy", "toy_moe"], ["beam", "interpolate", "ban", "moe"], 2, 8, 2),  # toy_section5.yaml as it is
 ]
 
 
@@ -67,9 +68,13 @@ def test_the_toy_section5_grid_has_one_column_per_round_and_moe_only_with_expert
     kinds = {option(w, "--out"): option(w, "--kind") for w in jobs["train_teacher"]}
     assert kinds == {"results/toy_section5/teachers/toy/model.pt": "transformer",
                      "results/toy_section5/teachers/toy_moe/model.pt": "moe"}
-    (moe,) = [w for w in jobs["distill"] if "toy_moe.moe0" in option(w, "--out")]
-    assert '"expert":0' in option(moe, "--params") and '"kind":"moe"' in option(moe, "--params")
-    assert option(moe, "--model") == "results/toy_section5/teachers/toy_moe/model.pt"
+    for k in (0, 1):  # `expert: each`: one job per expert, each with its own number
+        (moe,) = [w for w in jobs["distill"] if f"toy_moe.moe{k}/" in option(w, "--out")]
+        assert f'"expert":{k}' in option(moe, "--params") and '"kind":"moe"' in option(moe, "--params")
+        assert option(moe, "--model") == "results/toy_section5/teachers/toy_moe/model.pt"
+    # the MoE teacher's beam column asks for no expert: the model's default, the prior's expert
+    (beam,) = [w for w in jobs["distill"] if "toy_moe.beam/" in option(w, "--out")]
+    assert "expert" not in option(beam, "--params")
     ban = {option(w, "--out"): w for w in jobs["train_ban"]}["results/toy_section5/bans/toy_moe.ban2/model.pt"]
     assert option(ban, "--kind") == "transformer" and "experts" not in option(ban, "--model-params")  # a plain AT
 
@@ -108,10 +113,10 @@ def test_only_interpolation_reads_the_references(tmp_path):
 
 
 def test_a_moe_method_without_an_moe_teacher_is_a_config_error(tmp_path):
-    cfg = section5(tmp_path, grid={"teachers": ["toy"], "methods": ["moe0"]})
+    cfg = section5(tmp_path, grid={"teachers": ["toy"], "methods": ["moe"]})
     proc = snakemake(tmp_path, "-n", configfile=cfg, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
-    assert "methods.moe0: kind 'moe' decodes with a mixture-of-experts teacher, but none of grid.teachers (toy)" \
+    assert "methods.moe: kind 'moe' decodes with a mixture-of-experts teacher, but none of grid.teachers (toy)" \
         in proc.stdout + proc.stderr
 
 
@@ -144,7 +149,7 @@ def test_the_multi30k_section5_grid_reuses_the_other_multi30k_grids_cells(tmp_pa
 def test_the_paper_grid_with_the_section5_methods_plans_its_jobs(tmp_path):
     """configs/wmt14.yaml plus interpolate, ban (2 rounds) and moe with a 3-expert base teacher, as
     bench/dryrun_speed.py times it (under 5 s): 4 teachers x 6 columns (beam, greedy, sample,
-    sample_topk, interpolate, ban2) + the MoE teacher's 7 (and moe)."""
+    sample_topk, interpolate, ban2) + the MoE teacher's 7 (and moe, with expert 0)."""
     sys.path.insert(0, str(ROOT / "bench"))
     from dryrun_speed import grid_config
 
@@ -238,7 +243,7 @@ def test_bad_moe_teacher_sizes_name_the_key(size, message):
         _check({"grid": {"teachers": ["toy", "mix"]}, "teacher_sizes": {"mix": size}})
 
 
-def test_the_workflow_trains_an_moe_size_as_kind_moe_and_evaluates_it_with_the_best_expert(tmp_path):
+def test_the_workflow_trains_an_moe_size_as_kind_moe_and_evaluates_it_with_the_priors_expert(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", TOY, teacher_sizes={"mix": {**MOE_SIZE, "expert_prior": "learned"}},
                        grid={"teachers": ["toy", "mix"]})
     out = snakemake(tmp_path, "-n", "-p", "results/toy/teachers/mix/test.scores.json",
@@ -251,7 +256,7 @@ def test_the_workflow_trains_an_moe_size_as_kind_moe_and_evaluates_it_with_the_b
     assert "--kind moe" in mix[0] and '"experts":2' in mix[0] and '"prior":"learned"' in mix[0]
     assert "--kind transformer" in toy[0] and "experts" not in toy[0]
     assert len(evals) == 2
-    assert ['"expert":"best"' in line for line in evals] == ["teachers/mix/" in line for line in evals]
+    assert not any('"expert"' in line for line in evals)  # the model's default: the prior's expert
 
 
 def test_a_ban_methods_from_must_be_a_beam_method_of_the_grid():
@@ -266,23 +271,55 @@ def test_a_ban_methods_from_must_be_a_beam_method_of_the_grid():
                                                               "ban": {"from": "beam4"}}})
 
 
-def test_a_best_expert_moe_method_beside_a_like_beam_method_is_a_config_error():
-    grid = {"teachers": ["toy", "mix"], "methods": ["beam", "moe"]}  # toy.yaml's beam: beam 3, lenpen 1.0
-    with pytest.raises(ConfigError, match=r"methods.moe.expert: 'best' with beam 3 and lenpen 1.0 decodes exactly "
-                                          r"like method 'beam' .* pick a single expert"):
-        _check({"grid": grid, "teacher_sizes": {"mix": MOE_SIZE}, "methods": {"moe": {"beam": 3}}})
-    _check({"grid": grid, "teacher_sizes": {"mix": MOE_SIZE}, "methods": {"moe": {"expert": 0, "beam": 3}}})
-    _check({"grid": grid, "teacher_sizes": {"mix": MOE_SIZE}})  # moe's default beam 5: another decode
+def test_moe_columns_one_per_expert_one_expert_or_named_mixture_best(tmp_path):
+    grid = {"teachers": ["toy", "mix"], "methods": ["beam", "moe"]}
+    sizes = {"mix": {**MOE_SIZE, "experts": 3}}
+    _check({"grid": grid, "teacher_sizes": sizes})  # each (the default)
+    _check({"grid": grid, "teacher_sizes": sizes, "methods": {"moe": {"expert": "mixture_best"}}})
+    with pytest.raises(ConfigError, match=r"methods.moe.expert: 'best' is not one of \['each', 'mixture_best'\]"):
+        _check({"grid": grid, "teacher_sizes": sizes, "methods": {"moe": {"expert": "best"}}})
+    with pytest.raises(ConfigError, match=r"methods.moe.expert: 3 but teacher mix has 3 experts"):
+        _check({"grid": grid, "teacher_sizes": sizes, "methods": {"moe": {"expert": 3}}})
+    for expert, columns in (("each", ["mix.moe0", "mix.moe1", "mix.moe2"]), ("mixture_best", ["mix.moe_mixbest"]),
+                            (1, ["mix.moe"])):
+        cfg = write_config(tmp_path / f"{expert}.yaml", TOY, grid=grid, teacher_sizes=sizes,
+                           methods={"moe": {"kind": "moe", "expert": expert, "beam": 3}})
+        jobs = planned(tmp_path, cfg)
+        made = {re.search(r"distill/(.+)/shards", option(w, "--out")).group(1): json.loads(option(w, "--params"))
+                for w in jobs["distill"]}
+        assert sorted(c for c in made if c.startswith("mix.moe")) == columns
+        for column in columns:
+            assert made[column]["expert"] == (int(column[-1]) if expert == "each" else expert)
+
+
+def test_a_ban_round_is_student_sized_unless_told(tmp_path):
+    grid = {"teachers": ["toy"], "methods": ["beam", "ban"]}
+    student = {"d_model": 24, "ffn": 48, "encoder_layers": 2, "decoder_layers": 1, "heads": 2}
+    sizes = {"toy": {"d_model": 32, "ffn": 64, "layers": 1, "heads": 2, "train": {"max_updates": 9}}}
+    ban_params = {}
+    for size in ("student", "teacher", None):
+        methods = {"ban": {"size": size}} if size else {}
+        cfg = section5(tmp_path, f"{size}.yaml", grid=grid, methods=methods, teacher_sizes=sizes,
+                       students={"nat": {"model": student}})
+        (words,) = planned(tmp_path, cfg)["train_ban"]
+        ban_params[size] = (json.loads(option(words, "--model-params")), json.loads(option(words, "--train-params")),
+                            json.loads(option(words, "--labels")))
+    model, train, labels = ban_params[None]
+    assert ban_params["student"] == ban_params[None]  # the default
+    assert {k: model[k] for k in student} == student and labels["size"] == "student"
+    assert train["max_updates"] == 30  # teacher.train, not the teacher size's own
+    model, train, labels = ban_params["teacher"]
+    assert (model["d_model"], model["encoder_layers"], train["max_updates"], labels["size"]) == (32, 1, 9, "toy")
 
 
 def test_a_method_with_teachers_makes_columns_only_for_them(tmp_path):
-    methods = ["beam", "interpolate", "ban", "moe0"]
+    methods = ["beam", "interpolate", "ban", "moe"]
     cfg = section5(tmp_path, grid={"teachers": ["toy", "toy_moe"], "methods": methods},
                    methods={"interpolate": {"teachers": ["toy"]}, "ban": {"teachers": ["toy"]}})
     jobs = planned(tmp_path, cfg)
     outs = sorted(re.search(r"distill/(.+)/train.tgt.npz", option(w, "--output")).group(1)
                   for w in jobs["encode_distilled"])
-    assert outs == ["toy.ban2", "toy.beam", "toy.interpolate", "toy_moe.beam", "toy_moe.moe0"]
+    assert outs == ["toy.ban2", "toy.beam", "toy.interpolate", "toy_moe.beam", "toy_moe.moe0", "toy_moe.moe1"]
     assert [option(w, "--out") for w in jobs["train_ban"]] == ["results/toy_section5/bans/toy.ban2/model.pt"]
     # `teachers` shapes the grid only: the distill job of a kept column is the same as without it
     plain = planned(tmp_path, TOY_S5)
@@ -298,3 +335,19 @@ def test_a_methods_teachers_must_be_grid_teachers_and_cover_a_ban_round_one():
         _check({"grid": {"teachers": ["toy", "mix"], "methods": ["beam", "ban"]}, "teacher_sizes": {"mix": MOE_SIZE},
                 "methods": {"beam": {"teachers": ["mix"]}}})
     _check({"grid": grid, "methods": {"ban": {"teachers": ["toy"]}}})
+
+
+@pytest.mark.parametrize("methods,sizes,students,message", [
+    ({"moe": {"expert": "best"}}, {"mix": MOE_SIZE}, {},
+     r"methods.moe.expert: 'best' is not one of .*`best` is now `mixture_best`"),
+    ({}, {"student": {"d_model": 32, "ffn": 64, "heads": 2, "layers": 1}}, {},
+     r"methods.ban.size: 'student' means the students' size here, but teacher_sizes also defines"),
+    ({}, {}, {"bare": {"kind": "nat", "model": {"ffn": 64, "encoder_layers": 1, "decoder_layers": 1}}},
+     r"methods.ban.size: student \(the default\) trains an AT of the first grid student's body, but "
+     r"students.bare.model has no d_model, heads"),
+])
+def test_moe_and_ban_config_errors_say_what_to_change(methods, sizes, students, message):
+    grid = {"teachers": ["toy", "mix"] if "mix" in sizes else ["toy"],
+            "methods": ["beam", "ban", "moe"] if methods else ["beam", "ban"], "students": list(students) or ["nat"]}
+    with pytest.raises(ConfigError, match=message):
+        _check({"grid": grid, "teacher_sizes": sizes, "methods": methods, "students": students})

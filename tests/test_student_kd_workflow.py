@@ -217,7 +217,7 @@ BAD = [
     ({"students": {"cmlm_okd": {"kd": {"online": {"lambda": -1}}}}},
      r"students.cmlm_okd.kd.online.lambda: -1 is less than the minimum of 0"),
     ({"students": {"nat_init": {"init": {"layers": "middle"}}}},
-     r"students.nat_init.init.layers: 'middle' is not one of \['every_other', 'first', 'last'\]"),
+     r"students.nat_init.init.layers: 'middle' is not one of \['every_other', 'first', 'last', 'even'\]"),
     ({"students": {"nat_fkl": {"kd": {"temprature": 2.0}}}},
      r"students.nat_fkl.kd: unknown keys .*'temprature' was unexpected"),
     ({"students": {"no_from": {"kind": "nat", "model": {}, "init": {"layers": "first"}}}},

@@ -22,15 +22,16 @@ ALL_STUDENTS = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "at_student",
                 "nat_init", "cmlm_okd"]  # the last two learn from the teacher (training wrappers)
 
 
-def expected_jobs(teachers, methods, students, shards=1, multiway=False, columns=None, bans=0):
+def expected_jobs(teachers, methods, students, shards=1, multiway=False, columns=None, bans=0, seeds=1):
     """Jobs of a grid. `columns`: its distilled columns where they are not teachers x methods (a
     ban method yields one per round, a moe method none for teachers without experts); `bans`: the
-    Born-Again ATs it trains (rounds >= 2)."""
-    t, s = len(teachers), len(students)
+    Born-Again ATs it trains (rounds >= 2); `seeds`: runs per student (grid.seeds), which multiply
+    the student cells and nothing else."""
+    t, s = len(teachers), len(students) * seeds
     m = t * len(methods) if columns is None else columns  # distilled columns
     counts = {"prepare": 1, "vocab": 1, "train_teacher": t, "evaluate_teacher": 2 * t, "train_ban": bans,
               "distill": m * shards, "gather": m, "encode_distilled": m,
-              "train_student": s * (1 + m), "evaluate_student": s * (1 + m),
+              "train_student": s * (1 + m), "evaluate_student": s * (1 + m), "evaluate_student_valid": s * (1 + m),
               "align_raw": 1, "data_metrics_raw": 1, "align_distilled": m, "data_metrics_distilled": m,
               "align_teacher_valid": t, "teacher_valid_metrics": t, "aggregate": 1, "all": 1}
     if multiway:
@@ -268,7 +269,8 @@ def test_every_shipped_config_dry_runs(tmp_path):
 
 
 def distilled_columns(cfg: dict) -> list[str]:
-    """A config's distilled columns (workflow/method_kinds.py: ban rounds, moe only with experts)."""
+    """A config's distilled columns (workflow/method_kinds.py: ban rounds, moe only with experts, one
+    per expert with `expert: each`)."""
     import yaml
 
     sys.path.insert(0, str(ROOT / "workflow"))
@@ -279,7 +281,7 @@ def distilled_columns(cfg: dict) -> list[str]:
                                                                          **cfg.get("methods", {})}.items()}
     sizes = {**defaults["teacher_sizes"], **cfg.get("teacher_sizes", {})}
     return [f"{t}.{c}" for t in cfg["grid"]["teachers"] for m in cfg["grid"]["methods"]
-            if method_kinds.fits(methods[m], t, sizes[t]) for c in method_kinds.columns(m, methods[m])]
+            if method_kinds.fits(methods[m], t, sizes[t]) for c in method_kinds.columns(m, methods[m], sizes[t])]
 
 
 def test_full_roster_dry_run_plans_every_student(tmp_path):
@@ -322,3 +324,22 @@ def test_jobs_use_snakemakes_interpreter_without_the_venv_on_path(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "results/toy/vocab/spm.model").stat().st_size > 0
+
+
+def test_a_seeded_grid_plans_each_student_cell_once_per_seed_and_nothing_more(tmp_path):
+    """grid.seeds [1, 2, 3]: 3x the student cells (train, evaluate on test and valid), the teachers
+    and distilled sets once; seed 1 (the students' own seed) keeps the single-seed paths and
+    commands, the others are runs <student>.seed<N> trained with their seed."""
+    single = snakemake(tmp_path, "-n", "-p", configfile=TOY).stdout
+    cfg = write_config(tmp_path / "seeds.yaml", TOY, grid={"seeds": [1, 2, 3]})
+    proc = snakemake(tmp_path, "-n", "-p", configfile=cfg)
+    assert job_counts(proc.stdout) == expected_jobs(["toy"], ["beam", "greedy"], ["nat"], seeds=3)
+    trains = {re.search(r"--out (\S+)", c).group(1): c for c in rule_commands(proc.stdout)["train_student"]}
+    runs = ("nat", "nat.seed2", "nat.seed3")
+    assert sorted(trains) == sorted(f"results/toy/students/{run}/{d}/model.pt" for run in runs
+                                    for d in ("raw", "toy.beam", "toy.greedy"))
+    for out, cmd in trains.items():
+        seed = 1 if "/nat/" in out else int(re.search(r"seed(\d)", out).group(1))
+        assert f'"seed":{seed}' in cmd
+    # the seed-1 run is the single-seed grid's cell: the very same command
+    assert set(rule_commands(single)["train_student"]) <= set(rule_commands(proc.stdout)["train_student"])

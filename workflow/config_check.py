@@ -75,6 +75,9 @@ def _schema_problems(config: dict, schema_path) -> list[str]:
             problems.append(f"{where}: name {err.instance!r} may only use letters, digits, _ and -")
         elif err.validator == "uniqueItems" and err.validator_value:
             problems.append(f"{where}: {_duplicates(err.instance)}; list each name once")
+        elif where.endswith(".expert") and err.instance == "best":  # the value before single-expert decoding
+            problems.append(f"{where}: {err.message}; `best` is now `mixture_best` (per sentence the mixture's "
+                            "best output); the default `each` makes one column per expert")
         else:
             problems.append(f"{where}: {err.message}")
     return problems
@@ -157,7 +160,7 @@ def _semantic_problems(c: dict) -> list[str]:
 def _method_problems(c: dict) -> tuple[list[str], list[str]]:
     """The grid's methods: options that fit their kind, nbest within the beam, a BAN size that
     exists and a `from` that names a beam-kind method of the grid, a moe method with an MoE teacher
-    (and an expert it has) that is no copy of a beam method's column, column names used once.
+    (and an expert it has), column names used once.
     Also returns the teacher sizes the BAN rounds train."""
     problems, ban_sizes, seen = [], [], {}
     grid, sizes = c["grid"], c["teacher_sizes"]
@@ -187,10 +190,25 @@ def _method_problems(c: dict) -> tuple[list[str], list[str]]:
                             "comes from the beam (raise beam, or leave it out: it defaults to nbest)")
         if kind == "ban":
             size = spec.get("size")
-            if size is not None and size not in sizes:
-                problems.append(f"{where}.size: {size!r} is not defined under teacher_sizes "
-                                f"(defined: {', '.join(sorted(sizes))})")
-            elif size is not None and opts["rounds"] > 1:
+            named = size not in (None, method_kinds.STUDENT_SIZE, method_kinds.TEACHER_SIZE)
+            if not named and (size or method_kinds.STUDENT_SIZE) in sizes:
+                problems.append(f"{where}.size: {size or method_kinds.STUDENT_SIZE!r} means the "
+                                f"{'students' if size != method_kinds.TEACHER_SIZE else 'teacher'}' size here, but "
+                                "teacher_sizes also defines a size of that name; rename that size")
+            if not named and size != method_kinds.TEACHER_SIZE and grid["students"]:
+                first = grid["students"][0]
+                body = c["students"].get(first, {}).get("model", {})
+                missing = [k for k in ("d_model", "ffn", "heads") if k not in body]
+                if "layers" not in body and not {"encoder_layers", "decoder_layers"} <= set(body):
+                    missing.append("layers (or encoder_layers and decoder_layers)")
+                if missing:
+                    problems.append(f"{where}.size: student (the default) trains an AT of the first grid student's "
+                                    f"body, but students.{first}.model has no {', '.join(missing)}; set them, or "
+                                    "give size: teacher or a teacher_sizes name")
+            if named and size not in sizes:
+                problems.append(f"{where}.size: {size!r} is neither 'student', 'teacher' nor defined under "
+                                f"teacher_sizes (defined: {', '.join(sorted(sizes))})")
+            elif named and opts["rounds"] > 1:
                 ban_sizes.append(size)
             source = opts["from"]
             beams = [m for m in grid["methods"] if c["methods"].get(m, {}).get("kind") == "beam"]
@@ -211,27 +229,16 @@ def _method_problems(c: dict) -> tuple[list[str], list[str]]:
                                 f"grid.teachers ({', '.join(grid['teachers']) or 'none'}) declares experts "
                                 "(teacher_sizes.<name>.experts); add one, or drop the method")
             expert = opts["expert"]
-            if expert == "best":  # a beam method on an MoE teacher decodes with the best expert too
-                mine = {**c.get("decoding", {}), **opts}
-                for other in grid["methods"]:
-                    o = c["methods"].get(other)
-                    if o is None or o["kind"] != "beam":
-                        continue
-                    theirs = {**c.get("decoding", {}), **o}
-                    if (theirs.get("beam"), theirs.get("lenpen")) == (mine["beam"], mine["lenpen"]):
-                        problems.append(
-                            f"{where}.expert: 'best' with beam {mine['beam']} and lenpen {mine['lenpen']} "
-                            f"decodes exactly like method {other!r} (kind beam, same beam and lenpen) on an MoE "
-                            f"teacher, whose beam search picks the best expert per sentence: the two columns "
-                            f"would be the same; pick a single expert (expert: 0, 1, ...) or drop {name!r}")
             for t, k in moe_teachers.items():
-                if expert != "best" and expert >= k:
+                if isinstance(expert, int) and expert >= k and t in spec.get("teachers", grid["teachers"]):
                     problems.append(f"{where}.expert: {expert} but teacher {t} has {k} experts "
-                                    f"(0..{k - 1}); pick one of them or 'best'")
-        for column in method_kinds.columns(name, spec):
+                                    f"(0..{k - 1}); pick one of them, 'each' or 'mixture_best'")
+        shapes = [sizes.get(t, {}) for t in grid["teachers"]] if kind == "moe" else [{}]
+        for column in dict.fromkeys(col for size in shapes for col in method_kinds.columns(name, spec, size)):
             if column in seen and seen[column] != name:
                 problems.append(f"{where}: its column {column!r} is also a column of method {seen[column]!r}; "
-                                "rename one (a ban method's rounds add 2, 3, ... to its name)")
+                                "rename one (a ban method's rounds add 2, 3, ... to its name, a moe method's "
+                                "experts 0, 1, ..., its mixture_best _mixbest)")
             seen.setdefault(column, name)
     return problems, ban_sizes
 

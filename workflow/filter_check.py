@@ -5,6 +5,8 @@ and a config without them must plan byte-identical jobs): `filter` (the classifi
 filter teacher, labelled set, teacher head, student classifiers), `corpus.clean.filter` (drop the
 training pairs a chosen student rejects) and `corpus.noise` (inject noise into train). Their
 defaults live here and are filled in by `filter_spec` / `noise_spec`, as wrap_spec does for students.
+The reasons for the defaults of filter.prior, filter.corpus_prior and filter.holdout_kind are in
+workflow/defaults.yaml's comment on the `filter:` section.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ FILTER_DEFAULTS = {
     "kd": {"temperature": 2.0, "alpha": 1.0},
     "lelp": {"S": 4, "temperature": 1.0, "class_temperature": 1.0, "rotate": True, "null_space": True,
              "normalize": True, "group_by": "teacher"},
+    "prior": "configured",  # P(clean) corrected to the corpus prior: configured | em (estimated on the corpus) | none
+    "corpus_prior": 0.8,  # the corpus's clean share: `configured` uses it, filter.md's precision is at it
+    "holdout_kind": "shuffled",  # noise kind(s) left out of the labelled training set (null: none)
 }
 CLEAN_FILTER_DEFAULTS = {"labels": "few", "seed": 1, "threshold": 0.5}
 NOISE_DEFAULTS = {"share": 0.2, "kinds": {"misaligned": 0.25, "truncated": 0.25, "copy": 0.25, "shuffled": 0.25},
@@ -42,6 +47,18 @@ def filter_spec(c: dict) -> dict | None:
     for key, value in spec.items():
         out[key] = {**out[key], **value} if key in SECTIONS else value
     return out
+
+
+def holdout_kinds(spec: dict) -> list[str]:
+    """filter.holdout_kind as a list (null: [])."""
+    kind = spec["holdout_kind"]
+    return [] if kind is None else [kind] if isinstance(kind, str) else list(kind)
+
+
+def corpus_clean_share(spec: dict) -> float:
+    """filter.corpus_prior as the clean share (a number, or {clean: share})."""
+    value = spec["corpus_prior"]
+    return float(value["clean"] if isinstance(value, dict) else value)
 
 
 def clean_filter_spec(c: dict) -> dict | None:
@@ -91,6 +108,15 @@ def problems(c: dict) -> list[str]:
     if kinds.get("wrong_language"):  # its label needs each row's language, which filter_labels does not read
         out.append("filter.kinds.wrong_language: not supported by the filter's labelled set yet "
                    "(corpus.noise can inject it in a multi-way corpus); drop it")
+    held = holdout_kinds(spec)
+    default = "" if "holdout_kind" in c["filter"] else " (the default)"
+    for kind in held:
+        if kinds.get(kind, 0) <= 0:
+            out.append(f"filter.holdout_kind: {kind!r}{default} has no share in filter.kinds; hold out one of "
+                       f"{', '.join(k for k, v in kinds.items() if v > 0 and k != 'clean')} or set it to null")
+    if held and not [k for k, v in kinds.items() if v > 0 and k != "clean" and k not in held]:
+        out.append("filter.holdout_kind: holds out every noise kind of filter.kinds; the classifiers need "
+                   "at least one to learn from")
     student = spec["student"]
     if student["d_model"] % student["heads"]:
         out.append(f"filter.student.heads: d_model {student['d_model']} is not divisible by heads {student['heads']}")

@@ -15,12 +15,15 @@ DECODE_KINDS = ("beam", "greedy", "sample", "sample_topk")
 KINDS = (*DECODE_KINDS, "interpolate", "ban", "moe")
 # Defaults of the section-5 kinds where a method leaves an option out (workflow/defaults.yaml's
 # named methods spell the same values out; tests/test_config.py keeps the two in step).
-# interpolate's beam defaults to its nbest; ban's size to the teacher's own size.
+# interpolate's beam defaults to its nbest; ban's size to the student's size (the paper's
+# Born-Again round: a student-sized AT), the teacher's own only when `size: teacher` says so.
 KIND_DEFAULTS = {
     "interpolate": {"nbest": 5, "lenpen": 1.0, "metric": "bleu"},
-    "ban": {"rounds": 2, "from": "beam", "beam": 5, "lenpen": 1.0},
-    "moe": {"expert": "best", "beam": 5, "lenpen": 1.0},
+    "ban": {"rounds": 2, "from": "beam", "beam": 5, "lenpen": 1.0, "size": "student"},
+    "moe": {"expert": "each", "beam": 5, "lenpen": 1.0},
 }
+EACH_EXPERT, MIXTURE_BEST = "each", "mixture_best"  # a moe method's `expert` besides an expert number
+MIXBEST_SUFFIX = "_mixbest"  # the column of a mixture_best moe method: <name>_mixbest
 # The options each section-5 kind takes; the decoding kinds take their decoder's options as before.
 KIND_OPTIONS = {
     "interpolate": ("nbest", "beam", "lenpen", "metric"),
@@ -41,12 +44,28 @@ def resolved(spec: dict) -> dict:
     return out
 
 
-def columns(name: str, spec: dict) -> list[str]:
-    """The column names a method yields: a ban method one per round from 2 on (round 1 is its
-    `from` method's column), any other its own name."""
+def columns(name: str, spec: dict, size: dict | None = None) -> list[str]:
+    """The column names a method yields (for a teacher of `size`): a ban method one per round from
+    2 on (round 1 is its `from` method's column); a moe method one per expert of `size` with
+    `expert: each`, <name>_mixbest for `mixture_best`, else its own name; any other its own name."""
     if spec["kind"] == "ban":
         return [f"{name}{r}" for r in range(2, resolved(spec)["rounds"] + 1)]
+    if spec["kind"] == "moe":
+        expert = resolved(spec)["expert"]
+        if expert == EACH_EXPERT:
+            return [f"{name}{k}" for k in range((size or {}).get("experts", 0))]
+        if expert == MIXTURE_BEST:
+            return [name + MIXBEST_SUFFIX]
     return [name]
+
+
+def column_expert(name: str, spec: dict, column: str):
+    """The expert a moe method's column decodes with: its number (from the column name with
+    `expert: each`), the method's `expert` otherwise; None for other kinds."""
+    if spec["kind"] != "moe":
+        return None
+    expert = resolved(spec)["expert"]
+    return int(column[len(name):]) if expert == EACH_EXPERT else expert
 
 
 def round_column(name: str, spec: dict, r: int) -> str:
@@ -63,15 +82,27 @@ def fits(spec: dict, teacher: str, size: dict) -> bool:
     return spec["kind"] != "moe" or bool(size.get("experts"))
 
 
-def distill_options(spec: dict) -> dict:
-    """What a distill job of the method gets: resolved options without rounds, from and size, so
-    that a round's jobs do not change when the round count (or the BAN size) changes."""
-    return {k: v for k, v in resolved(spec).items() if k not in WORKFLOW_OPTIONS}
+def distill_options(spec: dict, name: str | None = None, column: str | None = None) -> dict:
+    """What a distill job of the method's `column` gets: resolved options without rounds, from and
+    size, so that a round's jobs do not change when the round count (or the BAN size) changes; a
+    moe column's own expert number in place of `each`."""
+    out = {k: v for k, v in resolved(spec).items() if k not in WORKFLOW_OPTIONS}
+    if spec["kind"] == "moe" and out["expert"] == EACH_EXPERT:
+        if column is None:
+            raise ValueError("a moe method with expert: each needs the column to name its expert")
+        out["expert"] = column_expert(name, spec, column)
+    return out
+
+
+STUDENT_SIZE, TEACHER_SIZE = "student", "teacher"  # a ban method's `size` besides a teacher size's name
 
 
 def ban_size(spec: dict, teacher: str) -> str:
-    """The teacher size of a ban method's re-trained ATs: `size`, else the teacher's own."""
-    return spec.get("size") or teacher
+    """The size of a ban method's re-trained ATs: `student` (the default, as Zhou et al. describe
+    Born-Again rounds: an AT of the students' body), the teacher's own name for `size: teacher`,
+    or a named teacher size."""
+    size = spec.get("size", STUDENT_SIZE)
+    return teacher if size == TEACHER_SIZE else size
 
 
 # The AT decoding backend (config decoding.backend / compute_type / ct2_search, kdgrid.ct2) and

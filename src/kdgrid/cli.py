@@ -176,12 +176,24 @@ def cmd_evaluate(a) -> None:
         opts["rescorer"] = str(a.rescorer)
     hyps, stats = translate(decoder, v, src, decode, p["max_tokens"], a.threads, what="evaluate")
     stats["backend"] = {**backend, "used": "torch" if decoder is model else "ctranslate2"}
+    if model.kind == "moe":  # which expert decoded: the record says it in words
+        stats["moe_expert"] = model.expert_choice(opts.get("method", "beam"), opts.get("expert", "prior"))
     with all_or_nothing(a.hyp, a.scores):
         write_lines(a.hyp, hyps)
         scores = bleu.score(hyps, refs)
         write_json(a.scores, {**labels, **scores, "references": [str(r) for r in a.ref], "decode": stats,
                               "decode_options": opts, "parameters": sum(x.numel() for x in model.parameters()),
-                              "updates": meta.get("updates"), "model": a.model})
+                              "updates": meta.get("updates"), "model": a.model, **_wrapper_record(meta)})
+
+
+def _wrapper_record(meta: dict) -> dict:
+    """{"wrapper": how the student learned from its teacher (init, kd: settings and choices)}, or
+    {} for a plain model, whose scores.json stays as it was."""
+    if not meta.get("wrapper"):
+        return {}
+    from kdgrid.kd import cell_record
+
+    return {"wrapper": cell_record(meta["wrapper"])}
 
 
 def cmd_export_ct2(a) -> None:
@@ -252,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(o, required=True)
     p.add_argument("--labels", default="{}")
     p.add_argument("--wrap", help='training wrappers, a JSON object: {"init": {"from": NAME, "layers": '
-                   '"every_other"|"first"|"last"}, "kd": {"teacher": NAME, "loss": "fkl"|"rkl"|"mix", '
+                   '"every_other"|"first"|"last"|"even"}, "kd": {"teacher": NAME, "loss": "fkl"|"rkl"|"mix", '
                    '"alpha", "temperature", "mix_weight", "online": {"rank", "lr", "lambda"}}} (see kdgrid.kd)')
     p.add_argument("--init-teacher", help="the model file --wrap's init copies weights from")
     p.add_argument("--kd-teacher", help="the model file --wrap's kd distils from")
@@ -309,6 +321,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = verb("aggregate", cmd_aggregate, "collect cell scores into grid tables and a heatmap")
     p.add_argument("--scores", nargs="+", required=True)
+    p.add_argument("--valid-scores", nargs="*", default=[], help="each cell's valid-split scores (any order)")
+    p.add_argument("--hyps", nargs="*", default=[], help="each cell's test hypotheses, in the order of --scores")
     p.add_argument("--teacher-scores", nargs="*", default=[])
     p.add_argument("--data-metrics", nargs="*", default=[])
     p.add_argument("--teacher-metrics", nargs="*", default=[])

@@ -41,25 +41,45 @@ def cmd_language_mix(a) -> None:
     write_json(a.out, {**_json(a.labels, "--labels"), **language_mix(models, a.hyp)})
 
 
+def _tests_markdown(chosen, g) -> str:
+    from kdgrid import selection
+
+    return selection.markdown(chosen, g) if chosen else ""
+
+
 def cmd_aggregate(a) -> None:
-    from kdgrid import costs, grid, recommend, report
+    from kdgrid import costs, grid, grid_section5, recommend, report
     from kdgrid.errors import atomic_output
 
     p = _json(a.params, "--params")
-    found = costs.discover(p.get("costs", {}).get("patterns", []), p["students"], p["columns"],
+    runs = list(p.get("runs") or p["students"])  # a seeded grid's cells are its runs' (nat, nat.seed2, ...)
+    found = costs.discover(p.get("costs", {}).get("patterns", []), runs, p["columns"],
                            p.get("costs", {}).get("teachers", []))
     cost = costs.table(costs.jobs(*map(list, zip(*found))) if found else [])
-    g = grid.build([read_json(f) for f in a.scores], [read_json(f) for f in a.teacher_scores],
+    if a.hyps and len(a.hyps) != len(a.scores):
+        raise KdgridError(f"--hyps names {len(a.hyps)} files for {len(a.scores)} --scores: one per cell, in order")
+    cells = [{**read_json(f), **({"hyp": h} if h else {})} for f, h in zip(a.scores, a.hyps or [None] * len(a.scores))]
+    g = grid.build(cells, [read_json(f) for f in a.teacher_scores],
                    p["students"], p["columns"], data_metrics=[read_json(f) for f in a.data_metrics],
                    teacher_metrics=[read_json(f) for f in a.teacher_metrics],
-                   languages=[read_json(f) for f in a.languages])
+                   languages=[read_json(f) for f in a.languages], runs=p.get("runs"),
+                   valid_cells=[read_json(f) for f in a.valid_scores])
     if a.test_src:  # the trivial baseline every student must beat: output the source unchanged
         from kdgrid.corpus import read_lines
         from kdgrid.metrics import bleu
 
         src = read_lines(a.test_src)
         g["copy_source"] = bleu.score(src, [read_lines(r) for r in a.test_refs])
-    ans = recommend.answer(g, p.get("tie_bleu", recommend.TIE_BLEU))
+    chosen = None
+    if a.test_refs and a.hyps:  # choose on valid, decide ties by paired tests on the test hypotheses
+        from kdgrid import selection
+        from kdgrid.corpus import read_lines
+
+        sig = p.get("significance", {})
+        chosen = selection.analyse(g, [read_lines(r) for r in a.test_refs], p.get("select_metric", "bleu"),
+                                   sig.get("alpha", selection.ALPHA), sig.get("resamples", selection.RESAMPLES),
+                                   sig.get("test", "bs"))
+    ans = recommend.answer(g, p.get("tie_bleu", recommend.TIE_BLEU), chosen, costs.column_cost(cost))
     if a.student_pngs and len(a.student_pngs) != len(g["students"]):
         raise KdgridError(f"--student-pngs names {len(a.student_pngs)} files for {len(g['students'])} students "
                           f"({', '.join(g['students'])}): give one per student, in that order")
@@ -72,8 +92,9 @@ def cmd_aggregate(a) -> None:
         grid.write_data_csv(g, a.data_csv)
         costs.write_csv(cost, a.costs_csv)
         with atomic_output(a.md) as f:
-            f.write(grid.markdown(g, f"kdgrid grid: {p['corpus']}", ans) + "\n" + recommend.markdown(ans)
-                    + "\n" + costs.markdown(cost))
+            f.write(grid.markdown(g, f"kdgrid grid: {p['corpus']}", ans)
+                    + grid_section5.markdown(g, p.get("columns_info", {}))
+                    + "\n" + recommend.markdown(ans) + _tests_markdown(chosen, g) + "\n" + costs.markdown(cost))
         report.heatmap(g, a.png, title=f"{p['corpus']}: student test BLEU", answer=ans)
         report.bleu_vs_complexity(g, a.complexity_png, title=f"{p['corpus']}: student BLEU against C(d)",
                                   pdf=a.complexity_pdf, answer=ans)

@@ -10,7 +10,7 @@ import time
 from kdgrid.errors import KdgridError, all_or_nothing, atomic_output, json_option, read_json, write_json
 
 _json = json_option
-LABEL_SETS = ("few", "binary")
+LABEL_SETS = ("few", "binary")  # kdgrid.filter.evaluate's, here so that parsing imports no numpy/torch
 HEAD_FORMAT = "kdgrid-filter-head/1"
 
 
@@ -39,14 +39,20 @@ def _sample(n: int, rows: list[int], size: int, seed: int) -> list[int]:
 def cmd_filter_labels(a) -> None:
     """Labels for free: a sample of the training pairs (and of valid), each turned into its kind."""
     from kdgrid.corpus import read_lines, write_lines
-    from kdgrid.filter.noise import CLEAN, class_names, make_labelled
+    from kdgrid.filter.noise import CLEAN, class_names, make_labelled, training_kinds
 
     p = _json(a.params, "--params")
     missing = [k for k in ("kinds", "train_pairs", "valid_pairs", "seed") if k not in p]
     if missing:
         raise KdgridError(f"--params: missing key(s) {', '.join(missing)}")
-    classes = class_names(p["kinds"])
-    info = {"kinds": p["kinds"], "classes": classes, "seed": p["seed"]}
+    holdout = list(p.get("holdout") or [])
+    try:  # the training set has no pair of a held-out kind; valid keeps every kind
+        kinds = {"train": training_kinds(p["kinds"], holdout), "valid": p["kinds"]}
+    except KdgridError as e:
+        raise KdgridError(f"filter.holdout_kind: {e}") from None
+    classes = class_names(kinds["train"])  # the classifiers' classes: no class for a held-out kind
+    info = {"kinds": p["kinds"], "holdout": holdout, "train_kinds": kinds["train"], "classes": classes,
+            "seed": p["seed"]}
     out = {}
     for split, (src_path, tgt_path), size, seed in (("train", a.train, p["train_pairs"], p["seed"]),
                                                      ("valid", a.valid, p["valid_pairs"], p["seed"] + 1)):
@@ -61,11 +67,11 @@ def cmd_filter_labels(a) -> None:
         if len(picked) < 2:
             raise KdgridError(f"--{split}: {len(picked)} usable pairs; the labelled set needs at least 2")
         try:
-            out[split] = make_labelled([src[i] for i in picked], [tgt[i] for i in picked], p["kinds"], seed)
+            out[split] = make_labelled([src[i] for i in picked], [tgt[i] for i in picked], kinds[split], seed)
         except KdgridError as e:  # name the config key the kinds come from
             raise KdgridError(f"filter.kinds: {e}") from None
         info[split] = {"pairs": len(picked), "of": len(src), "usable": len(rows),
-                       "per_class": {c: out[split][2].count(c) for c in classes}}
+                       "per_class": {c: out[split][2].count(c) for c in class_names(kinds[split])}}
     with all_or_nothing(*a.train_out, *a.valid_out, a.info):
         for split, paths in (("train", a.train_out), ("valid", a.valid_out)):
             for path, lines in zip(paths, out[split]):
@@ -85,22 +91,6 @@ def _labelled(vocab, src_path, tgt_path, labels_path, threads: int):
     return vocab.encode(src, threads=threads), vocab.encode(tgt, threads=threads), labels
 
 
-def label_classes(label_set: str, info: dict) -> list[str]:
-    """The classes of a label set: few = the labelled set's kinds, binary = clean and noisy."""
-    from kdgrid.filter.noise import CLEAN, NOISY
-
-    if label_set not in LABEL_SETS:
-        raise KdgridError(f"label set must be one of {', '.join(LABEL_SETS)}, got {label_set!r}")
-    return list(info["classes"]) if label_set == "few" else [CLEAN, NOISY]
-
-
-def label_ids(labels: list[str], label_set: str, classes: list[str]):
-    from kdgrid.filter.noise import binary
-    from kdgrid.filter.noise import label_ids as ids
-
-    return ids(binary(labels) if label_set == "binary" else labels, classes)
-
-
 def cmd_filter_teacher(a) -> None:
     """The frozen teacher's pair embeddings of both labelled sets and a linear head per label set."""
     import numpy as np
@@ -108,7 +98,8 @@ def cmd_filter_teacher(a) -> None:
 
     from kdgrid.checkpoint import load_for_decoding
     from kdgrid.filter.embed import pair_embeddings
-    from kdgrid.filter.head import fit_head, scores
+    from kdgrid.filter.evaluate import label_classes, label_ids, train_prior, valid_scores
+    from kdgrid.filter.head import fit_head
 
     _threads(a.threads)
     if len(a.label_sets) != len(a.heads):
@@ -126,13 +117,14 @@ def cmd_filter_teacher(a) -> None:
     heads = {}
     for label_set, path in zip(a.label_sets, a.heads):
         classes = label_classes(label_set, info)
-        y = {split: label_ids(data[split][2], label_set, classes) for split in data}
-        head = fit_head(emb["train"], y["train"], len(classes), seed=p.get("seed", 1), **p.get("head", {}))
-        sc = scores(head.probs(emb["valid"]).numpy(), y["valid"], len(classes))
-        report[label_set] = {"classes": classes, **sc}
+        y_train = label_ids(data["train"][2], label_set, classes)
+        head = fit_head(emb["train"], y_train, len(classes), seed=p.get("seed", 1), **p.get("head", {}))
+        sc = valid_scores(head.probs(emb["valid"]).numpy(), data["valid"][2], label_set, classes, info["classes"])
+        report[label_set] = {"classes": classes, "holdout": info.get("holdout", []),
+                             "train_prior": train_prior(y_train, classes), **sc}
         heads[path] = {"format": HEAD_FORMAT, "labels": label_set, "classes": classes, "state": head.state(),
-                       "options": p.get("head", {}), "scores": sc, "vocab_sha256": v.sha256,
-                       "teacher": str(a.model)}
+                       "options": p.get("head", {}), "vocab_sha256": v.sha256, "teacher": str(a.model),
+                       "scores": {k: val for k, val in sc.items() if k != "valid_p_clean"}}
     with all_or_nothing(a.embeddings, a.scores, *a.heads):
         with atomic_output(a.embeddings, "wb") as f:
             np.savez(f, train=emb["train"], valid=emb["valid"])
@@ -167,7 +159,7 @@ def cmd_filter_student(a) -> None:
     """One student classifier (labels, kd or lelp) on the labelled training set, scored on valid."""
     import numpy as np
 
-    from kdgrid.filter.head import scores
+    from kdgrid.filter.evaluate import label_classes, label_ids, train_prior, valid_scores
     from kdgrid.filter.lelp import lelp_targets
     from kdgrid.filter.student import (
         StudentConfig,
@@ -187,7 +179,7 @@ def cmd_filter_student(a) -> None:
     head, head_payload = load_head(a.head, a.labels, v.sha256)
     train_src, train_tgt, train_labels = _labelled(v, *a.train, a.threads)
     valid_src, valid_tgt, valid_labels = _labelled(v, *a.valid, a.threads)
-    y_train, y_valid = label_ids(train_labels, a.labels, classes), label_ids(valid_labels, a.labels, classes)
+    y_train = label_ids(train_labels, a.labels, classes)
     try:
         with np.load(a.embeddings) as z:
             emb = z["train"]
@@ -212,10 +204,13 @@ def cmd_filter_student(a) -> None:
     started = time.perf_counter()
     record = train_student(model, train_src, train_tgt, opts, labels=y_train, **targets)
     record["train_seconds"] = time.perf_counter() - started
-    sc = scores(predict_probs(model, valid_src, valid_tgt), y_valid, len(classes))
+    sc = valid_scores(predict_probs(model, valid_src, valid_tgt), valid_labels, a.labels, classes, info["classes"])
+    p_clean = sc.pop("valid_p_clean")
     result = {"method": a.method, "labels": a.labels, "seed": a.seed, "classes": classes, **sc,
+              "holdout": info.get("holdout", []), "train_prior": train_prior(y_train, classes),
               "teacher": head_payload["scores"], "lelp": lelp_info, "options": p, **record}
     meta = {**result, "vocab_sha256": v.sha256, "head": str(a.head)}
+    result["valid_p_clean"] = p_clean  # last: the scores file's summary stays on top
     with all_or_nothing(a.out, a.scores):
         save_student(a.out, model, meta)
         write_json(a.scores, result)
@@ -223,26 +218,37 @@ def cmd_filter_student(a) -> None:
 
 def cmd_filter_report(a) -> None:
     """The classifier comparison: per label set, the teacher head and each method's students,
-    accuracy and macro F1 as mean ± std over their seeds."""
+    accuracy, macro F1 and the noisy class's precision and recall at the corpus prior (with and
+    without the prior correction), and the recall on held-out kinds, as mean ± std over seeds."""
+    from kdgrid.filter.prior import clean_share
     from kdgrid.filter_table import rows, write_csv, write_markdown
 
-    table = rows([read_json(f) for f in a.teacher_scores], [read_json(f) for f in a.scores])
+    p = _json(a.params, "--params")
+    at = {"corpus_prior": clean_share(p.get("corpus_prior", 0.8)), "threshold": p.get("threshold", 0.5),
+          "prior": p.get("prior", "em")}
+    table = rows([read_json(f) for f in a.teacher_scores], [read_json(f) for f in a.scores], **at)
     applied = read_json(a.applied) if a.applied else None
     with all_or_nothing(a.csv, a.md):
         write_csv(table, a.csv)
-        write_markdown(table, a.md, _json(a.params, "--params").get("title", "kdgrid filter"), applied)
+        write_markdown(table, a.md, p.get("title", "kdgrid filter"), applied, at)
+
+
+def _by_kind(noise: list[str], mask) -> dict[str, int]:
+    from collections import Counter
+
+    return dict(Counter(k for k, m in zip(noise, mask) if m))
 
 
 def cmd_filter_apply(a) -> None:
     """The training pairs the chosen student keeps, as text and encoded ids, and a report."""
-    from collections import Counter
-
     from kdgrid.batching import Ids, load_ids, save_ids
     from kdgrid.corpus import read_lines, write_lines
-    from kdgrid.filter.apply import keep_pairs
+    from kdgrid.filter.apply import decide_pairs
     from kdgrid.vocab import Vocab
 
     _threads(a.threads)
+    if a.prior == "configured" and a.corpus_prior is None:
+        raise KdgridError("--prior configured needs --corpus-prior (filter.corpus_prior: the corpus's clean share)")
     v = Vocab.load(a.vocab)
     src, tgt = _pairs(a.train_src, a.train_tgt)
     src_ids, tgt_ids = load_ids(a.train_src_ids), load_ids(a.train_tgt_ids)
@@ -250,17 +256,18 @@ def cmd_filter_apply(a) -> None:
         if len(ids) != len(src):
             raise KdgridError(f"{path} has {len(ids)} sentences but {a.train_src} has {len(src)}; rerun vocab")
     started = time.perf_counter()
-    keep, counts = keep_pairs(a.model, src_ids, tgt_ids, a.threshold, v.sha256, a.max_tokens)
-    seconds = time.perf_counter() - started
-    report = {**counts, "pairs": len(src), "seconds": seconds, "pairs_per_s": len(src) / max(seconds, 1e-9),
-              "threads": a.threads}
+    d = decide_pairs(a.model, src_ids, tgt_ids, a.threshold, v.sha256, a.max_tokens, a.prior, a.corpus_prior)
+    keep, seconds, n = d.keep, time.perf_counter() - started, len(src)
+    report = {**d.counts, "pairs": n, "kept_share": d.counts["kept"] / max(n, 1),
+              "kept_share_uncorrected": d.counts["kept_uncorrected"] / max(n, 1), "seconds": seconds,
+              "pairs_per_s": n / max(seconds, 1e-9), "threads": a.threads}
     if a.train_noise:  # an injected-noise corpus: what the filter did with each injected kind
         noise = read_lines(a.train_noise)
-        if len(noise) != len(src):
-            raise KdgridError(f"--train-noise {a.train_noise}: {len(noise)} lines but {a.train_src} has {len(src)}")
-        report["kept_by_kind"] = dict(Counter(k for k, kept in zip(noise, keep) if kept))
-        report["dropped_by_kind"] = dict(Counter(k for k, kept in zip(noise, keep) if not kept))
-    rows = [i for i in range(len(src)) if keep[i]]
+        if len(noise) != n:
+            raise KdgridError(f"--train-noise {a.train_noise}: {len(noise)} lines but {a.train_src} has {n}")
+        report.update(kept_by_kind=_by_kind(noise, keep), dropped_by_kind=_by_kind(noise, ~keep),
+                      kept_by_kind_uncorrected=_by_kind(noise, d.uncorrected))
+    rows = [i for i in range(n) if keep[i]]
     if not rows:
         raise KdgridError(f"--threshold {a.threshold}: the filter keeps no training pair; lower it")
     with all_or_nothing(a.out_src, a.out_tgt, a.out_src_ids, a.out_tgt_ids, a.report):
@@ -308,7 +315,7 @@ def add_verbs(verb) -> None:
     p.add_argument("--scores", nargs="+", required=True)
     for o in ("--csv", "--md"):
         p.add_argument(o, required=True)
-    p.add_argument("--params", default="{}")
+    p.add_argument("--params", default="{}", help='{"title", "corpus_prior", "threshold", "prior"}')
     p.add_argument("--applied", help="filter_apply's report: the filter's counts, shown below the table")
 
     p = verb("filter_apply", cmd_filter_apply, "drop the training pairs a student classifier rejects")
@@ -316,6 +323,9 @@ def add_verbs(verb) -> None:
               "--out-src", "--out-tgt", "--out-src-ids", "--out-tgt-ids", "--report"):
         p.add_argument(o, required=True)
     p.add_argument("--threshold", type=float, required=True, help="keep a pair when P(clean) >= this")
+    p.add_argument("--prior", choices=("em", "configured", "none"), default="em",
+                   help="P(clean) corrected to the corpus prior: estimated by EM, --corpus-prior, or uncorrected")
+    p.add_argument("--corpus-prior", type=float, help="the corpus's clean share, for --prior configured")
     p.add_argument("--train-noise", help="the injected-noise kind per line: counts kept/dropped per kind")
     p.add_argument("--max-tokens", type=int, default=4096)
 

@@ -87,7 +87,8 @@ def job(label: str, benchmark, log) -> dict:
 
 
 # What a wildcard of a benchmark path may hold (names cannot contain dots: config_check).
-_WILDCARDS = {"shard": r"\d+", "split": "valid|test", "data": r"raw|[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"}
+_WILDCARDS = {"shard": r"\d+", "split": "valid|test", "data": r"raw|[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
+              "student": r"[A-Za-z0-9_-]+(?:\.seed\d+)?"}  # a student run: <student> or <student>.seed<N>
 
 
 def _regex(pattern: str) -> re.Pattern:
@@ -146,6 +147,25 @@ def table(jobs: list[dict]) -> list[dict]:
         groups.setdefault(key, []).append(j)
     rows = [_group(key[0], js, **dict(zip(_NAMES[key[0]], key[1:]))) for key, js in groups.items()]
     return rows + [{**_group("total", jobs), "rules": "every job above, once"}]
+
+
+def column_cost(rows: list[dict]):
+    """column -> core-hours of making its training data: the data column's jobs plus, for a
+    distilled column, its teacher's (CPU seconds, else wall seconds); None where nothing is known."""
+    hours = {}
+    for r in rows:
+        if r["scope"] in ("data", "teacher"):
+            seconds = r["cpu_seconds"] if r["cpu_seconds"] is not None else r["wall_seconds"]
+            hours[(r["scope"], r["data"] if r["scope"] == "data" else r["teacher"])] = seconds / 3600
+
+    def cost(column: str):
+        own = hours.get(("data", column))
+        if own is None:
+            return None
+        teacher = None if column == "raw" else column.partition(".")[0]
+        return own + (hours.get(("teacher", teacher), 0.0) if teacher else 0.0)
+
+    return cost
 
 
 def write_csv(rows: list[dict], path) -> None:

@@ -15,11 +15,20 @@ What makes its output equal the torch path's (kdgrid.search), and what cannot:
 - greedy output is the same. Beam search stops by another rule (PATIENCE below): a few
   sentences in a thousand differ; tests/test_ct2.py states the tolerance. `ct2_search: fast`
   trades that for CTranslate2's own speed: its stopping rule (patience 1) and one call per batch
-  at the longest limit, each output cut to its own limit (47 of 1,000 Multi30k test outputs
-  differ from torch's against 5 exact);
+  at the longest limit; an output that ran past its own sentence's limit is decoded again, in
+  groups of equal limit, at that limit (a cut beam hypothesis would be a sentence without its
+  end). 47 of 1,000 Multi30k test outputs differed from torch's against 5 exact (measured
+  before that re-decoding);
+- both rank a beam hypothesis by sum(log p) / (tokens + eos) ** lenpen, for any lenpen (checked
+  against CTranslate2's scores in the tests);
 - float differences (other kernels; int8 or 16-bit compute types more so) can flip rare ties.
-Sampling draws from CTranslate2's own generator, seeded per call: resumable shards stay
-byte-identical on rerun (same seed, same chunk), but the draws differ from torch's.
+Sampling draws from CTranslate2's own generator, one per translator worker thread, seeded from
+ctranslate2.set_random_seed at the thread's first draw and never again (set_random_seed on a
+translator that has drawn changes nothing: checked). So a call whose seed follows the previous
+sampling call's (seed + 1: translate() numbers its batches so) continues that stream, and any
+other seed starts a fresh one on a freshly loaded translator: one load per translate() call or
+distillation chunk, not per batch, and a chunk's lines depend only on its seed and sources
+(resumed shards stay byte-identical). The draws differ from torch's.
 """
 
 from __future__ import annotations
@@ -163,6 +172,9 @@ class Ct2Decoder:
         # self.device: where generate() takes its input ids (CPU lists); runs_on: where it decodes
         self.runs_on = f"cuda:{self._load['device_index']}" if where == "cuda" else "cpu"
         self.translator = self._open()
+        # sampling: whether this translator's worker has drawn (its generator is then seeded for
+        # good), and the seed that would continue its stream (None: none would, e.g. after a failure)
+        self._drawn, self._next_seed = False, None
         self.model = model  # decodes what CTranslate2 skips unrun: a source with no pieces
         self.pieces = [vocab.sp.id_to_piece(i) for i in range(len(vocab))]
         self.ids = {p: i for i, p in enumerate(self.pieces)}
@@ -178,6 +190,20 @@ class Ct2Decoder:
             raise KdgridError(f"CTranslate2 cannot load the model on {self._load['device']} with decoding.compute_type "
                               f"{self.compute_type!r} ({e}); choose another compute_type (int8 or default on CPU) "
                               "or decoding.backend torch") from None
+
+    def _seed(self, seed: int) -> None:
+        """Make the next sampling call draw from `seed`'s stream: continue the translator's own
+        stream where `seed` follows the last call's, else seed a worker that has not drawn yet
+        (reloading the translator if this one has)."""
+        if seed == self._next_seed:
+            return
+        if self._drawn:
+            self.translator = self._open()  # a fresh worker thread: its generator is not seeded yet
+        self._ct2.set_random_seed(seed % 2**32)  # an unsigned 32-bit seed, read at the first draw
+        self._drawn = True
+
+    def _translate(self, tokens, rows, limit, options):
+        return self.translator.translate_batch([tokens[i] for i in rows], max_decoding_length=limit, **options)
 
     def generate(self, src: torch.Tensor, method: str = "beam", *, beam: int = 5, lenpen: float = 1.0,
                  temperature: float = 1.0, topk: int = 10, max_len_a: float = 1.2, max_len_b: int = 10,
@@ -204,18 +230,15 @@ class Ct2Decoder:
         options = {"beam_size": beam if method == "beam" else 1, "length_penalty": lenpen,
                    "num_hypotheses": max(nbest, 1), "return_scores": bool(nbest), "disable_unk": True,
                    "suppress_sequences": self.never, "max_input_length": 0, "min_decoding_length": 0}
-        # else one call per batch, outputs cut to their limits. An n-best list is always grouped:
-        # cut hypotheses could repeat and keep the scores of their uncut originals
+        # else one call per batch at its longest limit: greedy and sampled outputs cut to their own,
+        # beam outputs past theirs decoded again at it. An n-best list is always grouped: cut
+        # hypotheses could repeat and keep the scores of their uncut originals
         grouped = method == "beam" and (self.search == "exact" or nbest > 0)
+        sampled = method in ("sample", "sample_topk")
         if method == "beam":
             options.update(patience=PATIENCE if self.search == "exact" else 1)
-        elif method in ("sample", "sample_topk"):
+        elif sampled:
             options.update(sampling_topk=topk if method == "sample_topk" else 0, sampling_temperature=temperature)
-            # CTranslate2's worker thread seeds its generator when it starts: a translator loaded
-            # after set_random_seed draws the same numbers for the same seed (milliseconds for a
-            # teacher of the paper's sizes), one reused across calls would not
-            self._ct2.set_random_seed((0 if seed is None else int(seed)) % 2**32)  # an unsigned 32-bit seed
-            self.translator = self._open()
         out: list = [None] * len(tokens)
         empty = [i for i, t in enumerate(tokens) if len(t) <= 1]  # eos alone: CTranslate2 would return []
         if empty:
@@ -226,19 +249,38 @@ class Ct2Decoder:
             rows = src[empty].to(next(self.model.parameters()).device)
             for i, hyp in zip(empty, generate(self.model, rows, method, **opts)):
                 out[i] = hyp
+        todo = [i for i in range(len(tokens)) if out[i] is None]
+        seed = 0 if seed is None else int(seed)
+        if not todo:  # nothing drawn: a stream this call would have continued goes on after it
+            if sampled and seed == self._next_seed:
+                self._next_seed = seed + 1
+            return out
         eos = self.pieces[self.cfg.eos]
-        for limit in sorted(set(limits)) if grouped else [max(limits, default=0)]:
-            rows = [i for i, n in enumerate(limits) if (n == limit or not grouped) and out[i] is None]
-            if not rows:
-                continue
-            results = self.translator.translate_batch([tokens[i] for i in rows], max_decoding_length=limit,
-                                                      **options)
-            for i, result in zip(rows, results):
-                hyps = [[self.ids[p] for p in h if p != eos][:limits[i]] for h in result.hypotheses]
-                if nbest:
-                    out[i] = list(zip(result.scores, hyps))
+
+        def ids(hyp):
+            return [self.ids[p] for p in hyp if p != eos]
+
+        if sampled:
+            self._seed(seed)
+            self._next_seed = None  # until this call has drawn all it draws
+        if grouped:
+            groups = [(n, [i for i in todo if limits[i] == n]) for n in sorted({limits[i] for i in todo})]
+        else:
+            results = self._translate(tokens, todo, max(limits[i] for i in todo), options)
+            past = []  # beam outputs longer than their own limit: decoded again at it, not cut
+            for i, result in zip(todo, results):
+                hyp = ids(result.hypotheses[0])
+                if method == "beam" and len(hyp) > limits[i]:
+                    past.append(i)
                 else:
-                    out[i] = hyps[0]
+                    out[i] = hyp[:limits[i]]  # greedy and sampled: the prefix the limit would give
+            groups = [(n, [i for i in past if limits[i] == n]) for n in sorted({limits[i] for i in past})]
+        for limit, rows in groups:
+            for i, result in zip(rows, self._translate(tokens, rows, limit, options)):
+                hyps = [ids(h)[:limit] for h in result.hypotheses]
+                out[i] = list(zip(result.scores, hyps)) if nbest else hyps[0]
+        if sampled:
+            self._next_seed = seed + 1
         return out
 
 

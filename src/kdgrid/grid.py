@@ -7,17 +7,29 @@ import io
 
 from kdgrid.errors import KdgridError, atomic_output
 
+SCORE_KEYS = ("bleu", "chrf", "chrfpp", "ter")  # a cell's numbers that several seeds average
+
 
 def build(cells: list[dict], teachers: list[dict], students: list[str], columns: list[str],
-          data_metrics=(), teacher_metrics=(), languages=()) -> dict:
-    """Arrange cell scores (each names its `student` and `data` column) in the given order, with
-    the data metrics of each column, the teachers' scores, and the language mix of outputs."""
-    table = {s: {c: None for c in columns} for s in students}
+          data_metrics=(), teacher_metrics=(), languages=(), runs: dict | None = None,
+          valid_cells=()) -> dict:
+    """Arrange cell scores (each names its `student` run and `data` column) in the given order, with
+    the data metrics of each column, the teachers' scores, and the language mix of outputs.
+    `runs` {run: (student, seed)} maps the runs of a seeded grid to their student (default: every
+    run is its own student); a cell of several seeds is their mean (`combine`). `valid_cells`:
+    the same cells scored on the valid split, kept under each run's "valid"."""
+    runs = runs or {}
+    valid = {(v.get("student"), v.get("data")): v for v in valid_cells}
+    replicas: dict[tuple, list] = {}
     for cell in cells:
-        s, c = cell.get("student"), cell.get("data")
-        if s not in table or c not in table[s]:
-            raise KdgridError(f"scores for student {s!r} on {c!r} are not part of this grid")
-        table[s][c] = cell
+        run, c = cell.get("student"), cell.get("data")
+        s, seed = runs.get(run, (run, cell.get("seed")))
+        if s not in students or c not in columns:
+            raise KdgridError(f"scores for student {run!r} on {c!r} are not part of this grid")
+        v = valid.get((run, c))
+        replicas.setdefault((s, c), []).append({**cell, "run": run, "seed": seed,
+                                                **({"valid": v} if v is not None else {})})
+    table = {s: {c: (combine(replicas[s, c]) if (s, c) in replicas else None) for c in columns} for s in students}
     by_teacher: dict[str, dict] = {}
     for t in teachers:
         by_teacher.setdefault(t["teacher"], {})[t["split"]] = t
@@ -29,14 +41,42 @@ def build(cells: list[dict], teachers: list[dict], students: list[str], columns:
             raise KdgridError(f"data metrics for {m.get('data')!r} are not part of this grid")
         data[m["data"]] = m
     return {"students": students, "columns": columns, "cells": table, "teachers": by_teacher,
-            "data": data, "languages": list(languages)}
+            "data": data, "languages": list(languages),
+            "seeded": any(cell["n"] > 1 for row in table.values() for cell in row.values() if cell)}
+
+
+def combine(replicas: list[dict]) -> dict:
+    """One cell from its runs (seeds): the first run's record with every score in SCORE_KEYS (and
+    the valid split's) replaced by the mean over runs, `<key>_sd` the sample sd (n - 1; None for
+    one run), `n` the number of runs and `replicas` the runs themselves, in seed order."""
+    reps = sorted(replicas, key=lambda r: (r.get("seed") is None, r.get("seed") or 0, r["run"]))
+    out = {**reps[0], "n": len(reps), "replicas": reps, "seeds": [r.get("seed") for r in reps]}
+    for key in SCORE_KEYS:
+        values = [r[key] for r in reps if r.get(key) is not None]
+        if values:
+            out[key], out[f"{key}_sd"] = _mean_sd(values)
+    valids = [r["valid"] for r in reps if "valid" in r]
+    if valids:
+        out["valid"] = {**valids[0], "n": len(valids)}
+        for key in SCORE_KEYS:
+            values = [v[key] for v in valids if v.get(key) is not None]
+            if values:
+                out["valid"][key], out["valid"][f"{key}_sd"] = _mean_sd(values)
+    return out
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float | None]:
+    n = len(values)
+    mean = sum(values) / n
+    return mean, ((sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else None)
 
 
 def _backend(scores: dict) -> str:
     """Which code decoded a teacher's test set (scores.json `decode.backend`; torch before it existed)."""
     b = scores.get("decode", {}).get("backend") or {"used": "torch"}
     if b.get("used") != "ctranslate2":
-        return "torch"
+        moe = scores.get("decode", {}).get("moe_expert")  # an MoE teacher: which expert decoded
+        return f"torch; {moe}" if moe else "torch"
     search = scores.get("decode_options", {}).get("method", "beam") == "beam"  # ct2_search: beam only
     return (f"CTranslate2 ({b.get('compute_type', 'default')}"
             + (f", {b.get('ct2_search', 'exact')} search)" if search else ")"))
@@ -44,6 +84,14 @@ def _backend(scores: dict) -> str:
 
 def _fmt(x) -> str:
     return "—" if x is None else f"{x:.2f}"
+
+
+def _fmt_cell(cell, key: str) -> str:
+    """A cell's score; over several seeds `mean ± sd`."""
+    if cell is None or cell.get(key) is None:
+        return "—"
+    sd = cell.get(f"{key}_sd")
+    return f"{cell[key]:.2f}" + (f" ± {sd:.2f}" if cell.get("n", 1) > 1 and sd is not None else "")
 
 
 def _fmt3(x) -> str:
@@ -72,20 +120,24 @@ def write_csv(grid: dict, path, metric: str = "bleu") -> None:
 
 
 def write_long_csv(grid: dict, path) -> None:
-    fields = ["student", "data", "teacher", "method", "bleu", "chrf", "complexity", "faithfulness",
-              "sentences_per_second", "decode_seconds", "updates"]
+    """scores.csv: one row per trained model, i.e. per cell and seed (a seeded grid's runs apart),
+    with its test scores and its valid BLEU."""
+    fields = ["student", "data", "seed", "run", "teacher", "method", "bleu", "chrf", "chrfpp", "ter",
+              "valid_bleu", "complexity", "faithfulness", "sentences_per_second", "decode_seconds", "updates"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for s in grid["students"]:
         for c in grid["columns"]:
             cell = grid["cells"][s][c]
-            if cell is not None:
-                w.writerow({"student": s, "data": c, "teacher": cell.get("teacher") or "",
-                            "method": cell.get("method") or "", "bleu": cell["bleu"], "chrf": cell["chrf"],
+            for r in (cell or {}).get("replicas", [cell] if cell else []):
+                w.writerow({"student": s, "data": c, "seed": r.get("seed", ""), "run": r.get("run", s),
+                            "teacher": r.get("teacher") or "", "method": r.get("method") or "",
+                            "bleu": r["bleu"], "chrf": r["chrf"], "chrfpp": r.get("chrfpp", ""),
+                            "ter": r.get("ter", ""), "valid_bleu": r.get("valid", {}).get("bleu", ""),
                             "complexity": _data(grid, c, "complexity"), "faithfulness": _data(grid, c, "faithfulness"),
-                            "sentences_per_second": cell["decode"]["sentences_per_second"],
-                            "decode_seconds": cell["decode"]["seconds"], "updates": cell.get("updates", "")})
+                            "sentences_per_second": r["decode"]["sentences_per_second"],
+                            "decode_seconds": r["decode"]["seconds"], "updates": r.get("updates", "")})
     with atomic_output(path) as f:
         f.write(buf.getvalue())
 
@@ -151,11 +203,18 @@ def markdown(grid: dict, title: str, answer: dict | None = None) -> str:
              if p["beats_copy"] is False}
     weak = (answer or {}).get("teachers_below_copy", {})
 
-    def bleu(s, c):
-        cell = grid["cells"][s][c]
-        return _fmt(None if cell is None else cell["bleu"]) + (" †" if (s, c) in below else "")
+    by = {a["student"]: a for a in (answer or {}).get("students", [])}
+    paired = any(a.get("tie_rule") == "paired" for a in by.values())
 
-    lines = [f"# {title}", "", "Student BLEU on the test set (rows: students; columns: training data).", "",
+    def bleu(s, c):
+        a = by.get(s, {})
+        mark = (" *" if c == a.get("best") else " ≈" if c in a.get("tied", ()) else "") if paired else ""
+        return _fmt_cell(grid["cells"][s][c], "bleu") + mark + (" †" if (s, c) in below else "")
+
+    seeds = sorted({n for row in grid["cells"].values() for cell in row.values() if cell for n in [cell["n"]]})
+    over = (f" Mean ± sample sd over {'/'.join(map(str, seeds))} seeds per cell (`grid.seeds`)."
+            if grid.get("seeded") else "")
+    lines = [f"# {title}", "", f"Student BLEU on the test set (rows: students; columns: training data).{over}", "",
              "| student | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for s in grid["students"]:
         lines.append(f"| {s} | " + " | ".join(bleu(s, c) for c in cols) + " |")
@@ -167,10 +226,17 @@ def markdown(grid: dict, title: str, answer: dict | None = None) -> str:
             lines[-1] += (f" † marks a score that does not beat it by {answer['tie_bleu']:g} BLEU "
                           f"(`report.tie_bleu`): {len(below)} of {scored} scored cells"
                           + (f"; teachers below it: {', '.join(weak)}" if weak else "") + ".")
-    lines += ["", "chrF on the test set:", "", "| student | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for s in grid["students"]:
-        row = grid["cells"][s]
-        lines.append(f"| {s} | " + " | ".join(_fmt(None if row[c] is None else row[c]["chrf"]) for c in cols) + " |")
+    if paired:
+        lines += ["", "\\* the student's column chosen on valid (mean over seeds); ≈ a column the paired test on "
+                  "the test set cannot tell from it (p ≥ 0.05; section \"Paired tests on the test set\")."]
+    for key, name in (("chrf", "chrF"), ("chrfpp", "chrF++"), ("ter", "TER (lower is better)")):
+        if key != "chrf" and not any(c and c.get(key) is not None for r in grid["cells"].values() for c in r.values()):
+            continue  # scores from before chrF++ and TER were computed
+        lines += ["", f"{name} on the test set:", "", "| student | " + " | ".join(cols) + " |",
+                  "|---|" + "---:|" * len(cols)]
+        for s in grid["students"]:
+            row = grid["cells"][s]
+            lines.append(f"| {s} | " + " | ".join(_fmt_cell(row[c], key) for c in cols) + " |")
     if any(grid["data"].values()):
         lines += ["", "Training data of each column (eflomal word alignments; see data_metrics.json for "
                   "every choice):", "", "| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
@@ -207,4 +273,6 @@ def markdown(grid: dict, title: str, answer: dict | None = None) -> str:
     if any_cell:
         lines += ["", f"BLEU signature: `{any_cell['bleu_signature']}`  ",
                   f"chrF signature: `{any_cell['chrf_signature']}`"]
+        lines[-1] += "".join(f"  \n{name} signature: `{any_cell[key]}`" for key, name in
+                             (("chrfpp_signature", "chrF++"), ("ter_signature", "TER")) if any_cell.get(key))
     return "\n".join(lines) + "\n"

@@ -51,7 +51,7 @@ def _span(values: list[float], fmt: str) -> str:
     return fmt.format(lo) if lo == hi else f"{fmt.format(lo)}–{fmt.format(hi)}"
 
 
-def _student(grid: dict, s: str, copy, tie: float) -> dict:
+def _student(grid: dict, s: str, copy, tie: float, sel: dict | None = None, cost_of=None) -> dict:
     cols = grid["columns"]
     order = {c: i for i, c in enumerate(cols)}
     row = grid["cells"][s]
@@ -61,31 +61,57 @@ def _student(grid: dict, s: str, copy, tie: float) -> dict:
         b = None if cell is None else cell["bleu"]
         points.append({"data": c, "bleu": b, "complexity": _data(grid, c, "complexity"),
                        "faithfulness": _data(grid, c, "faithfulness"),
+                       "valid_bleu": None if cell is None else (cell.get("valid") or {}).get("bleu"),
                        "beats_copy": None if b is None or copy is None else b - copy >= tie})
     # ordered by C(d), simplest first; columns without C(d) last, in grid order
     points.sort(key=lambda p: (p["complexity"] is None, p["complexity"] or 0.0, order[p["data"]]))
     scored = sorted((p for p in points if p["bleu"] is not None), key=lambda p: (-p["bleu"], order[p["data"]]))
+    if sel is not None and sel.get("order"):  # chosen on valid: the ranking is the selection's
+        by = {p["data"]: p for p in points}
+        scored = [by[c] for c in sel["order"]]
     raw = next((p for p in points if p["data"] == "raw"), None)
     a = {"student": s, "status": "clear", "best": None, "best_bleu": None, "best_complexity": None,
          "best_faithfulness": None, "best_distilled": None, "best_teacher": None, "runner_up": None,
          "runner_up_bleu": None, "margin": None, "tie": None,
          "raw_bleu": None if raw is None else raw["bleu"], "gain_over_raw": None, "copy_source_bleu": copy,
-         "top": scored[0]["data"] if scored else None, "top_bleu": scored[0]["bleu"] if scored else None,
+         "top": max(scored, key=lambda p: p["bleu"])["data"] if scored else None,
+         "top_bleu": max(p["bleu"] for p in scored) if scored else None,
+         "selected_on": "test" if sel is None else sel["selected_on"],
+         "select_metric": "bleu" if sel is None else sel["metric"], "tie_rule": "margin", "tied": [],
+         "better_on_test": [], "recommended": None, "recommended_cost_hours": None, "runner_up_p": None,
+         "margin_ci": None, "seeds": max((row[c].get("n", 1) for c in cols if row.get(c)), default=0),
          "missing": [c for c in cols if row.get(c) is None], "points": points, "reason": ""}
     if not scored:
         a["status"] = "no_scores"
         return a
-    if copy is not None and scored[0]["bleu"] - copy < tie:
+    if copy is not None and a["top_bleu"] - copy < tie:
         a["status"] = "below_copy"
         return a
     best = scored[0]
     a.update(best=best["data"], best_bleu=best["bleu"], best_complexity=best["complexity"],
              best_faithfulness=best["faithfulness"], best_distilled=best["data"] != "raw",
-             best_teacher=teacher_of(grid, best["data"]))
+             best_teacher=teacher_of(grid, best["data"]), recommended=best["data"])
     if len(scored) > 1:
         runner = scored[1]
         a.update(runner_up=runner["data"], runner_up_bleu=runner["bleu"], margin=best["bleu"] - runner["bleu"])
-        a["tie"] = a["margin"] < tie
+        tests = None if sel is None else sel.get("tests")
+        if tests:  # the paired tests decide: tied = not told apart from the chosen column on test
+            a["tie_rule"] = "paired"
+            a["tied"] = [c for c, t in tests.items() if t["verdict"] == "tied"]
+            a["better_on_test"] = [c for c, t in tests.items() if t["verdict"] == "better"]
+            t = tests[runner["data"]]
+            lo, hi = t["diff_ci"] if t.get("diff_ci") else (None, None)
+            a["runner_up_p"], a["margin_ci"] = t["p_value"], None if lo is None else [-hi, -lo]
+            a["tie"] = bool(a["tied"] or a["better_on_test"])
+            if a["tied"] and cost_of is not None:  # a tie: the cheapest of the tied columns
+                pool = [best["data"], *a["tied"]]
+                costs = {c: cost_of(c) for c in pool}
+                known = [c for c in pool if costs[c] is not None]
+                if known:
+                    a["recommended"] = min(known, key=lambda c: (costs[c], pool.index(c)))
+                    a["recommended_cost_hours"] = costs[a["recommended"]]
+        else:
+            a["tie"] = a["margin"] < tie
         if a["tie"]:
             a["status"] = "tie"
     if a["best_distilled"] and a["raw_bleu"] is not None:
@@ -143,8 +169,20 @@ def _reason(a: dict, peers: list[dict], c_raw, tie: float, copy, below_teachers:
         if a["gain_over_raw"] is not None:
             what += f", {a['gain_over_raw']:+.2f} BLEU over raw"
         parts.append(what)
+    if a["selected_on"] == "valid":
+        parts.insert(0, f"chosen on valid {a['select_metric']} (mean over seeds), test scores reported")
     if a["runner_up"] is None:
         parts.append("the only scored column")
+    elif a["tie_rule"] == "paired":
+        lead = f"{a['margin']:+.2f} test BLEU against {a['runner_up']} (paired bootstrap p = {a['runner_up_p']:.3f})"
+        if a["tied"]:
+            cheap = a["recommended"]
+            cost = "" if a["recommended_cost_hours"] is None else f", {a['recommended_cost_hours']:.2f} core-h"
+            lead = (f"tie: {lead}; not told apart from {', '.join(a['tied'])} (p >= 0.05)"
+                    + (f"; the cheapest of them is {cheap}{cost}" if cheap != a["best"] else ""))
+        parts.append(lead)
+        if a["better_on_test"]:
+            parts.append(f"test prefers {', '.join(a['better_on_test'])} (p < 0.05): valid and test disagree")
     else:
         lead = f"{a['margin']:.2f} BLEU ahead of {a['runner_up']}"
         parts.append(f"tie: only {lead} (< {tie:g}), within noise" if a["tie"] else lead)
@@ -181,12 +219,39 @@ def spearman(xs: list[float], ys: list[float]):
     return sum((a - mx) * (b - my) for a, b in zip(rx, ry)) / (vx * vy) ** 0.5
 
 
+EXACT_PERMUTATIONS = 9  # up to this many students the permutation test enumerates every ordering
+
+
+def spearman_p(xs: list[float], ys: list[float], draws: int = 100_000, seed: int = 1):
+    """Two-sided permutation p-value of Spearman's rho: the share of orderings of ys whose |rho| is
+    at least the observed one; exact (every permutation) up to EXACT_PERMUTATIONS values, else a
+    seeded Monte-Carlo estimate with `draws` orderings, counting the observed one ((k + 1) / (draws
+    + 1)). None where rho is undefined."""
+    import itertools
+    import random
+
+    rho = spearman(xs, ys)
+    if rho is None:
+        return None
+    bar = abs(rho) - 1e-12
+    if len(ys) <= EXACT_PERMUTATIONS:
+        perms = list(itertools.permutations(ys))
+        return sum(abs(spearman(xs, list(p)) or 0.0) >= bar for p in perms) / len(perms)
+    rng, shuffled, hits = random.Random(seed), list(ys), 0
+    for _ in range(draws):
+        rng.shuffle(shuffled)
+        hits += abs(spearman(xs, shuffled) or 0.0) >= bar
+    return (hits + 1) / (draws + 1)
+
+
 def _summary(clear: list[dict]) -> dict:
     """Spearman's rank correlation between raw-data BLEU and the best set's C(d) over the students
     with a clear recommendation; read as a test only with MIN_SPEARMAN students or more."""
     both = [a for a in clear if a["raw_bleu"] is not None and a["best_complexity"] is not None]
     n = len(both)
-    rho = spearman([a["raw_bleu"] for a in both], [a["best_complexity"] for a in both]) if n >= 3 else None
+    xs, ys = [a["raw_bleu"] for a in both], [a["best_complexity"] for a in both]
+    rho = spearman(xs, ys) if n >= 3 else None
+    p = spearman_p(xs, ys) if rho is not None else None
     if not both:
         text = ("no student has a clear recommendation with a C(d) and a raw-data score: nothing to "
                 "correlate")
@@ -201,18 +266,22 @@ def _summary(clear: list[dict]) -> dict:
                 f"a best set's C(d); {MIN_SPEARMAN} needed)")
         if rho is not None:
             text += (f"; Spearman rank correlation of raw-data BLEU with the best set's C(d) over them: "
-                     f"{rho:+.2f}, not evidence either way")
+                     f"{rho:+.2f} (permutation p = {p:.3f}), not evidence either way")
     else:
         text = (f"Spearman rank correlation between a student's raw-data BLEU (capacity proxy) and the C(d) "
-                f"of its best set: {rho:+.2f} over {n} students (finding 4 expects it positive: "
+                f"of its best set: {rho:+.2f} over {n} students, two-sided permutation p = {p:.3f} "
+                f"({'exact' if n <= EXACT_PERMUTATIONS else 'Monte Carlo'}; finding 4 expects it positive: "
                 "stronger students peak on more complex data)")
-    return {"students": [a["student"] for a in both], "spearman": rho, "tested": n >= MIN_SPEARMAN and rho is not None,
-            "text": text}
+    return {"students": [a["student"] for a in both], "spearman": rho, "spearman_p": p,
+            "tested": n >= MIN_SPEARMAN and rho is not None, "text": text}
 
 
-def answer(grid: dict, tie_bleu: float = TIE_BLEU) -> dict:
+def answer(grid: dict, tie_bleu: float = TIE_BLEU, selection: dict | None = None, cost_of=None) -> dict:
     """Per student: best set, its C(d)/F(d), runner-up, margin, status and reason; the teachers
-    that do not beat copying the source; and a capacity ↔ complexity summary over students."""
+    that do not beat copying the source; and a capacity ↔ complexity summary over students.
+    `selection` (kdgrid.selection.analyse): choose on valid and decide ties by paired tests;
+    without it the best is the highest test BLEU and a margin under `tie_bleu` is a tie.
+    `cost_of(column)`: its core-hours (the cheapest of tied columns is recommended)."""
     copy = (grid.get("copy_source") or {}).get("bleu")
     below_teachers = {}
     if copy is not None:
@@ -220,20 +289,22 @@ def answer(grid: dict, tie_bleu: float = TIE_BLEU) -> dict:
             b = splits.get("test", {}).get("bleu")
             if b is not None and b - copy < tie_bleu:
                 below_teachers[t] = b
-    students = [_student(grid, s, copy, tie_bleu) for s in grid["students"]]
+    students = [_student(grid, s, copy, tie_bleu, (selection or {}).get(s), cost_of) for s in grid["students"]]
     clear = [a for a in students if a["status"] in PEER]
     c_raw = _data(grid, "raw", "complexity")
     for a in students:
         peers = [p for p in clear if p is not a]
         a["reason"] = _reason(a, peers, c_raw, tie_bleu, copy, below_teachers)
     return {"tie_bleu": tie_bleu, "copy_source_bleu": copy, "raw_complexity": c_raw,
-            "teachers_below_copy": below_teachers, "students": students, "summary": _summary(clear)}
+            "teachers_below_copy": below_teachers, "students": students, "summary": _summary(clear),
+            "selection": {s: {k: v for k, v in e.items() if k != "order"} for s, e in (selection or {}).items()}}
 
 
 # -- outputs ---------------------------------------------------------------------------------
 CSV_FIELDS = ["student", "status", "best", "best_bleu", "best_complexity", "best_faithfulness", "best_distilled",
               "best_teacher", "runner_up", "runner_up_bleu", "margin", "tie", "raw_bleu", "gain_over_raw",
-              "copy_source_bleu", "tie_bleu", "missing", "reason"]
+              "copy_source_bleu", "tie_bleu", "selected_on", "select_metric", "tie_rule", "runner_up_p", "tied",
+              "better_on_test", "recommended", "recommended_cost_hours", "seeds", "missing", "reason"]
 
 
 def _csv_value(v):
@@ -274,15 +345,26 @@ def markdown(ans: dict) -> str:
     tie, copy = ans["tie_bleu"], ans["copy_source_bleu"]
     copy_rule = ("" if copy is None else
                  f"; a score that does not beat copying the source ({copy:.2f} BLEU) by {tie:g} BLEU is not ranked")
+    paired = next((e for e in ans.get("selection", {}).values() if e.get("tests")), None)
+    if paired:
+        rule = (f"best = the highest mean valid {paired['metric']} over seeds (never the test maximum), its TEST "
+                f"BLEU reported; margin = its test lead over the runner-up on valid; a column the paired "
+                f"{'bootstrap' if paired['test'] == 'bs' else 'approximate randomization'} test ({paired['resamples']} "
+                f"resamples, pooled over seeds) cannot tell from the best on test (p >= {paired['alpha']:g}) is tied "
+                "with it, and in a tie the cheapest tied column (core-hours of its teacher and data jobs, "
+                "costs.csv) is recommended")
+    else:
+        rule = (f"best = highest test BLEU, margin = its lead over the runner-up, a margin under {tie:g} BLEU "
+                "(`report.tie_bleu`) is a tie (no valid scores or test hypotheses for paired tests)")
     lines = ["## Answer per student: capacity ↔ complexity", "",
              "Which training data suits each student (the paper's finding 4: weaker students do best on "
-             "simpler data, stronger ones on richer data), computed from the scores: best = highest test "
-             f"BLEU, margin = its lead over the runner-up, a margin under {tie:g} BLEU (`report.tie_bleu`) is a "
-             f"tie{copy_rule}.", "",
+             f"simpler data, stronger ones on richer data), computed from the scores: {rule}{copy_rule}.", "",
              "| student | recommended set | BLEU | C(d) | F(d) | runner-up | margin | reason |",
              "|---|---|---:|---:|---:|---|---:|---|"]
     for a in ans["students"]:
-        rec = {"clear": a["best"], "tie": f"{a['best']} (tie)"}.get(a["status"], "none")
+        tied = f" (tie with {', '.join(x for x in [a['best'], *a['tied']] if x != a['recommended'])})" if a[
+            "tie_rule"] == "paired" and a["tied"] else " (tie)"
+        rec = {"clear": a["best"], "tie": f"{a['recommended'] or a['best']}{tied}"}.get(a["status"], "none")
         runner = "—" if a["runner_up"] is None else f"{a['runner_up']} ({a['runner_up_bleu']:.2f})"
         lines.append(f"| {a['student']} | {rec} | {_f(a['best_bleu'])} | {_f(a['best_complexity'], '{:.3f}')} | "
                      f"{_f(a['best_faithfulness'], '{:.3f}')} | {runner} | {_f(a['margin'])} | {a['reason']} |")

@@ -15,13 +15,15 @@ from kdgrid.errors import atomic_output  # noqa: E402
 
 def heatmap(grid: dict, path, metric: str = "bleu", title: str = "", answer=None) -> None:
     """Rows students, columns training data. With the `recommend.answer` (BLEU only): a cell that
-    does not beat copying the source is marked †, and the recommended set of each row framed."""
+    does not beat copying the source is marked †, the recommended set of each row framed, and a
+    column the paired test cannot tell from the chosen one marked ≈ (dashed frame)."""
     students, cols = grid["students"], grid["columns"]
-    below, best = set(), {}
+    below, best, tied = set(), {}, set()
     if answer and metric == "bleu":
         for a in answer["students"]:
             below |= {(a["student"], p["data"]) for p in a["points"] if p["beats_copy"] is False}
-            best[a["student"]] = a["best"]
+            best[a["student"]] = a.get("recommended") or a["best"]
+            tied |= {(a["student"], c) for c in [a["best"], *a.get("tied", [])] if a.get("tied")}
     values = np.array([[np.nan if grid["cells"][s][c] is None else grid["cells"][s][c][metric]
                         for c in cols] for s in students], dtype=float)
     fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(cols), max(2.8, 1.6 + 0.6 * len(students))))
@@ -34,14 +36,18 @@ def heatmap(grid: dict, path, metric: str = "bleu", title: str = "", answer=None
     for i in range(len(students)):
         for j in range(len(cols)):
             v = values[i, j]
-            mark = " †" if (students[i], cols[j]) in below else ""
+            mark = (" ≈" if (students[i], cols[j]) in tied else "") + (" †" if (students[i], cols[j]) in below else "")
             ax.text(j, i, "—" if np.isnan(v) else f"{v:.1f}{mark}", ha="center", va="center",
                     color="black" if np.isnan(v) or v > middle else "white", fontsize=9)
             if best.get(students[i]) == cols[j]:
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+            elif (students[i], cols[j]) in tied:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1,
+                                           linestyle="--"))
     fig.colorbar(im, ax=ax, label=f"test {metric.upper()}")
     if answer and metric == "bleu":
-        note = "red frame: a student's recommended set"
+        note = "red frame: a student's recommended set" + (
+            "; ≈ dashed: tied with it (paired test, p ≥ 0.05)" if tied else "")
         if answer["copy_source_bleu"] is not None:
             note = (f"† does not beat copying the source ({answer['copy_source_bleu']:.2f} BLEU) by "
                     f"{answer['tie_bleu']:g}; " + note)

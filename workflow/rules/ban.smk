@@ -1,5 +1,6 @@
 # Born-Again networks (a `ban` method's rounds >= 2; round 1 is its `from` method's column, e.g.
-# <teacher>.beam): an AT of the method's size trained on the previous round's distilled set. Its
+# <teacher>.beam): an AT of the method's size (the students' body by default, as the paper
+# describes; `size: teacher` or a teacher size's name) trained on the previous round's distilled set. Its
 # distillation, gather and encoding are the rules of every column (teacher.smk), which take this
 # model instead of the teacher for these rounds.
 
@@ -27,7 +28,7 @@ rule train_ban:
         gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
     params:
         model=lambda w: q(ban_model(w)),
-        train=lambda w: q(teacher_train(ban_size(w))),
+        train=lambda w: q(ban_train(w)),
         labels=lambda w: q(ban_labels(w)),
         work=lambda w: f"{R}/bans/{w.teacher}.{w.ban}/train",
     shell:

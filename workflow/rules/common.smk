@@ -78,7 +78,7 @@ def method_columns():
             spec = config["methods"][m]
             if not method_kinds.fits(spec, t, config["teacher_sizes"][t]):
                 continue
-            cols = method_kinds.columns(m, spec)
+            cols = method_kinds.columns(m, spec, config["teacher_sizes"][t])
             for r, c in enumerate(cols, 2):  # a ban method's columns are its rounds 2 .. R
                 out[f"{t}.{c}"] = (m, r if spec["kind"] == "ban" else None)
     return out
@@ -150,11 +150,6 @@ def references(split):
     return [f"{R}/data/{split}.ref.{lang}" for lang in LANGS] or [f"{R}/data/{split}.tgt"]
 
 
-def cells():
-    """The grid, one (student, data) pair per cell; data is `raw` or `teacher.method`."""
-    return [(s, d) for s in STUDENTS for d in COLUMNS]
-
-
 def choice(names):
     return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
@@ -163,7 +158,6 @@ wildcard_constraints:
     teacher=choice(sorted({*TEACHERS, *STUDENT_TEACHERS})),
     method=choice(sorted(METHOD_OF)),
     ban=choice(BAN_ROUNDS),
-    student=choice(STUDENTS),
     data=choice(COLUMNS),
     shard=r"\d+",
     split="valid|test",
@@ -205,20 +199,21 @@ def teacher_train(name):
 
 
 def teacher_decode(name=None):
-    """A teacher's evaluation decoding; an MoE teacher's: per sentence its best expert's output."""
+    """A teacher's evaluation decoding; an MoE teacher's with the prior's expert (kdgrid.models.moe:
+    per sentence p(k|x)'s argmax, expert 0 under a uniform prior), as its beam column distills."""
     moe = name is not None and teacher_kind(name) == "moe"
-    return {
-        **(TORCH_DECODING if moe else DECODING),
-        **config["teacher"]["evaluate"],
-        **({"expert": "best"} if moe else {}),
-    }
+    return {**(TORCH_DECODING if moe else DECODING), **config["teacher"]["evaluate"]}
 
 
 def method_params(column):
     """A distilled column's decoding options: its method's, with the kind's defaults; a ban round's
     without rounds, from and size, so its jobs do not change with the round count."""
-    spec = config["methods"][METHOD_OF[column][0]]
-    return {**(TORCH_DECODING if spec["kind"] == "moe" else DECODING), **method_kinds.distill_options(spec)}
+    method = METHOD_OF[column][0]
+    spec = config["methods"][method]
+    return {
+        **(TORCH_DECODING if spec["kind"] == "moe" else DECODING),
+        **method_kinds.distill_options(spec, method, column),
+    }
 
 
 def distill_model(wildcards):
@@ -235,88 +230,8 @@ def distill_reference(wildcards):
     return [TRAIN_TGT] if kind in method_kinds.NEEDS_REFERENCE else []
 
 
-def ban_previous(wildcards):
-    """The encoded distilled set of the round before a ban round: what its AT is trained on (for
-    round 2, the set of the method's `from` method, e.g. <teacher>.beam)."""
-    method, r = METHOD_OF[wildcards.ban]
-    previous = method_kinds.round_column(method, config["methods"][method], r - 1)
-    return f"{R}/distill/{wildcards.teacher}.{previous}/train.tgt.npz"
-
-
-def ban_size(wildcards):
-    return method_kinds.ban_size(config["methods"][METHOD_OF[wildcards.ban][0]], wildcards.teacher)
-
-
-def ban_model(wildcards):
-    """A Born-Again AT: a plain Transformer of the BAN size's dimensions (an MoE size's experts aside)."""
-    return {k: v for k, v in teacher_model(ban_size(wildcards)).items() if k not in ("experts", "prior")}
-
-
-def ban_labels(wildcards):
-    method, r = METHOD_OF[wildcards.ban]
-    return {"role": "ban", "teacher": wildcards.teacher, "method": method, "round": r, "size": ban_size(wildcards)}
-
-
-def student_train(name):
-    return {**config["student"]["train"], **config["students"][name].get("train", {}), **accelerator()}
-
-
-def student_decode(name):
-    """Decoding options of a student; `rescore` travels as the rescoring model's file instead."""
-    base = DECODING if config["students"][name]["kind"] == "transformer" else TORCH_DECODING
-    decode = {**base, **config["students"][name].get("decode", {})}
-    decode.pop("rescore", None)
-    return decode
-
-
-def teacher_file(name):
-    """A trained teacher's model file."""
-    return f"{R}/teachers/{name}/model.pt"
-
-
-def student_rescorer(wildcards):
-    """The teacher model that ranks a student's candidates, if its decode options name one."""
-    name = config["students"][wildcards.student].get("decode", {}).get("rescore")
-    return [teacher_file(name)] if name else []
-
-
-def student_wrap(name):
-    """How a student learns from a teacher (init, kd; defaults filled in): {} for a plain student."""
-    return config_check.wrap_spec(config["students"][name])
-
-
-def student_init_teacher(wildcards):
-    """The teacher model whose weights a student starts from (students.X.init), if any."""
-    init = student_wrap(wildcards.student).get("init")
-    return [teacher_file(init["from"])] if init else []
-
-
-def student_kd_teacher(wildcards):
-    """The teacher model whose distribution a student learns (students.X.kd), if any."""
-    kd = student_wrap(wildcards.student).get("kd")
-    return [teacher_file(kd["teacher"])] if kd else []
-
-
-def student_wrap_args(wildcards):
-    """` --wrap JSON [--init-teacher FILE] [--kd-teacher FILE]` for `kdgrid train` (with its leading
-    space), or "" for a plain student, whose command stays exactly as without wrappers. A
-    parameter, not derived from the inputs, so that changing a wrapper option retrains the student."""
-    spec = student_wrap(wildcards.student)
-    if not spec:
-        return ""
-    args = ["--wrap", q(spec)]
-    args += [a for f in student_init_teacher(wildcards) for a in ("--init-teacher", f)]
-    args += [a for f in student_kd_teacher(wildcards) for a in ("--kd-teacher", f)]
-    return " " + " ".join(args)
-
-
 def metric_params():
     return {"faithfulness": config["metrics"]["faithfulness"]}
-
-
-def data_labels(student, data):
-    teacher, _, method = data.partition(".")
-    return {"student": student, "data": data, "teacher": teacher if method else None, "method": method or None}
 
 
 def corpus_inputs(wildcards):
@@ -329,12 +244,6 @@ def corpus_inputs(wildcards):
         sides = [spec.get("src"), *(spec["tgt"].values() if LANGS else [spec.get("tgt")])]
         paths += [side for side in sides if isinstance(side, str)]
     return paths
-
-
-def student_targets(wildcards):
-    if wildcards.data == "raw":
-        return TRAIN_TGT_IDS
-    return f"{R}/distill/{wildcards.data}/train.tgt.npz"
 
 
 def data_metric_files():
@@ -386,6 +295,7 @@ COST_SCOPES = {
     "data_metrics_distilled": "data/{teacher}.{method}",
     "train_student": "cell/{student}/{data}",
     "evaluate_student": "cell/{student}/{data}",
+    "evaluate_student_valid": "cell/{student}/{data}",
     "language_mix_student": "cell/{student}/{data}",
 }
 

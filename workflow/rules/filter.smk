@@ -87,7 +87,13 @@ rule filter_labels:
         mem_mb=mem_mb("filter_labels"),
         runtime=runtime("filter_labels"),
     params:
-        labelled=q({k: FILTER[k] for k in ("kinds", "train_pairs", "valid_pairs", "seed")}),
+        # filter.holdout_kind: kinds left out of the training labels (valid keeps them)
+        labelled=q(
+            {
+                **{k: FILTER[k] for k in ("kinds", "train_pairs", "valid_pairs", "seed")},
+                "holdout": filter_check.holdout_kinds(FILTER),
+            }
+        ),
         noise=lambda w, input: f"--train-noise {input.noise}" if input.noise else "",
     shell:
         "kdgrid filter_labels --train {input.train} --valid {input.valid} {params.noise}"
@@ -187,7 +193,15 @@ rule filter_report:
         mem_mb=mem_mb("filter_report"),
         runtime=runtime("filter_report"),
     params:
-        title=q({"title": f"kdgrid corpus filter: {config['corpus']['name']}"}),
+        # noisy precision at filter.corpus_prior, for the filter's threshold and prior mode
+        title=q(
+            {
+                "title": f"kdgrid corpus filter: {config['corpus']['name']}",
+                "corpus_prior": filter_check.corpus_clean_share(FILTER),
+                "threshold": CLEAN_FILTER["threshold"] if CLEAN_FILTER else 0.5,
+                "prior": FILTER["prior"],
+            }
+        ),
         applied=lambda w, input: f"--applied {input.applied}" if input.applied else "",
     shell:
         "kdgrid filter_report --teacher-scores {input.teacher} --scores {input.scores} {params.applied}"
@@ -229,10 +243,13 @@ if CLEAN_FILTER:
             runtime=runtime("filter_apply"),
         params:
             threshold=CLEAN_FILTER["threshold"],
+            # filter.prior: P(clean) corrected to the corpus prior (em: estimated on this corpus)
+            prior=f"--prior {FILTER['prior']}"
+            + (f" --corpus-prior {filter_check.corpus_clean_share(FILTER)}" if FILTER["prior"] == "configured" else ""),
             noise=lambda w, input: f"--train-noise {input.noise}" if input.noise else "",
         shell:
             "kdgrid filter_apply --model {input.model} --vocab {input.vocab} --train-src {input.src}"
             " --train-tgt {input.tgt} --train-src-ids {input.src_ids} --train-tgt-ids {input.tgt_ids}"
-            " --threshold {params.threshold} {params.noise} --out-src {output.src} --out-tgt {output.tgt}"
+            " --threshold {params.threshold} {params.prior} {params.noise} --out-src {output.src} --out-tgt {output.tgt}"
             " --out-src-ids {output.src_ids} --out-tgt-ids {output.tgt_ids} --report {output.report}"
             " --threads {threads} 2> {log}"

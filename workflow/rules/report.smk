@@ -6,6 +6,8 @@
 rule aggregate:
     input:
         scores=[f"{R}/students/{s}/{d}/scores.json" for s, d in cells()],
+        valid_scores=[f"{R}/students/{s}/{d}/valid.scores.json" for s, d in cells()],
+        hyps=[f"{R}/students/{s}/{d}/test.hyp" for s, d in cells()],
         teachers=[f"{R}/teachers/{t}/{split}.scores.json" for t in TEACHERS for split in ("valid", "test")],
         data_metrics=data_metric_files(),
         teacher_metrics=[f"{R}/teachers/{t}/valid.data_metrics.json" for t in TEACHERS],
@@ -128,17 +130,22 @@ rule aggregate:
             {
                 "corpus": config["corpus"]["name"],
                 "students": STUDENTS,
+                "runs": {run: list(name_seed) for run, name_seed in STUDENT_RUNS.items()},
                 "columns": COLUMNS,
                 "languages": LANGS,
                 "teacher_sizes": {t: teacher_model(t) for t in TEACHERS},
                 "tie_bleu": config["report"]["tie_bleu"],
+                "select_metric": config["report"]["select_metric"],
+                "significance": config["report"]["significance"],
+                "columns_info": columns_info(),
                 # not inputs: a deleted benchmark or log must not rerun its job (and its results)
                 "costs": cost_params(),
             }
         ),
         languages_png=lambda w, output: f"--languages-png {output.languages_png}" if LANGS else "",
     shell:
-        "kdgrid aggregate --scores {input.scores} --teacher-scores {input.teachers}"
+        "kdgrid aggregate --scores {input.scores} --valid-scores {input.valid_scores} --hyps {input.hyps}"
+        " --teacher-scores {input.teachers}"
         " --data-metrics {input.data_metrics} --teacher-metrics {input.teacher_metrics}"
         " --languages {input.languages} {params.languages_png} --params {params.grid} --csv {output.csv} --long-csv {output.long_csv}"
         " --test-src {input.test_src} --test-refs {input.test_refs}"

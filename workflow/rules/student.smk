@@ -25,8 +25,8 @@ rule train_student:
         runtime=runtime("train_student"),
         gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
     params:
-        kind=lambda w: config["students"][w.student]["kind"],
-        model=lambda w: q(config["students"][w.student]["model"]),
+        kind=lambda w: student_spec(w.student)["kind"],
+        model=lambda w: q(student_spec(w.student)["model"]),
         train=lambda w: q(student_train(w.student)),
         labels=lambda w: q({"role": "student", **data_labels(w.student, w.data)}),
         work=lambda w: f"{R}/students/{w.student}/{w.data}/train",
@@ -63,6 +63,40 @@ rule evaluate_student:
     params:
         decode=lambda w: q(student_decode(w.student)),
         labels=lambda w: q(data_labels(w.student, w.data)),
+        rescorer=lambda w, input: f"--rescorer {input.rescorer}" if input.rescorer else "",
+    shell:
+        "kdgrid evaluate --model {input.model} --vocab {input.vocab} --src {input.src}"
+        " --ref {input.ref} --hyp {output.hyp} --scores {output.scores} --params {params.decode}"
+        " --labels {params.labels} {params.rescorer} --threads {threads} --gpus {resources.gpu}"
+        " 2> {log}"
+
+
+# The same cell scored on the valid split: the answer per student picks its column on these
+# scores (mean over seeds) and reports that column's test scores, never the best of the test scores.
+rule evaluate_student_valid:
+    input:
+        model=f"{R}/students/{{student}}/{{data}}/model.pt",
+        vocab=VOCAB,
+        src=f"{R}/data/valid.src",
+        ref=references("valid"),
+        rescorer=student_rescorer,
+    output:
+        scores=f"{R}/students/{{student}}/{{data}}/valid.scores.json",
+        hyp=f"{R}/students/{{student}}/{{data}}/valid.hyp",
+    log:
+        f"{R}/logs/evaluate_student_valid/{{student}}.{{data}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate_student_valid/{{student}}.{{data}}.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        mem_mb=mem_mb("evaluate_student"),
+        runtime=runtime("evaluate_student"),
+        gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
+    params:
+        decode=lambda w: q(student_decode(w.student)),
+        labels=lambda w: q({**data_labels(w.student, w.data), "split": "valid"}),
         rescorer=lambda w, input: f"--rescorer {input.rescorer}" if input.rescorer else "",
     shell:
         "kdgrid evaluate --model {input.model} --vocab {input.vocab} --src {input.src}"

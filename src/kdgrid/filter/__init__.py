@@ -1,7 +1,9 @@
 """A distilled corpus filter: few-class pair classification distilled from the AT teacher.
 
-noise: labelled clean/noisy pairs made from the training pairs. embed: the frozen teacher's pair
-embeddings. head: its linear classifier on them. lelp: LELP's pseudo-subclass targets.
-student: the tiny pair classifier (labels, vanilla KD or LELP). apply: keep_mask, the one
-function data preparation calls.
+noise: labelled clean/noisy pairs made from the training pairs (held-out kinds left out of
+training). embed: the frozen teacher's pair embeddings. head: its linear classifier on them.
+lelp: LELP's pseudo-subclass targets. student: the tiny pair classifier (labels, vanilla KD or
+LELP). prior: the posterior corrected to the corpus's class prior (configured or estimated by EM).
+evaluate: valid scores, and the noisy class's precision and recall at a corpus prior. apply:
+keep_pairs, the one function data preparation calls.
 """

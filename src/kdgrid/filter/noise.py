@@ -61,6 +61,21 @@ def check_kinds(kinds: dict[str, float]) -> None:
         raise KdgridError(f"noise kinds: the shares must sum to 1, got {total:g} ({listed})")
 
 
+def training_kinds(kinds: dict[str, float], holdout: list[str]) -> dict[str, float]:
+    """`kinds` without the held-out noise kinds, the remaining noise kinds scaled up to the same
+    total noise share (the clean share, and so the clean/noisy balance, stays as configured)."""
+    check_kinds(kinds)
+    bad = [k for k in holdout if k == CLEAN or kinds.get(k, 0) <= 0]
+    if bad:
+        raise KdgridError(f"held-out kind(s) {bad} are not noise kinds with a share "
+                          f"(kinds: {', '.join(k for k, v in kinds.items() if v > 0)})")
+    kept = {k: v for k, v in kinds.items() if k not in holdout and v > 0}
+    noise, left = 1.0 - kinds.get(CLEAN, 0.0), sum(v for k, v in kept.items() if k != CLEAN)
+    if left <= 0:
+        raise KdgridError(f"holding out {', '.join(holdout)} leaves no noise kind to learn from")
+    return {k: (v if k == CLEAN else v * noise / left) for k, v in kept.items()}
+
+
 def share_counts(kinds: dict[str, float], n: int) -> dict[str, int]:
     """Rows per kind: floor(share * n), the rows left over going to the largest remainders
     (ties in KINDS order), so the counts sum to n exactly."""

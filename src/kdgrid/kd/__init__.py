@@ -5,8 +5,9 @@
         carries low-rank adapters trained with the student (kdgrid.kd.online)
 
 `prepare` is the one entry: `kdgrid train` calls it after the seeded random initialization and
-before the Trainer, and stores its record in the model file's meta["wrapper"]. Model files stay
-free of KD flags: the output is always the plain student.
+before the Trainer, and stores its record in the model file's meta["wrapper"] (`kdgrid evaluate`
+copies it, less init's parameter lists, into the cell's scores.json: `cell_record`). Model files
+stay free of KD flags: the output is always the plain student.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from kdgrid.errors import KdgridError
 from kdgrid.importers import sha256_of
 from kdgrid.kd.init_copy import copy_from_teacher, layer_map
 from kdgrid.kd.losses import token_kl
-from kdgrid.kd.online import OnlineKD
+from kdgrid.kd.online import ADAPTER_TARGETS, OnlineKD
 from kdgrid.kd.specs import InitSpec, KDSpec, OnlineSpec, as_dict, defaults, parse_wrap
-from kdgrid.kd.word import WordKD
+from kdgrid.kd.word import WordKD, choices
 
-__all__ = ["InitSpec", "KDSpec", "OnlineSpec", "OnlineKD", "WordKD", "copy_from_teacher", "defaults",
-           "layer_map", "parse_wrap", "prepare", "token_kl"]
+__all__ = ["InitSpec", "KDSpec", "OnlineSpec", "OnlineKD", "WordKD", "cell_record", "copy_from_teacher",
+           "defaults", "layer_map", "parse_wrap", "prepare", "token_kl"]
 
 LOSS_FORMULA = {"fkl": "T^2 * KL(p_teacher || q_student)",
                 "rkl": "T^2 * KL(q_student || p_teacher)",
@@ -29,7 +30,6 @@ LOSS_FORMULA = {"fkl": "T^2 * KL(p_teacher || q_student)",
 TOTAL_FORMULA = "(1 - alpha) * word_ce + alpha * kd + the student's other terms (length loss)"
 ADAPTER_OBJECTIVE = ("adapter loss = CE(adapted teacher) + lambda * T^2 * KL(p_teacher || q_student), "
                      "student detached (mode-seeking for the teacher)")
-
 
 
 def _teacher(path, flag: str, device, vocab_sha256: str | None):
@@ -66,10 +66,19 @@ def prepare(model, wrap: dict | None, init_teacher: str | None, kd_teacher: str 
         del teacher
     if kd is not None:
         teacher, source = _teacher(kd_teacher, "--kd-teacher", device, vocab_sha256)
-        model = (OnlineKD if kd.online is not None else WordKD)(model, teacher, kd)
+        model = (OnlineKD if kd.online is not None else WordKD)(model, teacher, kd)  # checks the kinds
         record["kd"] = {**as_dict(kd), "teacher_file": source["file"], "teacher_sha256": source["sha256"],
                         "teacher_kind": source["kind"], "kd_formula": LOSS_FORMULA[kd.loss],
-                        "total_formula": TOTAL_FORMULA,
-                        **({"adapter_objective": ADAPTER_OBJECTIVE} if kd.online is not None else {})}
+                        "total_formula": TOTAL_FORMULA, **choices(model.kind, source["kind"]),
+                        **({"adapter_objective": ADAPTER_OBJECTIVE, "adapter_targets": ADAPTER_TARGETS}
+                           if kd.online is not None else {})}
     return model, record
 
+
+def cell_record(wrapper: dict) -> dict:
+    """meta["wrapper"] for a cell's scores.json: everything but init's lists of copied and kept
+    parameter names (the model file keeps them), which would bury the settings."""
+    out = dict(wrapper)
+    if "init" in out:
+        out["init"] = {k: v for k, v in out["init"].items() if k not in ("copied", "kept")}
+    return out

@@ -10,6 +10,11 @@ Layer maps, for a teacher of T layers and a student of S <= T (encoder and decod
                at the layer that reads the embeddings (6 -> 3: 0, 2, 4; 4 -> 2: 0, 2; 6 -> 4: 0, 1, 3, 4)
   first        0 .. S-1
   last         T-S .. T-1
+  even         student layer i <- teacher layer round(i * (T-1) / (S-1)), halves rounded up: evenly
+               spaced with both ends kept, the layer that reads the embeddings and the one whose
+               output the copied final norm reads (6 -> 3: 0, 3, 5; 6 -> 4: 0, 2, 3, 5; 4 -> 2: 0, 3).
+               S == 1 has room for one end only: the last layer (T-1), whose output the copied
+               final norm was trained on.
 With S == T every mode copies every layer.
 """
 
@@ -33,6 +38,11 @@ def layer_map(teacher_layers: int, student_layers: int, mode: str) -> list[int]:
         return [i * t // s for i in range(s)]
     if mode == "first":
         return list(range(s))
+    if mode == "even":
+        if s == 1:
+            return [t - 1]
+        # integer round-half-up of i * (t-1) / (s-1): no float error, no banker's rounding
+        return [(2 * i * (t - 1) + (s - 1)) // (2 * (s - 1)) for i in range(s)]
     return list(range(t - s, t))
 
 

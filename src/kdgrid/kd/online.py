@@ -13,7 +13,8 @@ checkpoints, and a resumed run continues them.
 Two losses, summed for one backward; each detaches the other side, so each gradient reaches its
 own parameters only:
   student  (1 - alpha) * word CE + alpha * KD(adapted teacher, detached)   (as WordKD)
-  adapter  CE of the adapted teacher on the data (label-smoothed as the student's)
+  adapter  CE of the adapted teacher on the student's training targets (label-smoothed as the
+           student's): in a distilled column these are the teacher's own outputs
            + lambda * T^2 * KL(p_teacher || q_student), student detached, at the distilled positions.
 The adapter's KL direction is a choice: KL(p_teacher || q_student) minimised over the teacher is
 mode-seeking for the teacher, so it moves its mass onto the translations the student already
@@ -37,6 +38,9 @@ from kdgrid.kd.word import WordKD, teacher_logprobs
 from kdgrid.models.layers import smoothed_nll
 
 ADAPTED = ("q", "kv", "out", "fc1", "fc2")  # the Linear projections of Attention and FeedForward
+# For the record (meta["wrapper"]["kd"], scores.json): what the adapter's CE term fits.
+ADAPTER_TARGETS = ("the student's training targets (batch tgt_out, eos included): the real target in a "
+                   "raw column, the teacher's own output in a distilled column; label-smoothed as the student's")
 
 
 class LowRankAdapter(nn.Module):

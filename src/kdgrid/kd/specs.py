@@ -2,7 +2,7 @@
 
 `--wrap` is a JSON object with two optional parts:
 
-    {"init": {"from": "<teacher name>", "layers": "every_other"},
+    {"init": {"from": "<teacher name>", "layers": "every_other"},   (or first | last | even)
      "kd":   {"teacher": "<teacher name>", "loss": "fkl", "alpha": 0.5, "temperature": 1.0,
               "mix_weight": 0.5,
               "online": {"rank": 8, "lr": 0.001, "lambda": 1.0}}}
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from kdgrid.errors import KdgridError
 
-LAYER_MAPS = ("every_other", "first", "last")
+LAYER_MAPS = ("every_other", "first", "last", "even")  # kdgrid.kd.init_copy.layer_map says each
 KD_LOSSES = ("fkl", "rkl", "mix")
 
 

@@ -47,6 +47,23 @@ from kdgrid.models.noise import random_mask
 from kdgrid.models.transformer import Transformer
 
 STUDENT_KINDS = ("transformer", "nat", "cmlm")
+# What the KD term compares, for the record (meta["wrapper"]["kd"], scores.json): the teacher side is
+# its teacher-forced distribution on the student's own target, not its free-running output, and
+# for a NAT/CMLM student that is a decision the papers leave open, so the record says it in words.
+TEACHER_DISTRIBUTION = "AT teacher, teacher-forced on the gold target prefix"
+MOE_TEACHER_DISTRIBUTION = ("MoE teacher's mixture p(y_t | y_<t, x) (experts weighted by their posterior "
+                            "given the prefix), teacher-forced on the gold target prefix")
+GOLD = ("the target the student trains on (batch tgt_out): the real target in a raw column, the "
+        "teacher's own output in a distilled column")
+DISTILLED_POSITIONS = {"transformer": "every target position, eos included",
+                       "nat": "every target token (no eos): student position t <- teacher position t",
+                       "cmlm": "the target tokens masked by the CMLM's own random_mask draw (its scored ones)"}
+
+
+def choices(student_kind: str, teacher_kind: str) -> dict:
+    """The record of what word-level KD compares for this student and teacher."""
+    return {"teacher_distribution": MOE_TEACHER_DISTRIBUTION if teacher_kind == "moe" else TEACHER_DISTRIBUTION,
+            "gold_target": GOLD, "distilled_positions": DISTILLED_POSITIONS[student_kind]}
 
 
 def teacher_logprobs(teacher: Transformer, batch: dict) -> torch.Tensor:

@@ -6,13 +6,18 @@ The n-best comes from one batched, cached beam search (kdgrid.search.beam_search
 Closeness is sentence-level BLEU by sacrebleu, smoothed with its `exp` method (sacrebleu's
 `sentence_bleu` defaults: exponential decay of the zero n-gram precisions, effective order), or
 chrF (`metric: chrf`). Ties go to the candidate with the higher model score (earlier in the list).
+Sentence BLEU tokenizes as the reported corpus BLEU does: both take kdgrid.metrics.bleu's TOKENIZE
+(through bleu_metric), and `record` says which, for the job's log.
 """
 
 from __future__ import annotations
 
-from sacrebleu.metrics import BLEU, CHRF
+import json
+
+from sacrebleu.metrics import CHRF
 
 from kdgrid.errors import KdgridError
+from kdgrid.metrics.bleu import bleu_metric
 from kdgrid.progress import log
 from kdgrid.translate import translate_nbest
 
@@ -22,15 +27,27 @@ OPTIONS = ("nbest", "beam", "lenpen", "metric")
 # values as KIND_DEFAULTS["interpolate"]: tests/test_methods.py keeps the two in step
 DEFAULTS = {"nbest": 5, "lenpen": 1.0, "metric": "bleu"}
 METRICS = ("bleu", "chrf")
+SENTENCE_BLEU = {"smooth_method": "exp", "effective_order": True}  # sacrebleu's sentence_bleu defaults
 
 
 def scorer(metric: str):
     """The sentence-level metric: a sacrebleu metric object with sentence_score(hyp, [ref])."""
     if metric == "bleu":
-        return BLEU(smooth_method="exp", effective_order=True)
+        return bleu_metric(**SENTENCE_BLEU)
     if metric == "chrf":
         return CHRF()
     raise KdgridError(f"--params: metric must be one of {', '.join(METRICS)}, got {metric!r}")
+
+
+def record(metric: str) -> dict:
+    """How candidates are compared with the reference, read off the scorer that compares them:
+    the metric, its tokenizer (BLEU: kdgrid.metrics.bleu.TOKENIZE, the corpus BLEU's) and settings."""
+    m = scorer(metric)
+    if metric == "bleu":
+        return {"metric": "sentence BLEU (sacrebleu)", "tokenize": m.tokenizer_signature,
+                "lowercase": m.lowercase, "smooth_method": m.smooth_method, "effective_order": m.effective_order}
+    return {"metric": "sentence chrF (sacrebleu)", "tokenize": "none (character n-grams)",
+            "whitespace": m.whitespace, "char_order": m.char_order, "word_order": m.word_order}
 
 
 def similarities(candidates: list[tuple[float, str]], reference: str, metric) -> list[float]:
@@ -56,7 +73,9 @@ def distill(model, vocab, lines, refs, kind, options, max_tokens, threads, what)
         raise KdgridError(f"--params: nbest {nbest} must be between 1 and the beam size {opts['beam']}")
     if len(refs) != len(lines):
         raise KdgridError(f"interpolation: {len(refs)} references for {len(lines)} sources")
-    metric = scorer(opts.pop("metric"))
+    name = opts.pop("metric")
+    metric = scorer(name)
+    log(f"{what}: interpolation picks by {json.dumps(record(name))}")
     nbests, _ = translate_nbest(model, vocab, lines, {**opts, "method": "beam"}, max_tokens, threads, what=what)
     out, moved, top_sim, kept_sim = [], 0, 0.0, 0.0
     for cands, ref in zip(nbests, refs):

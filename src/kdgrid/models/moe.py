@@ -13,7 +13,7 @@ the winner's label-smoothed loss is back-propagated, with dropout. The E-step dr
 numbers, so the dropout stream (and with it a resumed run) is the same as without it.
 
 The E-step's score is a choice: kdgrid ranks experts by the plain NLL -log p(y|x,k), the model's
-own likelihood, which is what hard EM maximises and what `expert="best"` decoding scores with.
+own likelihood, which is what hard EM maximises and what `expert="mixture_best"` decoding scores with.
 The alternative, fairseq's translation_moe, scores with its training criterion's per-sentence loss,
 i.e. the label-smoothed loss (label smoothing 0.1 in its example), which adds the smoothing term
 (mean -log p over the vocabulary) to each expert's score; it can pick another winner where two
@@ -24,14 +24,21 @@ mean-pooled encoder states, trained with -log p(k|x) of the winner, summed over 
 divided by the target tokens like the word loss (fairseq's normalisation). Its gradient reaches the
 encoder too, as in fairseq.
 
-Decoding: `expert=k` decodes with expert k (any kdgrid.search method). `expert="best"` (and the
-default None) decodes with every expert and keeps, per sentence, the output the mixture scores
-highest: log p(y|x) = logsumexp_k [log p(k|x) + log p(y|x,k)], teacher-forced, divided by
-(len(y) + 1) ** lenpen like beam search's own ranking (kdgrid's choice; lenpen 0 compares the
-plain log-probabilities). With `nbest` (beam search's n-best lists, e.g. for sequence-level
-interpolation) "best" pools the distinct candidates of every expert's n-best list and returns the
-`nbest` of highest mixture score, as (mixture score, ids); with nbest 1 its entry is exactly what
-the plain "best" call returns.
+Decoding picks ONE expert per sentence unless told otherwise, as fairseq's translation_moe does
+(`--gen-expert`, default 0): one expert is one consistent style, so its output is simpler, and the
+experts can differ a lot (Zhou et al. 2020, section 5). `expert`:
+- an int k: expert k decodes every sentence (the `moe` method's `expert: each` columns moe0..);
+- "prior" (the default, also None): the latent code comes from the prior p(k|x). For beam and
+  greedy, per sentence its most likely expert (ties: the lower k), so with a uniform prior every
+  sentence decodes with expert 0, fairseq's default. For sample and sample_topk it is ancestral
+  sampling from the mixture: k ~ p(k|x) per sentence with a generator seeded from `seed`, then
+  y ~ p(y|x,k) -- a sample of the model, not a mode-seeking rerank of K samples.
+- "mixture_best" (an explicit opt-in): every expert decodes and, per sentence, the output the
+  mixture scores highest is kept: log p(y|x) = logsumexp_k [log p(k|x) + log p(y|x,k)],
+  teacher-forced, divided by (len(y) + 1) ** lenpen like beam search's own ranking (kdgrid's
+  choice; lenpen 0 compares the plain log-probabilities). With `nbest` (beam search's n-best
+  lists, e.g. for sequence-level interpolation) it pools the distinct candidates of every
+  expert's n-best list and returns the `nbest` of highest mixture score, as (mixture score, ids).
 """
 
 from __future__ import annotations
@@ -50,6 +57,13 @@ from kdgrid.models.layers import init_linear, smoothed_nll
 from kdgrid.models.transformer import Transformer, TransformerConfig
 
 PRIORS = ("uniform", "learned")
+PRIOR_EXPERT, MIXTURE_BEST = "prior", "mixture_best"  # generate()'s `expert` besides an expert number
+SAMPLING = ("sample", "sample_topk")  # methods whose prior expert is drawn, not the prior's argmax
+# A call's sampling seed s gives expert k's token draws the seed s * SEED_STRIDE + k and the expert
+# draw s * SEED_STRIDE + SEED_STRIDE - 1: distinct for every call seed and expert (kdgrid.translate
+# numbers a run's batches s, s + 1, ...), so no two groups of sentences share their random numbers.
+SEED_STRIDE = 1024
+MAX_EXPERTS = SEED_STRIDE - 1
 LENPEN = 1.0  # kdgrid.search's default length penalty
 
 
@@ -60,8 +74,8 @@ class MoEConfig(TransformerConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.experts, bool) or not isinstance(self.experts, int) or self.experts < 2:
-            raise ValueError(f"experts must be an integer of at least 2, got {self.experts!r}")
+        if isinstance(self.experts, bool) or not isinstance(self.experts, int) or not 2 <= self.experts <= MAX_EXPERTS:
+            raise ValueError(f"experts must be an integer from 2 to {MAX_EXPERTS}, got {self.experts!r}")
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
 
@@ -168,15 +182,56 @@ class MoE(Transformer):
 
     # -- decoding ---------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, src: torch.Tensor, method: str = "beam", expert=None, **options) -> list[list[int]]:
+    def generate(self, src: torch.Tensor, method: str = "beam", expert=PRIOR_EXPERT, **options) -> list[list[int]]:
         """Token ids per sentence, without specials. expert: an int (that expert decodes with
-        `method`), or "best"/None (every expert decodes; per sentence the mixture's best output)."""
+        `method`), "prior"/None (per sentence the prior's expert: its argmax, or a draw for the
+        sampling methods) or "mixture_best" (every expert decodes; the mixture's best output)."""
         encoded = self.encode(src)
-        if expert is None or expert == "best":
+        if expert == MIXTURE_BEST:
             return self._best(src, method, encoded, options)
+        if expert is None or expert == PRIOR_EXPERT:
+            return self._decode_by_expert(src, self.prior_experts(encoded, method, options.get("seed")),
+                                          method, encoded, options)
         if isinstance(expert, bool) or not isinstance(expert, int) or not 0 <= expert < self.cfg.experts:
-            raise KdgridError(f"expert must be 0..{self.cfg.experts - 1} or 'best', got {expert!r}")
+            raise KdgridError(f"expert must be 0..{self.cfg.experts - 1}, {PRIOR_EXPERT!r} or {MIXTURE_BEST!r}, "
+                              f"got {expert!r}")
         return self.decode_expert(src, expert, method, encoded, options)
+
+    def expert_choice(self, method: str, expert=PRIOR_EXPERT) -> str:
+        """In words, which expert decodes each sentence (for the scores' record)."""
+        if expert == MIXTURE_BEST:
+            return "mixture_best: every expert decodes, per sentence the output of highest mixture score"
+        if isinstance(expert, int) and not isinstance(expert, bool):
+            return f"expert {expert} for every sentence"
+        if method in SAMPLING:
+            return f"prior: per sentence an expert drawn from p(k|x) ({self.cfg.prior}), then {method} from it"
+        return (f"prior: per sentence the most likely expert under p(k|x) ({self.cfg.prior}"
+                + (": expert 0 for every sentence)" if self.cfg.prior == "uniform" else ")"))
+
+    def prior_experts(self, encoded, method: str, seed: int | None = None) -> torch.Tensor:
+        """The expert of each sentence under the prior, (B,) on the CPU: drawn from p(k|x) for the
+        sampling methods (seeded: the same seed draws the same experts), else its argmax."""
+        log_prior = self.prior_logprobs(*encoded).float().cpu()
+        if method not in SAMPLING:
+            return log_prior.argmax(1)  # the first maximum: the lower k on ties (uniform: expert 0)
+        gen = torch.Generator().manual_seed(_stream(seed, SEED_STRIDE - 1))
+        return torch.multinomial(log_prior.exp(), 1, generator=gen).squeeze(1)
+
+    def _decode_by_expert(self, src, experts: torch.Tensor, method: str, encoded, options: dict) -> list:
+        """Each sentence decoded with its own expert: one search per expert over its sentences (a
+        sampling seed becomes each expert's own stream, _stream)."""
+        memory, src_pad = encoded
+        out: list = [None] * src.size(0)
+        for k in experts.unique().tolist():
+            rows = (experts == k).nonzero().squeeze(1)
+            idx = rows.to(src.device)
+            opts = dict(options)
+            if opts.get("seed") is not None:
+                opts["seed"] = _stream(opts["seed"], k)
+            hyps = self.decode_expert(src[idx], k, method, (memory[idx], src_pad[idx]), opts)
+            for i, h in zip(rows.tolist(), hyps):
+                out[i] = h
+        return out
 
     def decode_expert(self, src, expert: int, method: str, encoded, options: dict) -> list[list[int]]:
         return search.generate(_Expert(self, expert, encoded), src, method, **options)
@@ -215,6 +270,11 @@ class MoE(Transformer):
         gold = pad_stack(hyps, cfg.pad, suffix=cfg.eos).to(memory.device)
         lengths = gold.ne(cfg.pad).sum(1).float()  # tokens + eos
         return self.sequence_logprob(prev, gold, memory, src_pad) / lengths**lenpen
+
+
+def _stream(seed, k: int) -> int:
+    """The seed of stream k (< SEED_STRIDE) of a call seeded `seed` (None: 0), within torch's range."""
+    return ((0 if seed is None else int(seed)) * SEED_STRIDE + k) % 2**63
 
 
 class _Expert:
