@@ -171,3 +171,21 @@ def test_a_seeded_grids_runs_are_cells_of_their_own(tmp_path, monkeypatch):
     found = costs.discover(PATTERNS, students=["nat", "nat.seed2"], columns=["raw", "T.beam"], teachers=["T"])
     assert sorted(label for label, _, _ in found) == [  # nat.seed3 is another grid's run
         "cell/train_student/nat.seed2/T.beam", "cell/train_student/nat.seed2/raw", "cell/train_student/nat/raw"]
+
+
+def test_a_columns_cost_is_the_jobs_that_make_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, cpu in (("train_teacher/T", 3600), ("distill/T.beam.0", 1800), ("align_distilled/T.beam", 900)):
+        path = tmp_path / "r" / "benchmarks" / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(HEADER + f"1\t0:00:01\t10\t1\t1\t1\t0\t0\t0\t{cpu}\n")
+    more = [{"rule": "train_teacher", "scope": "teacher/{teacher}",
+             "benchmark": "r/benchmarks/train_teacher/{teacher}.tsv", "log": "r/logs/tt/{teacher}.log"},
+            {"rule": "align_distilled", "scope": "data/{teacher}.{method}",
+             "benchmark": "r/benchmarks/align_distilled/{teacher}.{method}.tsv",
+             "log": "r/logs/a/{teacher}.{method}.log"}]
+    found = costs.discover(PATTERNS + more, students=["nat"], columns=["raw", "T.beam"], teachers=["T"])
+    assert len(found) == 3
+    cost = costs.column_cost(costs.jobs(*map(list, zip(*found))))
+    assert cost("T.beam") == 1.5  # the teacher's training and the distillation; the alignment measures
+    assert cost("raw") == 0.0 and cost("U.beam") is None

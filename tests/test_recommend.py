@@ -126,9 +126,11 @@ def test_missing_cells_and_missing_metrics_are_skipped_not_ranked():
     assert (nat["best"], nat["best_complexity"], nat["runner_up"]) == ("a.beam", None, "raw")
     # by C(d); columns without it last, in grid order
     assert [p["data"] for p in nat["points"]] == ["b.beam", "raw", "a.beam", "a.ban2", "b.interpolate"]
-    assert nat["reason"] == "distilled, +5.00 BLEU over raw; 5.00 BLEU ahead of raw"
+    assert nat["reason"] == ("distilled, +5.00 BLEU over raw; 5.00 BLEU ahead of raw; "
+                             "not scored yet: b.beam, a.ban2, b.interpolate")  # the missing columns named
     assert (cmlm["best"], cmlm["runner_up"], cmlm["best_distilled"]) == ("raw", None, False)
-    assert cmlm["reason"] == ("raw data beats every distilled set; the only scored column")
+    assert cmlm["reason"] == ("raw data beats every distilled set; the only scored column; "
+                              "not scored yet: a.beam, b.beam, a.ban2, b.interpolate")
     assert (levt["status"], levt["best"]) == ("no_scores", None)
     assert levt["reason"] == "no scores; no recommendation"
     assert ans["copy_source_bleu"] is None and all(p["beats_copy"] is None for p in nat["points"])
@@ -253,3 +255,12 @@ def test_spearmans_permutation_p_value_by_hand():
     # beyond the exact limit: a seeded Monte-Carlo estimate, close to the exact share
     xs = list(range(10))
     assert abs(recommend.spearman_p(xs, xs, draws=2000) - 0.0) < 0.01
+
+
+def test_complexities_within_the_tolerance_read_as_equal():
+    # raw C 2.0; nat's best a.beam has C 1.995: within 0.01 nats, "as complex as" raw, not "simpler"
+    bleu = {"nat": {"raw": 10.0, "a.beam": 15.0}}
+    ans = recommend.answer(make(bleu, c={"raw": 2.0, "a.beam": 1.995}, copy=None))
+    assert "distilled, as complex as raw (C 1.995 vs 2.000)" in ans["students"][0]["reason"]
+    ans = recommend.answer(make(bleu, c={"raw": 2.0, "a.beam": 1.995}, copy=None), c_tolerance=0.001)
+    assert "distilled, simpler than raw (C 1.995 vs 2.000)" in ans["students"][0]["reason"]

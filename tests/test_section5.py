@@ -202,7 +202,8 @@ def test_more_rounds_run_only_the_new_round(s5_run):
     jobs = planned(s5_run, more)
     assert {rule: len(cmds) for rule, cmds in jobs.items()} == {
         "train_ban": 2, "distill": 2, "gather": 2, "encode_distilled": 2, "align_distilled": 2,
-        "data_metrics_distilled": 2, "train_student": 2, "evaluate_student": 2, "aggregate": 1}
+        "data_metrics_distilled": 2, "train_student": 2, "evaluate_student": 2, "evaluate_student_valid": 2,
+        "aggregate": 1}
     r = "results/toy_section5"
     assert sorted(option(w, "--train-tgt") for w in jobs["train_ban"]) == [
         f"{r}/distill/toy.ban2/train.tgt.npz", f"{r}/distill/toy_moe.ban2/train.tgt.npz"]

@@ -74,7 +74,7 @@ def test_a_significant_lead_is_clear_and_selection_uses_valid_not_the_test_maxim
     assert sel["chosen"] == "a.beam" and sel["tests"]["c.beam"]["verdict"] == "better"
     (a,) = recommend.answer(g, selection={"nat": sel})["students"]
     assert a["best"] == "a.beam" and a["best_bleu"] == g["cells"]["nat"]["a.beam"]["bleu"] < a["top_bleu"]
-    assert a["top"] == "c.beam" and a["status"] == "tie" and a["better_on_test"] == ["c.beam"]
+    assert a["top"] == "c.beam" and a["status"] == "disagree" and a["better_on_test"] == ["c.beam"]
     assert "valid and test disagree" in a["reason"]
     # without c.beam the lead over raw is significant: clear
     g2, _ = build(tmp_path, {"raw": (drop_word(drop_word(drop_word(ref))), 30.0), "a.beam": (ref, 50.0)})
@@ -114,3 +114,30 @@ def test_the_paired_tests_section_lists_every_column_with_intervals(tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert float(cells[3]) < 0 and cells[6] == "worse" and cells[7].startswith("1: ")
     assert selection.markdown({"nat": {"tests": None}}, g) == ""
+
+
+def test_a_seed_that_reverses_the_pooled_verdict_makes_a_tie(tmp_path):
+    ref = refs()
+    good, bad = ref, drop_word(drop_word(ref))
+    # a.beam wins in seeds 1 and 2, raw in seed 3: pooled a.beam is ahead, but the seeds disagree
+    g, ref = build(tmp_path, {"raw": ([bad, bad, good], [30.0, 30.0, 30.0]), "a.beam": ([good, good, bad], [40.0] * 3)})
+    sel = selection.analyse(g, [ref])["nat"]
+    t = sel["tests"]["raw"]
+    assert t["p_value"] < 0.05 and t["diff"] < 0  # pooled: raw worse
+    assert [p["diff"] < 0 for p in t["per_seed"]] == [True, True, False]
+    assert t["verdict"] == "tied"
+    # every seed agreeing: worse
+    g2, _ = build(tmp_path, {"raw": ([bad] * 3, [30.0] * 3), "a.beam": ([good, good, good], [40.0] * 3)})
+    assert selection.analyse(g2, [ref])["nat"]["tests"]["raw"]["verdict"] == "worse"
+
+
+@pytest.mark.parametrize("test", ["bs", "ar"])
+def test_ter_selects_the_lowest_and_both_tests_decide(tmp_path, test):
+    ref = refs()
+    g, ref = build(tmp_path, {"raw": (drop_word(drop_word(ref)), 30.0), "a.beam": (ref, 50.0)})
+    for cell, v in ((g["cells"]["nat"]["raw"], 20.0), (g["cells"]["nat"]["a.beam"], 60.0)):
+        cell["valid"]["ter"] = v  # valid TER: raw lower (better), though its BLEU is lower too
+    sel = selection.analyse(g, [ref], metric="ter", test=test, resamples=200)["nat"]
+    assert sel["chosen"] == "raw" and sel["test"] == test
+    t = sel["tests"]["a.beam"]
+    assert t["diff"] < 0 and t["verdict"] == "better"  # a.beam's test TER is lower: better on test

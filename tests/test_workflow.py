@@ -228,7 +228,8 @@ def test_single_cell_rerun_touches_only_that_cell(toy_run):
     # same seed, same data: the retrained cell reproduces its score
     rows = [r for r in csv.DictReader(open(work / "results/toy/grid.csv")) if r["student"] == "nat"]
     again = snakemake(work, "--cores", "2", configfile=TOY)
-    assert job_counts(again.stdout + again.stderr) == {"aggregate": 1, "all": 1}
+    # the cell's valid scores follow its new model; nothing else reruns
+    assert job_counts(again.stdout + again.stderr) == {"evaluate_student_valid": 1, "aggregate": 1, "all": 1}
     assert [r for r in csv.DictReader(open(work / "results/toy/grid.csv")) if r["student"] == "nat"] == rows
 
 
@@ -340,6 +341,13 @@ def test_a_seeded_grid_plans_each_student_cell_once_per_seed_and_nothing_more(tm
                                     for d in ("raw", "toy.beam", "toy.greedy"))
     for out, cmd in trains.items():
         seed = 1 if "/nat/" in out else int(re.search(r"seed(\d)", out).group(1))
-        assert f'"seed":{seed}' in cmd
-    # the seed-1 run is the single-seed grid's cell: the very same command
-    assert set(rule_commands(single)["train_student"]) <= set(rule_commands(proc.stdout)["train_student"])
+        assert json.loads(shlex.split(cmd)[shlex.split(cmd).index("--train-params") + 1])["seed"] == seed
+    # the seed-1 run is the single-seed grid's cell: the very same commands
+    for rule in ("train_student", "evaluate_student", "evaluate_student_valid"):
+        assert set(rule_commands(single)[rule]) <= set(rule_commands(proc.stdout)[rule]), rule
+    # seeds without the student's own: every run is a <student>.seed<N> run
+    for seeds, own in (([2, 3], 1), ([1, 2], 7)):
+        cfg = write_config(tmp_path / "other.yaml", TOY, grid={"seeds": seeds}, student={"train": {"seed": own}})
+        outs = [re.search(r"--out (\S+)", c).group(1) for c in
+                rule_commands(snakemake(tmp_path, "-n", "-p", configfile=cfg).stdout)["train_student"]]
+        assert sorted({o.split("/")[3] for o in outs}) == [f"nat.seed{n}" for n in seeds]

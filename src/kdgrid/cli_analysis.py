@@ -55,7 +55,8 @@ def cmd_aggregate(a) -> None:
     runs = list(p.get("runs") or p["students"])  # a seeded grid's cells are its runs' (nat, nat.seed2, ...)
     found = costs.discover(p.get("costs", {}).get("patterns", []), runs, p["columns"],
                            p.get("costs", {}).get("teachers", []))
-    cost = costs.table(costs.jobs(*map(list, zip(*found))) if found else [])
+    job_list = costs.jobs(*map(list, zip(*found))) if found else []
+    cost = costs.table(job_list)
     if a.hyps and len(a.hyps) != len(a.scores):
         raise KdgridError(f"--hyps names {len(a.hyps)} files for {len(a.scores)} --scores: one per cell, in order")
     cells = [{**read_json(f), **({"hyp": h} if h else {})} for f, h in zip(a.scores, a.hyps or [None] * len(a.scores))]
@@ -79,7 +80,8 @@ def cmd_aggregate(a) -> None:
         chosen = selection.analyse(g, [read_lines(r) for r in a.test_refs], p.get("select_metric", "bleu"),
                                    sig.get("alpha", selection.ALPHA), sig.get("resamples", selection.RESAMPLES),
                                    sig.get("test", "bs"))
-    ans = recommend.answer(g, p.get("tie_bleu", recommend.TIE_BLEU), chosen, costs.column_cost(cost))
+    ans = recommend.answer(g, p.get("tie_bleu", recommend.TIE_BLEU), chosen, costs.column_cost(job_list),
+                           p.get("c_tolerance", recommend.C_TOLERANCE))
     if a.student_pngs and len(a.student_pngs) != len(g["students"]):
         raise KdgridError(f"--student-pngs names {len(a.student_pngs)} files for {len(g['students'])} students "
                           f"({', '.join(g['students'])}): give one per student, in that order")

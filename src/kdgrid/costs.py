@@ -149,19 +149,26 @@ def table(jobs: list[dict]) -> list[dict]:
     return rows + [{**_group("total", jobs), "rules": "every job above, once"}]
 
 
-def column_cost(rows: list[dict]):
-    """column -> core-hours of making its training data: the data column's jobs plus, for a
-    distilled column, its teacher's (CPU seconds, else wall seconds); None where nothing is known."""
-    hours = {}
-    for r in rows:
-        if r["scope"] in ("data", "teacher"):
-            seconds = r["cpu_seconds"] if r["cpu_seconds"] is not None else r["wall_seconds"]
-            hours[(r["scope"], r["data"] if r["scope"] == "data" else r["teacher"])] = seconds / 3600
+MAKING = ("train_teacher", "train_ban", "distill", "gather", "encode_distilled")  # jobs that make a training set
+
+
+def column_cost(jobs: list[dict]):
+    """column -> core-hours of making its training data: the jobs in MAKING of the data column
+    (its distillation, a Born-Again round's AT) and, for a distilled column, its teacher's training
+    (CPU seconds, else wall seconds; the alignments and metrics measure, they make nothing). A
+    Born-Again round r counts its own AT only, not the rounds before it. None where no job is known."""
+    hours: dict = {}
+    for j in jobs:
+        if j["scope"] in ("data", "teacher") and j["rule"] in MAKING:
+            key = (j["scope"], j["data"] if j["scope"] == "data" else j["teacher"])
+            seconds = j["cpu"] if j["cpu"] is not None else j["wall"]
+            hours[key] = hours.get(key, 0.0) + seconds / 3600
 
     def cost(column: str):
         own = hours.get(("data", column))
-        if own is None:
+        if own is None and column != "raw":
             return None
+        own = own or 0.0  # raw: nothing to make
         teacher = None if column == "raw" else column.partition(".")[0]
         return own + (hours.get(("teacher", teacher), 0.0) if teacher else 0.0)
 

@@ -53,8 +53,9 @@ def combine(replicas: list[dict]) -> dict:
     out = {**reps[0], "n": len(reps), "replicas": reps, "seeds": [r.get("seed") for r in reps]}
     for key in SCORE_KEYS:
         values = [r[key] for r in reps if r.get(key) is not None]
-        if values:
+        if values:  # <key>_n: runs that have the score (chrF++ and TER are missing from older runs)
             out[key], out[f"{key}_sd"] = _mean_sd(values)
+            out[f"{key}_n"] = len(values)
     valids = [r["valid"] for r in reps if "valid" in r]
     if valids:
         out["valid"] = {**valids[0], "n": len(valids)}
@@ -90,8 +91,9 @@ def _fmt_cell(cell, key: str) -> str:
     """A cell's score; over several seeds `mean ± sd`."""
     if cell is None or cell.get(key) is None:
         return "—"
-    sd = cell.get(f"{key}_sd")
-    return f"{cell[key]:.2f}" + (f" ± {sd:.2f}" if cell.get("n", 1) > 1 and sd is not None else "")
+    sd, n, have = cell.get(f"{key}_sd"), cell.get("n", 1), cell.get(f"{key}_n", cell.get("n", 1))
+    return (f"{cell[key]:.2f}" + (f" ± {sd:.2f}" if have > 1 and sd is not None else "")
+            + (f" (n={have})" if have < n else ""))
 
 
 def _fmt3(x) -> str:
@@ -122,8 +124,8 @@ def write_csv(grid: dict, path, metric: str = "bleu") -> None:
 def write_long_csv(grid: dict, path) -> None:
     """scores.csv: one row per trained model, i.e. per cell and seed (a seeded grid's runs apart),
     with its test scores and its valid BLEU."""
-    fields = ["student", "data", "seed", "run", "teacher", "method", "bleu", "chrf", "chrfpp", "ter",
-              "valid_bleu", "complexity", "faithfulness", "sentences_per_second", "decode_seconds", "updates"]
+    fields = ["student", "data", "teacher", "method", "bleu", "chrf", "complexity", "faithfulness",
+              "sentences_per_second", "decode_seconds", "updates", "seed", "run", "chrfpp", "ter", "valid_bleu"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()

@@ -3,9 +3,13 @@ which training-data column suits each student, and why, computed from the grid's
 metrics; nothing here is hand-written. Columns are generic: `raw` and any `teacher.method`.
 
 Rules (one place, so the report, the CSV and the plots agree):
-- a student's **best** set is its highest test BLEU (ties: the earlier column), the **runner-up**
-  the next, the **margin** their difference; a margin below `tie_bleu` (default 0.5 BLEU) is a
-  **tie**: the two are not told apart by one test set;
+- with a `selection` (kdgrid.selection: the grid has valid scores and test hypotheses) a
+  student's **best** set is its choice on valid, reported with its test BLEU; the **runner-up** is
+  the next on valid, the **margin** their test difference; a column the paired tests cannot tell
+  from the best is **tied** with it (status tie, the cheapest tied column `recommended`); a column
+  better on test, pooled and in every seed, makes the status **disagree**;
+- without one (older grids): the best set is the highest test BLEU (ties: the earlier column), the
+  runner-up the next, and a margin below `tie_bleu` (default 0.5 BLEU) is a **tie**;
 - a score **beats copying the source** when it exceeds the copy-the-source BLEU by at least
   `tie_bleu`; a student none of whose columns does gets no recommendation, and a teacher whose
   test BLEU does not is flagged;
@@ -26,11 +30,13 @@ import io
 import json
 
 from kdgrid.errors import atomic_output
+from kdgrid.metrics.rank import EXACT_PERMUTATIONS, spearman, spearman_p
 
 TIE_BLEU = 0.5  # BLEU; below this a margin is a tie (and a score does not beat copying the source)
-RECOMMENDED = ("clear", "tie")  # statuses with a recommended set
+RECOMMENDED = ("clear", "tie", "disagree")  # statuses with a recommended set
 PEER = ("clear",)  # statuses whose best set is compared in other students' reasons and the summary
 MIN_SPEARMAN = 5  # students needed before a rank correlation is read as evidence
+C_TOLERANCE = 0.01  # nats: C(d) values closer than this are "as simple as" each other (report.c_tolerance)
 
 
 def _data(grid: dict, column: str, key: str):
@@ -101,8 +107,12 @@ def _student(grid: dict, s: str, copy, tie: float, sel: dict | None = None, cost
             a["better_on_test"] = [c for c, t in tests.items() if t["verdict"] == "better"]
             t = tests[runner["data"]]
             lo, hi = t["diff_ci"] if t.get("diff_ci") else (None, None)
+            # the interval of chosen - runner-up in the selection metric (for TER, > 0: the chosen is worse)
             a["runner_up_p"], a["margin_ci"] = t["p_value"], None if lo is None else [-hi, -lo]
-            a["tie"] = bool(a["tied"] or a["better_on_test"])
+            a["tie"] = bool(a["tied"])
+            a["alpha"], a["test"] = sel["alpha"], sel["test"]
+            if a["better_on_test"] and not a["tied"]:
+                a["status"] = "disagree"  # a column beats the valid choice on test: reported, not chosen
             if a["tied"] and cost_of is not None:  # a tie: the cheapest of the tied columns
                 pool = [best["data"], *a["tied"]]
                 costs = {c: cost_of(c) for c in pool}
@@ -119,7 +129,8 @@ def _student(grid: dict, s: str, copy, tie: float, sel: dict | None = None, cost
     return a
 
 
-def _reason(a: dict, peers: list[dict], c_raw, tie: float, copy, below_teachers: dict) -> str:
+def _reason(a: dict, peers: list[dict], c_raw, tie: float, copy, below_teachers: dict,
+            tol: float = C_TOLERANCE) -> str:
     if a["status"] == "no_scores":
         return "no scores; no recommendation"
     if a["status"] == "below_copy":
@@ -136,13 +147,13 @@ def _reason(a: dict, peers: list[dict], c_raw, tie: float, copy, below_teachers:
         shared = f"; {a['best']} is also the best set of {', '.join(same)}" if same else ""
         if len(same) == len(others):
             where = f"peaks on the same set as the other students ({a['best']})"
-        elif mine < min(cs):
+        elif mine < min(cs) - tol:
             where = f"peaks on a simpler set than the other students (C {mine:.3f} vs {span})"
-        elif mine == min(cs):
+        elif mine <= min(cs) + tol and mine < max(cs) - tol:
             where = f"peaks on a set as simple as the simplest of the other students' (C {mine:.3f} vs {span}{shared})"
-        elif mine > max(cs):
+        elif mine > max(cs) + tol:
             where = f"peaks on a more complex set than the other students (C {mine:.3f} vs {span})"
-        elif mine == max(cs):
+        elif mine >= max(cs) - tol:
             where = (f"peaks on a set as complex as the most complex of the other students' "
                      f"(C {mine:.3f} vs {span}{shared})")
         else:
@@ -164,7 +175,8 @@ def _reason(a: dict, peers: list[dict], c_raw, tie: float, copy, below_teachers:
     else:
         what = "distilled"
         if mine is not None and c_raw is not None:
-            rel = "simpler than" if mine < c_raw else "more complex than" if mine > c_raw else "as complex as"
+            rel = ("simpler than" if mine < c_raw - tol else "more complex than" if mine > c_raw + tol
+                   else "as complex as")
             what += f", {rel} raw (C {mine:.3f} vs {c_raw:.3f})"
         if a["gain_over_raw"] is not None:
             what += f", {a['gain_over_raw']:+.2f} BLEU over raw"
@@ -174,15 +186,18 @@ def _reason(a: dict, peers: list[dict], c_raw, tie: float, copy, below_teachers:
     if a["runner_up"] is None:
         parts.append("the only scored column")
     elif a["tie_rule"] == "paired":
-        lead = f"{a['margin']:+.2f} test BLEU against {a['runner_up']} (paired bootstrap p = {a['runner_up_p']:.3f})"
+        test = "paired bootstrap" if a["test"] == "bs" else "approximate randomization"
+        lead = (f"{a['margin']:+.2f} test BLEU against {a['runner_up']} ({test} on test "
+                f"{a['select_metric']}: p = {a['runner_up_p']:.3f})")
         if a["tied"]:
             cheap = a["recommended"]
             cost = "" if a["recommended_cost_hours"] is None else f", {a['recommended_cost_hours']:.2f} core-h"
-            lead = (f"tie: {lead}; not told apart from {', '.join(a['tied'])} (p >= 0.05)"
-                    + (f"; the cheapest of them is {cheap}{cost}" if cheap != a["best"] else ""))
+            lead = (f"tie: {lead}; not told apart from {', '.join(a['tied'])} (p >= {a['alpha']:g}, pooled or "
+                    "in a seed)" + (f"; the cheapest of them is {cheap}{cost}" if cheap != a["best"] else ""))
         parts.append(lead)
         if a["better_on_test"]:
-            parts.append(f"test prefers {', '.join(a['better_on_test'])} (p < 0.05): valid and test disagree")
+            parts.append(f"test prefers {', '.join(a['better_on_test'])} (p < {a['alpha']:g}, pooled and in every "
+                         "seed): valid and test disagree")
     else:
         lead = f"{a['margin']:.2f} BLEU ahead of {a['runner_up']}"
         parts.append(f"tie: only {lead} (< {tie:g}), within noise" if a["tie"] else lead)
@@ -193,55 +208,6 @@ def _reason(a: dict, peers: list[dict], c_raw, tie: float, copy, below_teachers:
         parts.append(f"but its teacher {t} does not beat copying the source "
                      f"({below_teachers[t]:.2f} vs {copy:.2f} BLEU)")
     return "; ".join(parts)
-
-
-def _ranks(xs: list[float]) -> list[float]:
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    ranks = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(xs: list[float], ys: list[float]):
-    """Spearman's rank correlation (average ranks for ties); None where either side is constant."""
-    rx, ry = _ranks(xs), _ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    vx, vy = sum((r - mx) ** 2 for r in rx), sum((r - my) ** 2 for r in ry)
-    if vx == 0 or vy == 0:
-        return None
-    return sum((a - mx) * (b - my) for a, b in zip(rx, ry)) / (vx * vy) ** 0.5
-
-
-EXACT_PERMUTATIONS = 9  # up to this many students the permutation test enumerates every ordering
-
-
-def spearman_p(xs: list[float], ys: list[float], draws: int = 100_000, seed: int = 1):
-    """Two-sided permutation p-value of Spearman's rho: the share of orderings of ys whose |rho| is
-    at least the observed one; exact (every permutation) up to EXACT_PERMUTATIONS values, else a
-    seeded Monte-Carlo estimate with `draws` orderings, counting the observed one ((k + 1) / (draws
-    + 1)). None where rho is undefined."""
-    import itertools
-    import random
-
-    rho = spearman(xs, ys)
-    if rho is None:
-        return None
-    bar = abs(rho) - 1e-12
-    if len(ys) <= EXACT_PERMUTATIONS:
-        perms = list(itertools.permutations(ys))
-        return sum(abs(spearman(xs, list(p)) or 0.0) >= bar for p in perms) / len(perms)
-    rng, shuffled, hits = random.Random(seed), list(ys), 0
-    for _ in range(draws):
-        rng.shuffle(shuffled)
-        hits += abs(spearman(xs, shuffled) or 0.0) >= bar
-    return (hits + 1) / (draws + 1)
 
 
 def _summary(clear: list[dict]) -> dict:
@@ -276,12 +242,14 @@ def _summary(clear: list[dict]) -> dict:
             "tested": n >= MIN_SPEARMAN and rho is not None, "text": text}
 
 
-def answer(grid: dict, tie_bleu: float = TIE_BLEU, selection: dict | None = None, cost_of=None) -> dict:
+def answer(grid: dict, tie_bleu: float = TIE_BLEU, selection: dict | None = None, cost_of=None,
+           c_tolerance: float = C_TOLERANCE) -> dict:
     """Per student: best set, its C(d)/F(d), runner-up, margin, status and reason; the teachers
     that do not beat copying the source; and a capacity ↔ complexity summary over students.
     `selection` (kdgrid.selection.analyse): choose on valid and decide ties by paired tests;
     without it the best is the highest test BLEU and a margin under `tie_bleu` is a tie.
-    `cost_of(column)`: its core-hours (the cheapest of tied columns is recommended)."""
+    `cost_of(column)`: its core-hours (the cheapest of tied columns is recommended). C(d) values
+    within `c_tolerance` nats are worded "as simple/complex as" (report.c_tolerance)."""
     copy = (grid.get("copy_source") or {}).get("bleu")
     below_teachers = {}
     if copy is not None:
@@ -294,7 +262,9 @@ def answer(grid: dict, tie_bleu: float = TIE_BLEU, selection: dict | None = None
     c_raw = _data(grid, "raw", "complexity")
     for a in students:
         peers = [p for p in clear if p is not a]
-        a["reason"] = _reason(a, peers, c_raw, tie_bleu, copy, below_teachers)
+        a["reason"] = _reason(a, peers, c_raw, tie_bleu, copy, below_teachers, c_tolerance)
+        if a["missing"] and a["status"] != "no_scores":
+            a["reason"] += f"; not scored yet: {', '.join(a['missing'])}"
     return {"tie_bleu": tie_bleu, "copy_source_bleu": copy, "raw_complexity": c_raw,
             "teachers_below_copy": below_teachers, "students": students, "summary": _summary(clear),
             "selection": {s: {k: v for k, v in e.items() if k != "order"} for s, e in (selection or {}).items()}}
@@ -364,7 +334,8 @@ def markdown(ans: dict) -> str:
     for a in ans["students"]:
         tied = f" (tie with {', '.join(x for x in [a['best'], *a['tied']] if x != a['recommended'])})" if a[
             "tie_rule"] == "paired" and a["tied"] else " (tie)"
-        rec = {"clear": a["best"], "tie": f"{a['recommended'] or a['best']}{tied}"}.get(a["status"], "none")
+        rec = {"clear": a["best"], "tie": f"{a['recommended'] or a['best']}{tied}",
+               "disagree": f"{a['best']} (test prefers {', '.join(a['better_on_test'])})"}.get(a["status"], "none")
         runner = "—" if a["runner_up"] is None else f"{a['runner_up']} ({a['runner_up_bleu']:.2f})"
         lines.append(f"| {a['student']} | {rec} | {_f(a['best_bleu'])} | {_f(a['best_complexity'], '{:.3f}')} | "
                      f"{_f(a['best_faithfulness'], '{:.3f}')} | {runner} | {_f(a['margin'])} | {a['reason']} |")
@@ -385,7 +356,7 @@ def markdown(ans: dict) -> str:
         for c in order:
             p = points[a["student"]][c]
             v = _f(p["bleu"])
-            if c == a["best"]:
+            if c == (a.get("recommended") or a["best"]):
                 v = f"**{v}**"
             if p["beats_copy"] is False:
                 v += " †"

@@ -47,7 +47,7 @@ def heatmap(grid: dict, path, metric: str = "bleu", title: str = "", answer=None
     fig.colorbar(im, ax=ax, label=f"test {metric.upper()}")
     if answer and metric == "bleu":
         note = "red frame: a student's recommended set" + (
-            "; ≈ dashed: tied with it (paired test, p ≥ 0.05)" if tied else "")
+            "; ≈ dashed: the choice on valid and the columns tied with it (paired test)" if tied else "")
         if answer["copy_source_bleu"] is not None:
             note = (f"† does not beat copying the source ({answer['copy_source_bleu']:.2f} BLEU) by "
                     f"{answer['tie_bleu']:g}; " + note)
@@ -92,12 +92,13 @@ def bleu_vs_complexity(grid: dict, path, title: str = "", pdf=None, answer=None)
             continue
         xs, ys, names = zip(*points)
         a = per_student.get(s)
-        label = s if a is None else f"{s} (best: {a['best']})" if a["best"] else f"{s} (no recommendation)"
+        rec = None if a is None else (a.get("recommended") or a["best"])
+        label = s if a is None else f"{s} (recommended: {rec})" if rec else f"{s} (no recommendation)"
         ax.plot(xs, ys, marker="o", label=label, color=f"C{k}")
         for x, y, name in points:
             if name == "raw":  # the undistilled data: an open marker
                 ax.plot([x], [y], marker="o", markersize=11, markerfacecolor="none", color=f"C{k}")
-            if a is not None and name == a["best"]:  # the recommended set: a star
+            if a is not None and name == rec:  # the recommended set: a star
                 ax.plot([x], [y], marker="*", markersize=16, color=f"C{k}", markeredgecolor="black", zorder=5)
             if name not in labelled:  # label each column once, right of its first point
                 labelled.add(name)
@@ -126,15 +127,17 @@ def student_complexity(a: dict, path, title: str = "", tie_bleu: float = 0.5) ->
         x, y = p["complexity"], p["bleu"]
         if p["data"] == "raw":
             ax.plot([x], [y], marker="o", markersize=11, markerfacecolor="none", color="C0")
-        if p["data"] == a["best"]:
+        if p["data"] == (a.get("recommended") or a["best"]):
             ax.plot([x], [y], marker="*", markersize=18, color="C1", markeredgecolor="black", zorder=5)
         if p["data"] == a["runner_up"]:
             ax.plot([x], [y], marker="o", markersize=13, markerfacecolor="none", color="C1", zorder=4)
         ax.annotate(p["data"], (x, y), textcoords="offset points", xytext=(7, 0), va="center", fontsize=7)
     _copy_line(ax, a["copy_source_bleu"], tie_bleu)
     verdict = a["reason"]
-    if a["status"] in ("clear", "tie"):
-        verdict = (f"recommended: {a['best']} (BLEU {a['best_bleu']:.2f}" + (", a tie" if a["tie"] else "")
+    if a["status"] in ("clear", "tie", "disagree"):
+        rec = a.get("recommended") or a["best"]
+        bleu = next((q["bleu"] for q in a["points"] if q["data"] == rec), a["best_bleu"])
+        verdict = (f"recommended: {rec} (BLEU {bleu:.2f}" + (", a tie" if a["tie"] else "")
                    + f"): {verdict}")
     unplotted = [p["data"] for p in a["points"] if p["bleu"] is None or p["complexity"] is None]
     if unplotted:

@@ -45,7 +45,7 @@ def data_labels(run, data):
 def student_train(run):
     """A student run's training options: student.train, its own train, its seed."""
     name, seed = STUDENT_RUNS[run]
-    train = {**config["student"]["train"], **student_spec(name).get("train", {}), **accelerator()}
+    train = {**config["student"]["train"], **config["students"][name].get("train", {}), **accelerator()}
     return {**train, "seed": seed}
 
 

@@ -136,6 +136,7 @@ rule aggregate:
                 "teacher_sizes": {t: teacher_model(t) for t in TEACHERS},
                 "tie_bleu": config["report"]["tie_bleu"],
                 "select_metric": config["report"]["select_metric"],
+                "c_tolerance": config["report"]["c_tolerance"],
                 "significance": config["report"]["significance"],
                 "columns_info": columns_info(),
                 # not inputs: a deleted benchmark or log must not rerun its job (and its results)
