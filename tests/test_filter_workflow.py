@@ -169,8 +169,8 @@ def test_a_toy_filter_runs_for_real(tmp_path):
     applied = json.loads((r / "filtered" / "filter.json").read_text())
     assert applied["kept"] + applied["dropped"] == applied["pairs"] == 300
     assert sum(applied["kept_by_kind"].values()) == applied["kept"] and applied["method"] == "lelp"
-    assert applied["prior"]["mode"] == "em" and applied["prior"]["em_iterations"] >= 1
-    assert 0 < applied["prior"]["corpus_clean"] < 1 and applied["holdout"] == ["shuffled"]
+    assert applied["prior"]["mode"] == "configured" and applied["prior"]["corpus_clean"] == 0.8  # the default
+    assert applied["prior"]["train_clean"] == pytest.approx(0.5) and applied["holdout"] == ["shuffled"]
     assert sum(applied["kept_by_kind_uncorrected"].values()) == applied["kept_uncorrected"]
 
     text = {name: (r / "data" / f"train.{name}").read_text().splitlines() for name in ("src", "tgt", "noise")}
