@@ -211,7 +211,8 @@ def test_report_holds_the_grid_plots_tables_and_captions(toy_run):
     assert "results/toy/plots/students/nat.png" in answer["BLEU vs complexity"]
     results = json.loads(re.search(r"var results = (\{.*\});\n", html).group(1))
     assert len(results) == 12 and all(len(r["caption"]) > 200 for r in results.values())
-    assert re.search(r"tie_bleu</tt> =\s+0.5 BLEU", results["results/toy/recommendations.csv"]["caption"])
+    caption = results["results/toy/recommendations.csv"]["caption"]
+    assert re.search(r"tie_bleu</tt> =\s+0.5 BLEU", caption) and re.search(r"select_metric</tt> =\s+bleu", caption)
     assert "kdgrid device:" in results["results/toy/costs.csv"]["caption"]
     assert "Heatmap of student" in results["results/toy/grid.png"]["caption"]
     assert "max_updates</tt>: 40" in results["results/toy/teachers.csv"]["caption"]  # a config value
