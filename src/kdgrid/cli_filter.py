@@ -225,7 +225,7 @@ def cmd_filter_report(a) -> None:
 
     p = _json(a.params, "--params")
     at = {"corpus_prior": clean_share(p.get("corpus_prior", 0.8)), "threshold": p.get("threshold", 0.5),
-          "prior": p.get("prior", "em")}
+          "prior": p.get("prior", "configured")}
     table = rows([read_json(f) for f in a.teacher_scores], [read_json(f) for f in a.scores], **at)
     applied = read_json(a.applied) if a.applied else None
     with all_or_nothing(a.csv, a.md):
@@ -247,8 +247,6 @@ def cmd_filter_apply(a) -> None:
     from kdgrid.vocab import Vocab
 
     _threads(a.threads)
-    if a.prior == "configured" and a.corpus_prior is None:
-        raise KdgridError("--prior configured needs --corpus-prior (filter.corpus_prior: the corpus's clean share)")
     v = Vocab.load(a.vocab)
     src, tgt = _pairs(a.train_src, a.train_tgt)
     src_ids, tgt_ids = load_ids(a.train_src_ids), load_ids(a.train_tgt_ids)
@@ -269,7 +267,11 @@ def cmd_filter_apply(a) -> None:
                       kept_by_kind_uncorrected=_by_kind(noise, d.uncorrected))
     rows = [i for i in range(n) if keep[i]]
     if not rows:
-        raise KdgridError(f"--threshold {a.threshold}: the filter keeps no training pair; lower it")
+        prior = report["prior"]
+        why = (f" (the prior correction keeps none, the uncorrected filter {report['kept_uncorrected']}: EM estimated "
+               f"a clean share of {prior['corpus_clean']:.3f}; set filter.prior: configured with your corpus's "
+               "clean share in filter.corpus_prior)" if prior["mode"] == "em" and report["kept_uncorrected"] else "")
+        raise KdgridError(f"--threshold {a.threshold}: the filter keeps no training pair; lower it{why}")
     with all_or_nothing(a.out_src, a.out_tgt, a.out_src_ids, a.out_tgt_ids, a.report):
         write_lines(a.out_src, [src[i] for i in rows])
         write_lines(a.out_tgt, [tgt[i] for i in rows])
@@ -323,9 +325,10 @@ def add_verbs(verb) -> None:
               "--out-src", "--out-tgt", "--out-src-ids", "--out-tgt-ids", "--report"):
         p.add_argument(o, required=True)
     p.add_argument("--threshold", type=float, required=True, help="keep a pair when P(clean) >= this")
-    p.add_argument("--prior", choices=("em", "configured", "none"), default="em",
-                   help="P(clean) corrected to the corpus prior: estimated by EM, --corpus-prior, or uncorrected")
-    p.add_argument("--corpus-prior", type=float, help="the corpus's clean share, for --prior configured")
+    p.add_argument("--prior", choices=("em", "configured", "none"), default="configured",
+                   help="P(clean) corrected to the corpus prior: --corpus-prior, estimated by EM, or uncorrected")
+    p.add_argument("--corpus-prior", type=float, default=0.8,
+                   help="the corpus's clean share, for --prior configured (default 0.8, filter.corpus_prior's)")
     p.add_argument("--train-noise", help="the injected-noise kind per line: counts kept/dropped per kind")
     p.add_argument("--max-tokens", type=int, default=4096)
 
