@@ -6,6 +6,7 @@ import csv
 import io
 
 from kdgrid.errors import KdgridError, atomic_output
+from kdgrid.metrics.significance import mean_sd
 
 SCORE_KEYS = ("bleu", "chrf", "chrfpp", "ter")  # a cell's numbers that several seeds average
 
@@ -67,9 +68,8 @@ def combine(replicas: list[dict]) -> dict:
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float | None]:
-    n = len(values)
-    mean = sum(values) / n
-    return mean, ((sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else None)
+    m = mean_sd(values)  # kdgrid.metrics.significance: sample sd, None for one value
+    return m["mean"], m["sd"]
 
 
 def _backend(scores: dict) -> str:
