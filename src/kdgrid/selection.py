@@ -49,7 +49,7 @@ def ranking(grid: dict, student: str, metric: str = "bleu") -> tuple[list[str], 
     return sorted(scored, key=lambda c: (sign * _cell_score(row[c], metric, split), order[c])), split
 
 
-def _verdict(pooled: dict, per_seed: list[dict], metric: str, alpha: float) -> str:
+def verdict(pooled: dict, per_seed: list[dict], metric: str, alpha: float) -> str:
     """worse / better when the pooled test and every per-seed test are significant with one sign;
     tied otherwise."""
     sign = lambda d: (d > 0) == HIGHER_IS_BETTER[metric]  # noqa: E731  (True: the column is better)
@@ -96,8 +96,8 @@ def analyse(grid: dict, refs: list[list[str]], metric: str = "bleu", alpha: floa
                         j = seeds[c].index(sd)
                         one = run(stats[best][k:k + 1], stats[c][j:j + 1], None, metric, n, seed, count_ties=True)
                         per_seed.append({"seed": sd, "p_value": one["p_value"], "diff": one["diff"]})
-                verdict = _verdict(r, per_seed, metric, alpha)
-                entry["tests"][c] = {**r, "per_seed": per_seed, "verdict": verdict}
+                outcome = verdict(r, per_seed, metric, alpha)
+                entry["tests"][c] = {**r, "per_seed": per_seed, "verdict": outcome}
         out[s] = entry
     return out
 
