@@ -25,6 +25,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/ban.smk"
 include: "workflow/rules/student.smk"
+include: "workflow/rules/test_sets.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
 

@@ -98,6 +98,19 @@ BAD = [
      r"methods.ban.temperature: kind 'ban' takes no temperature"),
     ({"grid": {"methods": ["ban", "ban2"]}, "methods": {"ban": {"from": "ban2"}, "ban2": {"kind": "beam"}}},
      r"methods.ban2: its column 'ban2' is also a column of method 'ban'"),
+    # corpus.files.tests: named test sets beside the primary one
+    ({"corpus": {"files": {"tests": {"extra": {"src": "a", "tgt": "b"}}}}},
+     r"corpus.files.tests: the synthetic corpus has one test set; more test sets need corpus.source: files"),
+    ({"corpus": {"source": "files",
+                 "files": {s: {"src": "a", "tgt": "b"} for s in ("train", "valid", "test", "tests")}}},
+     r"corpus.files.tests.src: .* is not valid under any of the given schemas|corpus.files.tests"),
+    ({"corpus": {"source": "files", "files": {**{s: {"src": "a", "tgt": "b"} for s in ("train", "valid", "test")},
+                                              "tests": {"test": {"src": "a", "tgt": "b"}}}}},
+     r"corpus.files.tests: .*'test'"),
+    ({"corpus": {"source": "files", "multiway": True,
+                 "files": {**{s: {"src": "a", "tgt": {"de": "b", "fr": "c"}} for s in ("train", "valid", "test")},
+                           "tests": {"extra": {"src": "a", "tgt": "b"}}}}},
+     r"corpus.files.tests: more test sets need a single-target corpus"),
 ]
 
 

@@ -129,6 +129,9 @@ def _semantic_problems(c: dict) -> list[str]:
     corpus = c["corpus"]
     if corpus["source"] == "synthetic":
         syn = corpus.get("synthetic", {})
+        if corpus.get("files", {}).get("tests"):
+            problems.append("corpus.files.tests: the synthetic corpus has one test set; more test sets "
+                            "need corpus.source: files")
         if syn.get("max_len", 4) < syn.get("min_len", 4):
             problems.append(f"corpus.synthetic.max_len: {syn['max_len']} is below min_len {syn['min_len']}")
     else:
@@ -137,7 +140,13 @@ def _semantic_problems(c: dict) -> list[str]:
         if missing:
             problems.append(f"corpus.files: source is 'files' but {', '.join(missing)} "
                             "{src: PATH, tgt: PATH} are missing")
-        for split, spec in files.items():
+        extra = files.get("tests", {})
+        if extra and corpus.get("multiway"):
+            problems.append("corpus.files.tests: more test sets need a single-target corpus; a multiway "
+                            "corpus scores its one test set per language (set corpus.multiway: false or "
+                            "drop corpus.files.tests)")
+        for split, spec in [*((s, v) for s, v in files.items() if s != "tests"),
+                            *((f"tests.{n}", v) for n, v in extra.items())]:
             mapping = isinstance(spec.get("tgt"), dict) and "url" not in spec["tgt"]
             if corpus.get("multiway") and not mapping:
                 problems.append(f"corpus.files.{split}.tgt: corpus.multiway is on, so tgt must map "
@@ -145,7 +154,8 @@ def _semantic_problems(c: dict) -> list[str]:
             elif mapping and not corpus.get("multiway"):
                 problems.append(f"corpus.files.{split}.tgt: a language mapping needs corpus.multiway: true")
         if corpus.get("multiway"):
-            langs = {split: list(spec.get("tgt", {})) for split, spec in files.items() if "tgt" in spec}
+            langs = {split: list(spec.get("tgt", {})) for split, spec in files.items()
+                     if split != "tests" and "tgt" in spec}
             if len({tuple(v) for v in langs.values()}) > 1:
                 problems.append(f"corpus.files: every split needs the same target languages, got {langs}")
     for section in ("teacher", "student"):

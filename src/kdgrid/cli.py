@@ -59,6 +59,18 @@ def cmd_prepare(a) -> None:
         write_json(a.stats, stats)
 
 
+def cmd_prepare_test_set(a) -> None:
+    """One more test set (corpus.files.tests): its files or sacrebleu set, normalized as the corpus."""
+    from kdgrid import corpus, importers
+
+    src, tgts = importers.read_split(_json(a.split, "--split"), a.download_dir, a.normalize)
+    if list(tgts) != [None]:
+        raise KdgridError("--split: a test set beside the primary one has one target side (not multiway)")
+    with all_or_nothing(a.src, a.tgt):
+        corpus.write_lines(a.src, src)
+        corpus.write_lines(a.tgt, tgts[None])
+
+
 def _require(params: dict, keys, option: str) -> None:
     missing = [k for k in keys if k not in params]
     if missing:
@@ -245,6 +257,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-out", nargs=3, action="append", default=[], metavar=("SPLIT", "LANG", "PATH"),
                    help="multi-way corpora: where the valid/test references of one language go")
 
+    p = verb("prepare_test_set", cmd_prepare_test_set, "one more test set (corpus.files.tests) as text")
+    for o in ("--split", "--src", "--tgt"):
+        p.add_argument(o, required=True)
+    p.add_argument("--normalize", default="NFC", choices=("NFC", "NFKC", "none"))
+    p.add_argument("--download-dir", default="downloads", help="cache for {url, sha256} sides")
+
     p = verb("vocab", cmd_vocab, "train the joint sentencepiece model and encode splits")
     p.add_argument("--train-text", nargs="+", required=True)
     p.add_argument("--model", required=True)
@@ -335,6 +353,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--recommendations-json", help="the same with every column's point and the teachers' flags")
     p.add_argument("--test-src", help="with --test-refs: score copying the source as a baseline")
     p.add_argument("--test-refs", nargs="*", default=[])
+    p.add_argument("--test-set", nargs=3, action="append", default=[], metavar=("NAME", "SRC", "REF"),
+                   help="a named test set beside the primary one (corpus.files.tests)")
+    p.add_argument("--set-scores", nargs="*", default=[], help="every cell's scores on the named test sets")
+    p.add_argument("--set-hyps", nargs="*", default=[], help="their hypotheses, in the order of --set-scores")
+    p.add_argument("--set-teacher-scores", nargs="*", default=[], help="the teachers' scores on the named sets")
     for o in ("--params", "--csv", "--long-csv", "--teachers-csv", "--data-csv", "--costs-csv", "--md", "--png",
               "--complexity-png"):
         p.add_argument(o, required=True)
@@ -343,8 +366,8 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-VERBS = ("prepare", "vocab", "encode", "train", "distill", "gather", "evaluate", "align", "data_metrics",
-         "language_mix", "aggregate", *cli_filter.VERBS)
+VERBS = ("prepare", "prepare_test_set", "vocab", "encode", "train", "distill", "gather", "evaluate", "align",
+         "data_metrics", "language_mix", "aggregate", *cli_filter.VERBS)
 
 
 def _place(args, argv: list[str]) -> int | None:

@@ -121,27 +121,35 @@ def write_csv(grid: dict, path, metric: str = "bleu") -> None:
         f.write(buf.getvalue())
 
 
-def write_long_csv(grid: dict, path) -> None:
-    """scores.csv: one row per trained model, i.e. per cell and seed (a seeded grid's runs apart),
-    with its test scores and its valid BLEU."""
+def write_long_csv(grid: dict, path, test_sets: dict | None = None) -> None:
+    """scores.csv: one row per trained model and test set, i.e. per cell, seed (a seeded grid's runs
+    apart) and test set (the primary one, then each of `test_sets` {name: its grid}), with its test
+    scores and its valid BLEU."""
     fields = ["student", "data", "teacher", "method", "bleu", "chrf", "complexity", "faithfulness",
-              "sentences_per_second", "decode_seconds", "updates", "seed", "run", "chrfpp", "ter", "valid_bleu"]
+              "sentences_per_second", "decode_seconds", "updates", "seed", "run", "chrfpp", "ter", "valid_bleu",
+              "test_set"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
+    for name, g in {grid.get("test_name", "test"): grid, **(test_sets or {})}.items():
+        _long_rows(w, g, name)
+    with atomic_output(path) as f:
+        f.write(buf.getvalue())
+
+
+def _long_rows(w, grid: dict, test_set: str) -> None:
     for s in grid["students"]:
         for c in grid["columns"]:
             cell = grid["cells"][s][c]
             for r in (cell or {}).get("replicas", [cell] if cell else []):
-                w.writerow({"student": s, "data": c, "seed": r.get("seed", ""), "run": r.get("run", s),
+                w.writerow({"student": s, "data": c, "test_set": test_set, "seed": r.get("seed", ""),
+                            "run": r.get("run", s),
                             "teacher": r.get("teacher") or "", "method": r.get("method") or "",
                             "bleu": r["bleu"], "chrf": r["chrf"], "chrfpp": r.get("chrfpp", ""),
                             "ter": r.get("ter", ""), "valid_bleu": r.get("valid", {}).get("bleu", ""),
                             "complexity": _data(grid, c, "complexity"), "faithfulness": _data(grid, c, "faithfulness"),
                             "sentences_per_second": r["decode"]["sentences_per_second"],
                             "decode_seconds": r["decode"]["seconds"], "updates": r.get("updates", "")})
-    with atomic_output(path) as f:
-        f.write(buf.getvalue())
 
 
 def _write_rows(path, fields: list[str], rows: list[dict]) -> None:
@@ -216,7 +224,9 @@ def markdown(grid: dict, title: str, answer: dict | None = None) -> str:
     seeds = sorted({n for row in grid["cells"].values() for cell in row.values() if cell for n in [cell["n"]]})
     over = (f" Mean ± sample sd over {'/'.join(map(str, seeds))} seeds per cell (`grid.seeds`)."
             if grid.get("seeded") else "")
-    lines = [f"# {title}", "", f"Student BLEU on the test set (rows: students; columns: training data).{over}", "",
+    name = grid.get("test_name", "test")
+    on = "the test set" if name == "test" else name  # corpus.test_name: the primary test set's name
+    lines = [f"# {title}", "", f"Student BLEU on {on} (rows: students; columns: training data).{over}", "",
              "| student | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for s in grid["students"]:
         lines.append(f"| {s} | " + " | ".join(bleu(s, c) for c in cols) + " |")
@@ -230,11 +240,11 @@ def markdown(grid: dict, title: str, answer: dict | None = None) -> str:
                           + (f"; teachers below it: {', '.join(weak)}" if weak else "") + ".")
     if paired:
         lines += ["", "\\* the student's column chosen on valid (mean over seeds); ≈ a column the paired test on "
-                  "the test set cannot tell from it (p ≥ 0.05; section \"Paired tests on the test set\")."]
-    for key, name in (("chrf", "chrF"), ("chrfpp", "chrF++"), ("ter", "TER (lower is better)")):
+                  f"{on} cannot tell from it (p ≥ 0.05; section \"Paired tests on {on}\")."]
+    for key, label in (("chrf", "chrF"), ("chrfpp", "chrF++"), ("ter", "TER (lower is better)")):
         if key != "chrf" and not any(c and c.get(key) is not None for r in grid["cells"].values() for c in r.values()):
             continue  # scores from before chrF++ and TER were computed
-        lines += ["", f"{name} on the test set:", "", "| student | " + " | ".join(cols) + " |",
+        lines += ["", f"{label} on {on}:", "", "| student | " + " | ".join(cols) + " |",
                   "|---|" + "---:|" * len(cols)]
         for s in grid["students"]:
             row = grid["cells"][s]

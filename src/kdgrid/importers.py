@@ -107,7 +107,7 @@ def clean_train(pairs, clean: dict, where: str):
 
 
 # -- splits ----------------------------------------------------------------------------------
-def _read_split(spec: dict, cache_dir, form: str):
+def read_split(spec: dict, cache_dir, form: str):
     """(src lines, {lang: tgt lines}); lang is None for an ordinary corpus."""
     if "sacrebleu" in spec:
         src_path, tgt_path = sacrebleu_split(spec)
@@ -142,7 +142,7 @@ def load(params: dict, cache_dir) -> dict:
             ) for split, pairs in synthetic.generate(spec).items()}
     elif params["source"] == "files":
         form = params["clean"]["normalize"]
-        raw = {split: _read_split(params["files"][split], cache_dir, form) for split in corpus.SPLITS}
+        raw = {split: read_split(params["files"][split], cache_dir, form) for split in corpus.SPLITS}
     else:
         raise KdgridError(f"corpus.source: unknown source {params['source']!r}; use synthetic or files")
     out, stats = {}, {}

@@ -106,14 +106,15 @@ def _ci(pair) -> str:
     return "—" if not pair else f"[{pair[0]:.2f}, {pair[1]:.2f}]"
 
 
-def markdown(chosen: dict, grid: dict) -> str:
-    """grid.md's section of paired tests: per student, every column against the chosen one."""
+def markdown(chosen: dict, grid: dict, test_set: str = "the test set") -> str:
+    """grid.md's section of paired tests on one test set: per student, every column against the
+    chosen one."""
     entries = {s: e for s, e in chosen.items() if e.get("tests") is not None}
     if not entries:
         return ""
     any_entry = next(iter(entries.values()))
     test = "paired bootstrap" if any_entry["test"] == "bs" else "approximate randomization"
-    lines = ["", "## Paired tests on the test set", "",
+    lines = ["", f"## Paired tests on {test_set}", "",
              f"Per student, the column chosen on valid {any_entry['metric']} (mean over seeds) against every other "
              f"column on the test hypotheses: {test}"
              f" ({any_entry['resamples']} resamples, sacrebleu's statistics; pooled over seeds: a column's score on a "

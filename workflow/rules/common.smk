@@ -100,6 +100,9 @@ def prepare_params():
     """The corpus block for `kdgrid prepare`: without clean.filter (filter_apply's, after the vocabulary:
     changing it must not prepare the corpus again); corpus.noise with its defaults filled in."""
     corpus = {**config["corpus"], "clean": {k: v for k, v in config["corpus"]["clean"].items() if k != "filter"}}
+    corpus.pop("test_name", None)  # more test sets (and their name) are prepare_test_set's: adding one
+    if "files" in corpus:  # prepares nothing again
+        corpus["files"] = {k: v for k, v in corpus["files"].items() if k != "tests"}
     if NOISE:
         corpus["noise"] = NOISE
     return corpus
@@ -143,6 +146,15 @@ def target_languages():
 
 
 LANGS = target_languages()
+# corpus.files.tests: the named test sets beside the primary one (workflow/rules/test_sets.smk)
+TEST_SETS = list(config["corpus"].get("files", {}).get("tests", {})) if config["corpus"]["source"] == "files" else []
+TEST_NAME = config["corpus"]["test_name"]  # what the report calls the primary test set
+
+
+def test_set_inputs(name):
+    """Local files of a named test set (URLs and sacrebleu sets are fetched by the verb)."""
+    spec = config["corpus"]["files"]["tests"][name]
+    return [side for side in (spec.get("src"), spec.get("tgt")) if isinstance(side, str)]
 
 
 def references(split):
@@ -161,6 +173,7 @@ wildcard_constraints:
     data=choice(COLUMNS),
     shard=r"\d+",
     split="valid|test",
+    testset=choice(TEST_SETS),
 
 
 def q(obj):
@@ -240,7 +253,9 @@ def corpus_inputs(wildcards):
     if c["source"] != "files":
         return []
     paths = []
-    for spec in c["files"].values():
+    for split, spec in c["files"].items():
+        if split == "tests":  # prepare_test_set's
+            continue
         sides = [spec.get("src"), *(spec["tgt"].values() if LANGS else [spec.get("tgt")])]
         paths += [side for side in sides if isinstance(side, str)]
     return paths
@@ -297,6 +312,9 @@ COST_SCOPES = {
     "evaluate_student": "cell/{student}/{data}",
     "evaluate_student_valid": "cell/{student}/{data}",
     "language_mix_student": "cell/{student}/{data}",
+    "prepare_test_set": "setup",
+    "evaluate_teacher_test_set": "teacher/{teacher}",
+    "evaluate_student_test_set": "cell/{student}/{data}",
 }
 
 

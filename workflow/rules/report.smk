@@ -14,6 +14,11 @@ rule aggregate:
         languages=language_files(),
         test_src=f"{R}/data/test.src",
         test_refs=references("test"),
+        # corpus.files.tests: every cell and teacher on each named test set, and the set's text
+        set_scores=[f"{R}/students/{s}/{d}/tests/{n}.scores.json" for s, d in cells() for n in TEST_SETS],
+        set_hyps=[f"{R}/students/{s}/{d}/tests/{n}.hyp" for s, d in cells() for n in TEST_SETS],
+        set_teachers=[f"{R}/teachers/{t}/tests/{n}.scores.json" for t in TEACHERS for n in TEST_SETS],
+        set_text=[f"{R}/data/tests/{n}.{side}" for n in TEST_SETS for side in SIDES],
     output:
         **(
             {
@@ -134,6 +139,7 @@ rule aggregate:
                 "columns": COLUMNS,
                 "languages": LANGS,
                 "teacher_sizes": {t: teacher_model(t) for t in TEACHERS},
+                "test_name": TEST_NAME,
                 "tie_bleu": config["report"]["tie_bleu"],
                 "select_metric": config["report"]["select_metric"],
                 "c_tolerance": config["report"]["c_tolerance"],
@@ -144,12 +150,22 @@ rule aggregate:
             }
         ),
         languages_png=lambda w, output: f"--languages-png {output.languages_png}" if LANGS else "",
+        # empty without corpus.files.tests (the command stays as it was)
+        test_sets=lambda w, input: "".join(
+            f" --test-set {n} {R}/data/tests/{n}.src {R}/data/tests/{n}.tgt" for n in TEST_SETS
+        )
+        + (
+            f" --set-scores {' '.join(input.set_scores)} --set-hyps {' '.join(input.set_hyps)}"
+            f" --set-teacher-scores {' '.join(input.set_teachers)}"
+            if TEST_SETS
+            else ""
+        ),
     shell:
         "kdgrid aggregate --scores {input.scores} --valid-scores {input.valid_scores} --hyps {input.hyps}"
         " --teacher-scores {input.teachers}"
         " --data-metrics {input.data_metrics} --teacher-metrics {input.teacher_metrics}"
         " --languages {input.languages} {params.languages_png} --params {params.grid} --csv {output.csv} --long-csv {output.long_csv}"
-        " --test-src {input.test_src} --test-refs {input.test_refs}"
+        " --test-src {input.test_src} --test-refs {input.test_refs}{params.test_sets}"
         " --teachers-csv {output.teachers_csv} --data-csv {output.data_csv}"
         " --costs-csv {output.costs_csv}"
         " --md {output.md} --png {output.png} --complexity-png {output.complexity_png}"
