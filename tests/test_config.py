@@ -111,6 +111,10 @@ BAD = [
                  "files": {**{s: {"src": "a", "tgt": {"de": "b", "fr": "c"}} for s in ("train", "valid", "test")},
                            "tests": {"extra": {"src": "a", "tgt": "b"}}}}},
      r"corpus.files.tests: more test sets need a single-target corpus"),
+    # grid.teacher_seeds: the teachers' own seed among them; no size named like a replica
+    ({"grid": {"teacher_seeds": [2, 3]}}, r"grid.teacher_seeds: \[2, 3\] lacks teacher toy's own seed 1 .*add 1"),
+    ({"teacher_sizes": {"toy-seed2": {"d_model": 8, "ffn": 8, "heads": 2, "layers": 1}}},
+     r"teacher_sizes: 'toy-seed2' ends like a teacher replica's name"),
 ]
 
 

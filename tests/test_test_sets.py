@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, job_counts, snakemake, write_config
 
-from kdgrid import cli, importers, synthetic, test_sets
+from kdgrid import cli, importers, selection, synthetic, test_sets
 
 TOY = ROOT / "tests" / "configs" / "toy.yaml"
 
@@ -82,27 +82,37 @@ def test_agreement_needs_the_same_status_and_recommendation_on_every_set():
     assert "agrees across the 2 test sets for 0 of 1 students" in md
 
 
+def test_runs_pair_by_student_seed_and_teacher_seed():
+    raw = [(None, 1), (None, 2)]
+    distilled = [(1, 1), (1, 2), (2, 1), (2, 2)]  # (teacher seed, student seed)
+    assert selection._seed_pairs(raw, raw) == [(0, 0, 1), (1, 1, 2)]
+    assert selection._seed_pairs(raw, distilled) == [(0, 0, "1/t1"), (0, 2, "1/t2"), (1, 1, "2/t1"), (1, 3, "2/t2")]
+    assert selection._seed_pairs(distilled, distilled) == [(0, 0, "1/t1"), (1, 1, "2/t1"), (2, 2, "1/t2"),
+                                                          (3, 3, "2/t2")]
+
+
 # -- a real run ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sets_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("setsrun")
     cfg = write_config(work / "sets.yaml", TOY, corpus={"name": "toysets", "source": "files",
                                                         "files": _files_corpus(work), "test_name": "main"},
-                       grid={"methods": ["greedy"], "seeds": [1, 2]})
+                       grid={"methods": ["greedy"], "seeds": [1, 2], "teacher_seeds": [1, 2]})
     return work, cfg, snakemake(work, "--cores", "2", "--show-failed-logs", configfile=cfg)
 
 
 def test_every_student_and_teacher_is_scored_on_each_test_set(sets_run):
     work, cfg, proc = sets_run
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["prepare_test_set"] == 1 and counts["evaluate_teacher_test_set"] == 1
-    assert counts["evaluate_student_test_set"] == counts["evaluate_student"] == 4  # 2 columns x 2 seeds
+    assert counts["prepare_test_set"] == 1 and counts["evaluate_teacher_test_set"] == counts["train_teacher"] == 2
+    # raw, toy.greedy and toy-seed2.greedy x 2 student seeds
+    assert counts["evaluate_student_test_set"] == counts["evaluate_student"] == counts["train_student"] == 6
     out = work / "results/toysets"
     assert len((out / "data/tests/extra.src").read_text().splitlines()) == 30
     scores = json.loads((out / "students/nat.seed2/toy.greedy/tests/extra.scores.json").read_text())
     assert scores["test_set"] == "extra" and scores["seed"] == 2 and 0 <= scores["bleu"] <= 100
     rows = list(csv.DictReader(open(out / "scores.csv")))
-    assert sorted({r["test_set"] for r in rows}) == ["extra", "main"] and len(rows) == 8
+    assert sorted({r["test_set"] for r in rows}) == ["extra", "main"] and len(rows) == 12
     md = (out / "grid.md").read_text()
     assert "Student BLEU on main (rows" in md and "## Test set extra" in md and "Teachers on extra: toy BLEU" in md
     assert "## The answer on every test set" in md and "agrees across the 2 test sets for" in md
@@ -123,3 +133,27 @@ def test_dropping_a_test_set_reruns_only_the_report(sets_run):
     path.write_text(yaml.safe_dump(plain))
     dry = snakemake(work, "-n", configfile=path)
     assert job_counts(dry.stdout + dry.stderr) == {"aggregate": 1, "all": 1}
+
+
+def test_teacher_replicas_fold_into_their_teachers_columns(sets_run):
+    work, _, _ = sets_run
+    out = work / "results/toysets"
+    assert (out / "teachers/toy-seed2/model.pt").exists() and (out / "distill/toy-seed2.greedy/train.tgt").exists()
+    assert next(csv.reader(open(out / "grid.csv"))) == ["student", "raw", "toy.greedy"]  # one column per method
+    assert [r["data"] for r in csv.DictReader(open(out / "data_metrics.csv"))] == ["raw", "toy.greedy",
+                                                                                  "toy-seed2.greedy"]
+    rows = [r for r in csv.DictReader(open(out / "scores.csv"))
+            if r["test_set"] == "main" and r["data"] == "toy.greedy"]
+    assert sorted((r["teacher_seed"], r["seed"], r["trained_on"]) for r in rows) == [
+        ("1", "1", "toy.greedy"), ("1", "2", "toy.greedy"),
+        ("2", "1", "toy-seed2.greedy"), ("2", "2", "toy-seed2.greedy")]
+    own = {r["trained_on"]: r["complexity"] for r in rows}
+    metrics = {m["data"]: m for m in csv.DictReader(open(out / "data_metrics.csv"))}
+    assert all(own[d] == metrics[d]["complexity"] for d in own)  # each run's own set's C(d)
+    md = (out / "grid.md").read_text()
+    assert "2/4 runs per cell" in md and "× `grid.teacher_seeds`" in md
+    c_row = next(line for line in md.splitlines() if line.startswith("| complexity C(d) |"))
+    assert c_row.count("±") == 1  # the distilled column, over its two teachers' sets
+    rec = json.loads((out / "recommendations.json").read_text())
+    (test,) = rec["selection"]["nat"]["tests"].values()
+    assert sorted(p["seed"] for p in test["per_seed"]) == ["1/t1", "1/t2", "2/t1", "2/t2"]

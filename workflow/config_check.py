@@ -6,6 +6,7 @@ Plain Python (no Snakemake, no torch) so tests can call it directly.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import filter_check
@@ -95,6 +96,7 @@ def _semantic_problems(c: dict) -> list[str]:
                                 f"(defined: {', '.join(sorted(defined))})")
     if grid["methods"] and not grid["teachers"]:
         problems.append("grid.methods: methods are listed but grid.teachers is empty")
+    problems += _teacher_seed_problems(c)
     rescorers = [c["students"][s].get("decode", {}).get("rescore") for s in grid["students"]
                  if s in c["students"]]
     method_problems, ban_sizes = _method_problems(c)
@@ -164,6 +166,24 @@ def _semantic_problems(c: dict) -> list[str]:
         if name in grid["students"]:
             problems += _train_problems({**c["student"]["train"], **st.get("train", {})},
                                         f"students.{name}.train (merged with student.train)")
+    return problems
+
+
+TEACHER_REPLICA = re.compile(r"-seed\d+$")  # grid.teacher_seeds: the replica <t>-seed<N> of teacher t
+
+
+def _teacher_seed_problems(c: dict) -> list[str]:
+    """grid.teacher_seeds: the replicas' names are free, and each teacher's own seed is among them
+    (its run keeps the teacher's name and paths)."""
+    problems = [f"teacher_sizes: {name!r} ends like a teacher replica's name (<teacher>-seed<N>, "
+                "grid.teacher_seeds); rename the size" for name in c["teacher_sizes"] if TEACHER_REPLICA.search(name)]
+    seeds = c["grid"].get("teacher_seeds")
+    for t in c["grid"]["teachers"] if seeds else []:
+        own = {**c["teacher"]["train"], **c["teacher_sizes"].get(t, {}).get("train", {})}.get("seed", 1)
+        if own not in seeds:
+            problems.append(f"grid.teacher_seeds: {seeds} lacks teacher {t}'s own seed {own} (its training seed, "
+                            f"teacher.train.seed or teacher_sizes.{t}.train.seed): add {own}, whose run keeps "
+                            f"the name {t}")
     return problems
 
 

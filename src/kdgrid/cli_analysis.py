@@ -82,7 +82,7 @@ def cmd_aggregate(a) -> None:
 
     p = _json(a.params, "--params")
     runs = list(p.get("runs") or p["students"])  # a seeded grid's cells are its runs' (nat, nat.seed2, ...)
-    found = costs.discover(p.get("costs", {}).get("patterns", []), runs, p["columns"],
+    found = costs.discover(p.get("costs", {}).get("patterns", []), runs, [*p["columns"], *p.get("column_replicas", {})],
                            p.get("costs", {}).get("teachers", []))
     job_list = costs.jobs(*map(list, zip(*found))) if found else []
     cost = costs.table(job_list)
@@ -95,7 +95,7 @@ def cmd_aggregate(a) -> None:
     def build(cells, teacher_scores, languages=()):
         return grid.build(cells, teacher_scores, p["students"], p["columns"], data_metrics=data_metrics,
                           teacher_metrics=teacher_metrics, languages=languages, runs=p.get("runs"),
-                          valid_cells=valid_cells)
+                          valid_cells=valid_cells, column_replicas=p.get("column_replicas"))
 
     g = build(cells, [read_json(f) for f in a.teacher_scores], [read_json(f) for f in a.languages])
     g["test_name"] = p.get("test_name", "test")

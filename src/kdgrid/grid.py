@@ -13,22 +13,25 @@ SCORE_KEYS = ("bleu", "chrf", "chrfpp", "ter")  # a cell's numbers that several 
 
 def build(cells: list[dict], teachers: list[dict], students: list[str], columns: list[str],
           data_metrics=(), teacher_metrics=(), languages=(), runs: dict | None = None,
-          valid_cells=()) -> dict:
+          valid_cells=(), column_replicas: dict | None = None) -> dict:
     """Arrange cell scores (each names its `student` run and `data` column) in the given order, with
     the data metrics of each column, the teachers' scores, and the language mix of outputs.
     `runs` {run: (student, seed)} maps the runs of a seeded grid to their student (default: every
     run is its own student); a cell of several seeds is their mean (`combine`). `valid_cells`:
-    the same cells scored on the valid split, kept under each run's "valid"."""
-    runs = runs or {}
+    the same cells scored on the valid split, kept under each run's "valid". `column_replicas`
+    {column: (grid column, teacher seed)} folds a teacher replica's columns (grid.teacher_seeds)
+    into the grid's: their cells are more replicas of the cell, their data metrics are averaged."""
+    runs, fold = runs or {}, column_replicas or {}
     valid = {(v.get("student"), v.get("data")): v for v in valid_cells}
     replicas: dict[tuple, list] = {}
     for cell in cells:
-        run, c = cell.get("student"), cell.get("data")
+        run, data = cell.get("student"), cell.get("data")
+        c, teacher_seed = fold.get(data, (data, None))
         s, seed = runs.get(run, (run, cell.get("seed")))
         if s not in students or c not in columns:
-            raise KdgridError(f"scores for student {run!r} on {c!r} are not part of this grid")
-        v = valid.get((run, c))
-        replicas.setdefault((s, c), []).append({**cell, "run": run, "seed": seed,
+            raise KdgridError(f"scores for student {run!r} on {data!r} are not part of this grid")
+        v = valid.get((run, data))
+        replicas.setdefault((s, c), []).append({**cell, "run": run, "seed": seed, "teacher_seed": teacher_seed,
                                                 **({"valid": v} if v is not None else {})})
     table = {s: {c: (combine(replicas[s, c]) if (s, c) in replicas else None) for c in columns} for s in students}
     by_teacher: dict[str, dict] = {}
@@ -37,20 +40,39 @@ def build(cells: list[dict], teachers: list[dict], students: list[str], columns:
     for m in teacher_metrics:
         by_teacher.setdefault(m["teacher"], {})[f"{m['split']}_metrics"] = m
     data = {c: None for c in columns}
+    folded: dict[str, list] = {}
     for m in data_metrics:
-        if m.get("data") not in data:
+        c = fold.get(m.get("data"), (m.get("data"), None))[0]
+        if c not in data:
             raise KdgridError(f"data metrics for {m.get('data')!r} are not part of this grid")
-        data[m["data"]] = m
+        folded.setdefault(c, []).append(m)
+    for c, ms in folded.items():
+        data[c] = ms[0] if len(ms) == 1 else _fold_metrics(c, ms)
     return {"students": students, "columns": columns, "cells": table, "teachers": by_teacher,
             "data": data, "languages": list(languages),
             "seeded": any(cell["n"] > 1 for row in table.values() for cell in row.values() if cell)}
+
+
+DATA_KEYS = ("complexity", "faithfulness", "bleu_vs_real")  # a column's numbers teacher seeds average
+
+
+def _fold_metrics(column: str, metrics: list[dict]) -> dict:
+    """One column's data metrics from its teacher replicas': the mean of DATA_KEYS, `<key>_sd` the
+    sample sd, `n` the replicas, `replicas` their own records; other fields the first's."""
+    out = {**metrics[0], "data": column, "n": len(metrics), "replicas": metrics}
+    for key in DATA_KEYS:
+        values = [m[key] for m in metrics if m.get(key) is not None]
+        if values:
+            out[key], out[f"{key}_sd"] = _mean_sd(values)
+    return out
 
 
 def combine(replicas: list[dict]) -> dict:
     """One cell from its runs (seeds): the first run's record with every score in SCORE_KEYS (and
     the valid split's) replaced by the mean over runs, `<key>_sd` the sample sd (n - 1; None for
     one run), `n` the number of runs and `replicas` the runs themselves, in seed order."""
-    reps = sorted(replicas, key=lambda r: (r.get("seed") is None, r.get("seed") or 0, r["run"]))
+    reps = sorted(replicas, key=lambda r: (r.get("teacher_seed") or 0, r.get("seed") is None, r.get("seed") or 0,
+                                           r["run"]))
     out = {**reps[0], "n": len(reps), "replicas": reps, "seeds": [r.get("seed") for r in reps]}
     for key in SCORE_KEYS:
         values = [r[key] for r in reps if r.get(key) is not None]
@@ -121,13 +143,20 @@ def write_csv(grid: dict, path, metric: str = "bleu") -> None:
         f.write(buf.getvalue())
 
 
+def _own_data(grid: dict, column: str, replica: dict, key: str):
+    """A run's own training set's metric: its teacher replica's where the column folds several."""
+    m = grid["data"].get(column) or {}
+    own = next((x for x in m.get("replicas", []) if x.get("data") == replica.get("data")), m)
+    return own.get(key)
+
+
 def write_long_csv(grid: dict, path, test_sets: dict | None = None) -> None:
     """scores.csv: one row per trained model and test set, i.e. per cell, seed (a seeded grid's runs
     apart) and test set (the primary one, then each of `test_sets` {name: its grid}), with its test
     scores and its valid BLEU."""
     fields = ["student", "data", "teacher", "method", "bleu", "chrf", "complexity", "faithfulness",
               "sentences_per_second", "decode_seconds", "updates", "seed", "run", "chrfpp", "ter", "valid_bleu",
-              "test_set"]
+              "test_set", "teacher_seed", "trained_on"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
@@ -143,11 +172,13 @@ def _long_rows(w, grid: dict, test_set: str) -> None:
             cell = grid["cells"][s][c]
             for r in (cell or {}).get("replicas", [cell] if cell else []):
                 w.writerow({"student": s, "data": c, "test_set": test_set, "seed": r.get("seed", ""),
+                            "teacher_seed": r.get("teacher_seed") or "", "trained_on": r.get("data", c),
                             "run": r.get("run", s),
                             "teacher": r.get("teacher") or "", "method": r.get("method") or "",
                             "bleu": r["bleu"], "chrf": r["chrf"], "chrfpp": r.get("chrfpp", ""),
                             "ter": r.get("ter", ""), "valid_bleu": r.get("valid", {}).get("bleu", ""),
-                            "complexity": _data(grid, c, "complexity"), "faithfulness": _data(grid, c, "faithfulness"),
+                            "complexity": _own_data(grid, c, r, "complexity"),
+                            "faithfulness": _own_data(grid, c, r, "faithfulness"),
                             "sentences_per_second": r["decode"]["sentences_per_second"],
                             "decode_seconds": r["decode"]["seconds"], "updates": r.get("updates", "")})
 
@@ -189,10 +220,12 @@ def write_data_csv(grid: dict, path) -> None:
               "real_complexity", "real_target_types"]
     rows = []
     for c in grid["columns"]:
-        m = grid["data"].get(c) or {}
-        real = m.get("real") or {}
-        rows.append({**{k: m.get(k) for k in fields}, "data": c, "real_complexity": real.get("complexity"),
-                     "real_target_types": real.get("target_types"), "faithfulness_smoothing": smoothing(m)})
+        folded = grid["data"].get(c) or {}
+        for m in folded.get("replicas", [folded]):  # a teacher replica's set (grid.teacher_seeds) is its own row
+            real = m.get("real") or {}
+            rows.append({**{k: m.get(k) for k in fields}, "data": m.get("data") or c,
+                         "real_complexity": real.get("complexity"), "real_target_types": real.get("target_types"),
+                         "faithfulness_smoothing": smoothing(m)})
     _write_rows(path, fields, rows)
 
 
@@ -222,8 +255,11 @@ def markdown(grid: dict, title: str, answer: dict | None = None) -> str:
         return _fmt_cell(grid["cells"][s][c], "bleu") + mark + (" †" if (s, c) in below else "")
 
     seeds = sorted({n for row in grid["cells"].values() for cell in row.values() if cell for n in [cell["n"]]})
-    over = (f" Mean ± sample sd over {'/'.join(map(str, seeds))} seeds per cell (`grid.seeds`)."
-            if grid.get("seeded") else "")
+    teacher_seeded = any(r.get("teacher_seed") is not None for row in grid["cells"].values() for cell in row.values()
+                         if cell for r in cell["replicas"])
+    over = (f" Mean ± sample sd over {'/'.join(map(str, seeds))} runs per cell (`grid.seeds`"
+            + (" × `grid.teacher_seeds` for a distilled column: each teacher replica's own set)" if teacher_seeded
+               else ")") + "." if grid.get("seeded") else "")
     name = grid.get("test_name", "test")
     on = "the test set" if name == "test" else name  # corpus.test_name: the primary test set's name
     lines = [f"# {title}", "", f"Student BLEU on {on} (rows: students; columns: training data).{over}", "",
@@ -259,8 +295,9 @@ def markdown(grid: dict, title: str, answer: dict | None = None) -> str:
                                 ("BLEU vs real targets", "bleu_vs_real", "{:.2f}"),
                                 ("target word types", "target_types", "{:,}"),
                                 ("alignment links", "links", "{:,}")):
-            cells = [_data(grid, c, key) for c in cols]
-            lines.append(f"| {label} | " + " | ".join("—" if v is None else fmt.format(v) for v in cells) + " |")
+            cells = [(_data(grid, c, key), _data(grid, c, f"{key}_sd")) for c in cols]
+            lines.append(f"| {label} | " + " | ".join("—" if v is None else fmt.format(v) + (
+                "" if sd is None else f" ± {fmt.format(sd)}") for v, sd in cells) + " |")
     lines += ["", "Teachers (decoding as configured under `teacher.evaluate`; C and F of their valid "
               "output against the valid references):", "",
               "| teacher | parameters | valid BLEU | test BLEU | valid C(output) | valid C(references) "

@@ -59,6 +59,22 @@ def verdict(pooled: dict, per_seed: list[dict], metric: str, alpha: float) -> st
     return "better" if sign(pooled["diff"]) else "worse"
 
 
+def _seed_pairs(a: list[tuple], b: list[tuple]) -> list[tuple[int, int, object]]:
+    """(i, j, label) of the runs of two columns that share a student seed and, where both columns
+    have teacher replicas (grid.teacher_seeds), a teacher seed; a column without replicas (raw)
+    pairs with each replica. The label is the seed, or `<seed>/t<teacher seed>`."""
+    out = []
+    for i, (ta, sa) in enumerate(a):
+        for j, (tb, sb) in enumerate(b):
+            if sa is None or sa != sb or (ta is not None and tb is not None and ta != tb):
+                continue
+            t = ta if ta is not None else tb
+            out.append((i, j, sa if t is None else f"{sa}/t{t}"))
+            if ta is None and tb is None:
+                break
+    return out
+
+
 def _hyps(cell: dict) -> list[list[str]] | None:
     """The test hypotheses of every seed of a cell, or None where one is missing."""
     paths = [r.get("hyp") for r in cell.get("replicas", [cell])]
@@ -86,16 +102,15 @@ def analyse(grid: dict, refs: list[list[str]], metric: str = "bleu", alpha: floa
         if order and all(h is not None for h in hyps.values()):
             stats = {c: significance.sentence_stats(h, refs, metric) for c, h in hyps.items()}
             best = order[0]
-            seeds = {c: [r.get("seed") for r in row[c].get("replicas", [row[c]])] for c in order}
+            keys = {c: [(r.get("teacher_seed"), r.get("seed")) for r in row[c].get("replicas", [row[c]])]
+                    for c in order}
             entry["tests"] = {}
             for c in order[1:]:
                 r = run(stats[best], stats[c], None, metric, n, seed, count_ties=True)
                 per_seed = []
-                for k, sd in enumerate(seeds[best]):
-                    if sd is not None and sd in seeds[c]:
-                        j = seeds[c].index(sd)
-                        one = run(stats[best][k:k + 1], stats[c][j:j + 1], None, metric, n, seed, count_ties=True)
-                        per_seed.append({"seed": sd, "p_value": one["p_value"], "diff": one["diff"]})
+                for k, j, label in _seed_pairs(keys[best], keys[c]):
+                    one = run(stats[best][k:k + 1], stats[c][j:j + 1], None, metric, n, seed, count_ties=True)
+                    per_seed.append({"seed": label, "p_value": one["p_value"], "diff": one["diff"]})
                 outcome = verdict(r, per_seed, metric, alpha)
                 entry["tests"][c] = {**r, "per_seed": per_seed, "verdict": outcome}
         out[s] = entry

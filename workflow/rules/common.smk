@@ -60,7 +60,31 @@ except config_check.ConfigError as e:
     raise WorkflowError(str(e)) from None
 
 R = f"results/{config['corpus']['name']}"
-TEACHERS = config["grid"]["teachers"]
+
+
+def _teacher_replicas():
+    """grid.teacher_seeds: {replica: (teacher, seed)} for each grid teacher's seeds other than its
+    own (the run with its own seed keeps its name). A replica `<t>-seed<N>` is a teacher size of its
+    own, t's with train.seed N, so its training, distilled sets, alignments and student cells are
+    any teacher's jobs; the report folds its columns into t's (COLUMN_REPLICAS)."""
+    out = {}
+    for t in config["grid"]["teachers"]:
+        own = {**config["teacher"]["train"], **config["teacher_sizes"][t].get("train", {})}.get("seed", 1)
+        for seed in config["grid"].get("teacher_seeds") or []:
+            if seed != own:
+                out[f"{t}-seed{seed}"] = (t, seed)
+    return out
+
+
+TEACHER_REPLICAS = _teacher_replicas()
+for _replica, (_teacher, _seed) in TEACHER_REPLICAS.items():
+    _size = config["teacher_sizes"][_teacher]
+    config["teacher_sizes"][_replica] = {**_size, "train": {**_size.get("train", {}), "seed": _seed}}
+TEACHERS = [
+    name
+    for t in config["grid"]["teachers"]
+    for name in [t, *(r for r, (base, _) in TEACHER_REPLICAS.items() if base == t)]
+]
 METHODS = config["grid"]["methods"]
 STUDENTS = config["grid"]["students"]
 DECODING = method_kinds.decoding(config["decoding"])  # every AT decode's options (backend: kdgrid.ct2)
@@ -111,6 +135,23 @@ def prepare_params():
 COLUMN_METHODS = method_columns()
 DISTILLED = list(COLUMN_METHODS)
 COLUMNS = ["raw"] + DISTILLED
+
+
+def _column_replicas():
+    """{column: [report column, teacher seed]} of every column of a teacher with replicas (its own
+    columns included), e.g. cpu_s-seed2.beam -> [cpu_s.beam, 2]; empty without grid.teacher_seeds."""
+    out = {}
+    for column in DISTILLED:
+        teacher, _, rest = column.partition(".")
+        base, seed = TEACHER_REPLICAS.get(teacher, (teacher, None))
+        if seed is not None or any(b == teacher for b, _ in TEACHER_REPLICAS.values()):
+            own = {**config["teacher"]["train"], **config["teacher_sizes"][base].get("train", {})}.get("seed", 1)
+            out[column] = [f"{base}.{rest}", own if seed is None else seed]
+    return out
+
+
+COLUMN_REPLICAS = _column_replicas()
+REPORT_COLUMNS = [c for c in COLUMNS if COLUMN_REPLICAS.get(c, [c])[0] == c]  # the grid's columns
 METHOD_OF = {d.split(".", 1)[1]: mr for d, mr in COLUMN_METHODS.items()}  # column -> (method, round)
 BAN_ROUNDS = sorted(c for c, (_, r) in METHOD_OF.items() if r)  # columns a re-trained AT makes (rounds >= 2)
 THREADS = config["compute"]["threads"]

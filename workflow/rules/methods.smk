@@ -45,6 +45,8 @@ def columns_info():
     the plain decoding columns of an MoE teacher (they decode with the prior's expert)."""
     out = {}
     for column, (method, r) in COLUMN_METHODS.items():
+        if column not in REPORT_COLUMNS:  # a teacher replica's column (grid.teacher_seeds): folded into its teacher's
+            continue
         teacher, name = column.split(".", 1)
         spec = config["methods"][method]
         about = {"teacher": teacher, "method": method, "kind": spec["kind"]}

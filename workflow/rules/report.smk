@@ -136,7 +136,8 @@ rule aggregate:
                 "corpus": config["corpus"]["name"],
                 "students": STUDENTS,
                 "runs": {run: list(name_seed) for run, name_seed in STUDENT_RUNS.items()},
-                "columns": COLUMNS,
+                "columns": REPORT_COLUMNS,
+                "column_replicas": COLUMN_REPLICAS,  # grid.teacher_seeds: columns folded into the grid's
                 "languages": LANGS,
                 "teacher_sizes": {t: teacher_model(t) for t in TEACHERS},
                 "test_name": TEST_NAME,
