@@ -51,7 +51,10 @@ def main() -> None:
         scores = [json.loads((R / "students" / r / a.column / "scores.json").read_text()) for r in rs]
         valid = [json.loads((R / "students" / r / a.column / "valid.scores.json").read_text())["bleu"] for r in rs]
         bench = [read_benchmark(R / "benchmarks" / "train_student" / f"{r}.{a.column}.tsv") for r in rs]
-        updates = [sc.get("updates") or 0 for sc in scores]
+        updates = [sc.get("updates") for sc in scores]
+        if not all(updates) or any(b["cpu"] is None or b["rss"] is None for b in bench):
+            raise SystemExit(f"{s}: a run without its update count (scores.json) or its CPU time and memory "
+                             "(benchmark TSV); rerun it")
         stats[s] = significance.sentence_stats([read_lines(R / "students" / r / a.column / "test.hyp") for r in rs],
                                                refs)
         bleu = [sc["bleu"] for sc in scores]

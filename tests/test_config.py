@@ -115,6 +115,10 @@ BAD = [
     ({"grid": {"teacher_seeds": [2, 3]}}, r"grid.teacher_seeds: \[2, 3\] lacks teacher toy's own seed 1 .*add 1"),
     ({"teacher_sizes": {"toy-seed2": {"d_model": 8, "ffn": 8, "heads": 2, "layers": 1}}},
      r"teacher_sizes: 'toy-seed2' ends like a teacher replica's name"),
+    ({"corpus": {"source": "files", "test_name": "t17",
+                 "files": {**{s: {"src": "a", "tgt": "b"} for s in ("train", "valid", "test")},
+                           "tests": {"t17": {"src": "a", "tgt": "b"}}}}},
+     r"corpus.test_name: 't17' is also a name under corpus.files.tests"),
 ]
 
 

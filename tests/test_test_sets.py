@@ -6,12 +6,13 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, job_counts, snakemake, write_config
 
-from kdgrid import cli, importers, selection, synthetic, test_sets
+from kdgrid import cli, grid, importers, selection, synthetic, test_sets
 
 TOY = ROOT / "tests" / "configs" / "toy.yaml"
 
@@ -89,6 +90,49 @@ def test_runs_pair_by_student_seed_and_teacher_seed():
     assert selection._seed_pairs(raw, distilled) == [(0, 0, "1/t1"), (0, 2, "1/t2"), (1, 1, "2/t1"), (1, 3, "2/t2")]
     assert selection._seed_pairs(distilled, distilled) == [(0, 0, "1/t1"), (1, 1, "2/t1"), (2, 2, "1/t2"),
                                                           (3, 3, "2/t2")]
+
+
+def test_randomization_pairs_a_replicated_column_with_one_that_is_not(tmp_path):
+    """Approximate randomization swaps outputs run by run: raw (2 student seeds) against a column of
+    2 teacher seeds x 2 student seeds is tested on the runs paired by student seed."""
+    refs = ["a b c d", "e f g h", "i j k l"]
+    outputs = {"raw": ["a b c d", "e f x h", "i x x l"], "t.beam": ["a b c d", "e f g h", "i j x l"]}
+    cells, valid = [], []
+    for data, t_seeds in (("raw", [None]), ("t.beam", [1, 2])):
+        for t_seed in t_seeds:
+            for seed in (1, 2):
+                run = "nat" if seed == 1 else "nat.seed2"
+                column = data if t_seed in (None, 1) else "t-seed2.beam"
+                hyp = tmp_path / f"{run}.{column}.hyp"
+                hyp.write_text("\n".join(outputs[data]) + "\n")
+                cells.append({"student": run, "data": column, "bleu": 50.0, "chrf": 50.0, "hyp": str(hyp)})
+                valid.append({"student": run, "data": column, "bleu": 60.0 if data == "t.beam" else 40.0})
+    g = grid.build(cells, [], ["nat"], ["raw", "t.beam"], runs={"nat": ["nat", 1], "nat.seed2": ["nat", 2]},
+                   valid_cells=valid, column_replicas={"t.beam": ["t.beam", 1], "t-seed2.beam": ["t.beam", 2]})
+    assert g["cells"]["nat"]["t.beam"]["n"] == 4 and g["cells"]["nat"]["raw"]["n"] == 2
+    for test in ("ar", "bs"):
+        chosen = selection.analyse(g, [refs], test=test, resamples=200)["nat"]
+        assert chosen["chosen"] == "t.beam"
+        raw = chosen["tests"]["raw"]
+        assert raw["diff"] < 0 and sorted(p["seed"] for p in raw["per_seed"]) == ["1/t1", "1/t2", "2/t1", "2/t2"]
+
+
+def test_replicas_make_their_teachers_columns_and_students_learn_from_the_replica(tmp_path):
+    """A method limited to named teachers makes its column for their replicas too, and a student
+    that starts from or learns the distribution of the column's teacher uses that replica."""
+    cfg = write_config(tmp_path / "kd.yaml", ROOT / "tests/configs/toy_student_kd.yaml",
+                       methods={"greedy": {"kind": "greedy", "teachers": ["toy"]}},
+                       grid={"methods": ["beam", "greedy"], "students": ["nat_fkl"], "teachers": ["toy", "toy_deep"],
+                             "teacher_seeds": [1, 2]})
+    commands = [line for line in snakemake(tmp_path, "-n", "-p", configfile=cfg).stdout.splitlines()
+                if "kdgrid train --kind nat" in line]
+    by_cell = {re.search(r"students/(\S+?)/model.pt", c).group(1): c for c in commands}
+    assert sorted(by_cell) == ["nat_fkl/raw", "nat_fkl/toy-seed2.beam", "nat_fkl/toy-seed2.greedy",
+                               "nat_fkl/toy.beam", "nat_fkl/toy.greedy", "nat_fkl/toy_deep-seed2.beam",
+                               "nat_fkl/toy_deep.beam"]
+    kd = {cell: re.search(r"--kd-teacher (\S+)", c).group(1).split("/teachers/")[1] for cell, c in by_cell.items()}
+    assert kd["nat_fkl/toy_deep-seed2.beam"] == "toy_deep-seed2/model.pt"  # the column's own teacher replica
+    assert kd["nat_fkl/toy_deep.beam"] == kd["nat_fkl/toy-seed2.beam"] == kd["nat_fkl/raw"] == "toy_deep/model.pt"
 
 
 # -- a real run ------------------------------------------------------------------------------

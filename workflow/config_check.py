@@ -143,6 +143,9 @@ def _semantic_problems(c: dict) -> list[str]:
             problems.append(f"corpus.files: source is 'files' but {', '.join(missing)} "
                             "{src: PATH, tgt: PATH} are missing")
         extra = files.get("tests", {})
+        if corpus.get("test_name") in extra:
+            problems.append(f"corpus.test_name: {corpus['test_name']!r} is also a name under corpus.files.tests; "
+                            "name the primary test set (files.test) differently")
         if extra and corpus.get("multiway"):
             problems.append("corpus.files.tests: more test sets need a single-target corpus; a multiway "
                             "corpus scores its one test set per language (set corpus.multiway: false or "

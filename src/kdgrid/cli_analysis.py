@@ -47,7 +47,7 @@ def _tests_markdown(chosen, g, test_set="the test set") -> str:
     return selection.markdown(chosen, g, test_set) if chosen else ""
 
 
-def _set_grids(a, p, build, choose, answer) -> dict:
+def _set_grids(a, build, choose, answer) -> dict:
     """{name: (grid, selection, answer)} of every named test set (--test-set NAME SRC REF): the
     grid built from that set's scores with the same valid scores (so the same choices), its
     copy-the-source baseline, paired tests and answer."""
@@ -120,7 +120,7 @@ def cmd_aggregate(a) -> None:
 
     chosen = choose(g, [read_lines(r) for r in a.test_refs]) if a.test_refs and a.hyps else None
     ans = answer(g, chosen)
-    sets = _set_grids(a, p, build, choose, answer) if a.test_set else {}
+    sets = _set_grids(a, build, choose, answer) if a.test_set else {}
     if sets:  # the answer on every test set, and whether it agrees across them
         ans["test_sets"] = {name: {"copy_source_bleu": s_ans["copy_source_bleu"], "students": s_ans["students"],
                                    "selection": s_ans["selection"]} for name, (_, _, s_ans) in sets.items()}

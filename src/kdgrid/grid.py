@@ -172,9 +172,11 @@ def _long_rows(w, grid: dict, test_set: str) -> None:
             cell = grid["cells"][s][c]
             for r in (cell or {}).get("replicas", [cell] if cell else []):
                 w.writerow({"student": s, "data": c, "test_set": test_set, "seed": r.get("seed", ""),
-                            "teacher_seed": r.get("teacher_seed") or "", "trained_on": r.get("data", c),
+                            "teacher_seed": "" if r.get("teacher_seed") is None else r["teacher_seed"],
+                            "trained_on": r.get("data", c),
                             "run": r.get("run", s),
-                            "teacher": r.get("teacher") or "", "method": r.get("method") or "",
+                            "teacher": (c.partition(".")[0] if r.get("teacher") else ""),
+                            "method": r.get("method") or "",
                             "bleu": r["bleu"], "chrf": r["chrf"], "chrfpp": r.get("chrfpp", ""),
                             "ter": r.get("ter", ""), "valid_bleu": r.get("valid", {}).get("bleu", ""),
                             "complexity": _own_data(grid, c, r, "complexity"),

@@ -106,9 +106,13 @@ def analyse(grid: dict, refs: list[list[str]], metric: str = "bleu", alpha: floa
                     for c in order}
             entry["tests"] = {}
             for c in order[1:]:
-                r = run(stats[best], stats[c], None, metric, n, seed, count_ties=True)
+                pairs = _seed_pairs(keys[best], keys[c])
+                a, b = stats[best], stats[c]
+                if test == "ar" and len(a) != len(b) and pairs:  # randomization swaps outputs run by run:
+                    a, b = a[[i for i, _, _ in pairs]], b[[j for _, j, _ in pairs]]  # pair them (teacher seeds)
+                r = run(a, b, None, metric, n, seed, count_ties=True)
                 per_seed = []
-                for k, j, label in _seed_pairs(keys[best], keys[c]):
+                for k, j, label in pairs:
                     one = run(stats[best][k:k + 1], stats[c][j:j + 1], None, metric, n, seed, count_ties=True)
                     per_seed.append({"seed": label, "p_value": one["p_value"], "diff": one["diff"]})
                 outcome = verdict(r, per_seed, metric, alpha)

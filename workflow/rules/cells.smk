@@ -62,10 +62,18 @@ def teacher_file(name):
     return f"{R}/teachers/{name}/model.pt"
 
 
+def cell_teacher(name, data):
+    """The teacher a cell's student uses directly (init, kd, rescore): on a teacher replica's
+    column (grid.teacher_seeds) the replica of the named teacher, so that a replica's cell learns
+    its data and its distribution from one teacher."""
+    teacher = data.partition(".")[0]
+    return teacher if TEACHER_REPLICAS.get(teacher, (None, None))[0] == name else name
+
+
 def student_rescorer(wildcards):
     """The teacher model that ranks a student's candidates, if its decode options name one."""
     name = student_spec(wildcards.student).get("decode", {}).get("rescore")
-    return [teacher_file(name)] if name else []
+    return [teacher_file(cell_teacher(name, wildcards.data))] if name else []
 
 
 def student_wrap(name):
@@ -76,13 +84,13 @@ def student_wrap(name):
 def student_init_teacher(wildcards):
     """The teacher model whose weights a student starts from (students.X.init), if any."""
     init = student_wrap(wildcards.student).get("init")
-    return [teacher_file(init["from"])] if init else []
+    return [teacher_file(cell_teacher(init["from"], wildcards.data))] if init else []
 
 
 def student_kd_teacher(wildcards):
     """The teacher model whose distribution a student learns (students.X.kd), if any."""
     kd = student_wrap(wildcards.student).get("kd")
-    return [teacher_file(kd["teacher"])] if kd else []
+    return [teacher_file(cell_teacher(kd["teacher"], wildcards.data))] if kd else []
 
 
 def student_wrap_args(wildcards):

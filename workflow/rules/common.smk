@@ -100,7 +100,8 @@ def method_columns():
     for t in TEACHERS:
         for m in METHODS:
             spec = config["methods"][m]
-            if not method_kinds.fits(spec, t, config["teacher_sizes"][t]):
+            # a replica (grid.teacher_seeds) makes the columns its teacher makes
+            if not method_kinds.fits(spec, TEACHER_REPLICAS.get(t, (t, None))[0], config["teacher_sizes"][t]):
                 continue
             cols = method_kinds.columns(m, spec, config["teacher_sizes"][t])
             for r, c in enumerate(cols, 2):  # a ban method's columns are its rounds 2 .. R
