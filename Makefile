@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test lint bench bench-peers clean
+.PHONY: setup demo test test-fast lint bench bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -36,8 +36,16 @@ demo: setup
 	@echo "Per-job logs: results/demo/logs/   timings: results/demo/benchmarks/"
 	@echo "HTML report (open in a browser): $(CURDIR)/results/demo/report.html"
 
+# The tests on CORES processes (pytest-xdist; a file's tests stay on one worker, so a module's
+# toy grid runs once), the 25 slowest listed at the end. `make test-fast`: the inner loop, without
+# the tests marked slow (real toy-grid runs) and without the lint.
+PYTEST := $(BIN)/python -m pytest -q -n $(CORES) --dist loadfile --durations=25
+
 test: setup lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
+
+test-fast: setup
+	$(PYTEST) -m "not slow"
 
 # Python (ruff), the Snakefile's formatting (snakefmt, settings in pyproject.toml) and Snakemake's
 # own best-practice lints; `make test` runs it first.

@@ -236,5 +236,5 @@ def test_the_conda_env_pins_what_requirements_txt_pins():
 
     env = pins((ROOT / "envs" / "kdgrid.yaml").read_text())
     req = pins((ROOT / "requirements.txt").read_text())
-    tools = {"pytest", "ruff", "snakefmt"}
+    tools = {"pytest", "pytest-xdist", "ruff", "snakefmt"}
     assert {k: v for k, v in req.items() if k not in tools} == env

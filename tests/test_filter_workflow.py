@@ -152,6 +152,7 @@ def test_the_multi30k_filter_config_compares_noisy_filtered_and_clean():
     assert noisy == cfg
 
 
+@pytest.mark.slow
 def test_a_toy_filter_runs_for_real(tmp_path):
     """The filter's rules end to end on the toy corpus (one seed; tiny classifiers, so their scores
     mean nothing here): the table with its held-out kind, the filter's counts with the prior

@@ -242,6 +242,7 @@ def test_single_cell_rerun_touches_only_that_cell(toy_run):
     assert [r for r in csv.DictReader(open(work / "results/toy/grid.csv")) if r["student"] == "nat"] == rows
 
 
+@pytest.mark.slow
 def test_multiway_toy_grid_end_to_end(tmp_path):
     snakemake(tmp_path, "--cores", "2", configfile=TOY_MULTIWAY)
     out = tmp_path / "results/toy_multiway"
@@ -310,6 +311,7 @@ def test_a_rescoring_teacher_is_trained_even_when_the_grid_distills_with_none(tm
     assert '"rescore"' not in proc.stdout  # the option travels as a file, not as a decode option
 
 
+@pytest.mark.slow
 def test_every_student_kind_runs_through_the_workflow(tmp_path):
     snakemake(tmp_path, "--cores", "2", "--show-failed-logs", configfile=TOY_STUDENTS)
     rows = list(csv.DictReader(open(tmp_path / "results/toy_students/grid.csv")))
