@@ -11,7 +11,9 @@ import yaml
 from conftest import ROOT, TOY, snakemake, write_config
 
 sys.path.insert(0, str(ROOT / "workflow"))
-from config_check import RESCORABLE, ConfigError, check  # noqa: E402
+from config_check import ConfigError, check  # noqa: E402
+
+from kdgrid.models import configs as model_configs  # noqa: E402
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -79,7 +81,7 @@ BAD = [
     ({"grid": {"teachers": [], "methods": []}, "teacher_sizes": {"odd": {"d_model": 30, "heads": 4, "ffn": 8}},
       "students": {"nat": {"decode": {"length_beam": 2, "rescore": "odd"}}}},
      r"teacher_sizes.odd.heads: d_model 30 is not divisible by heads 4"),
-    # the section-5 methods (workflow/method_kinds.py)
+    # the section-5 methods (kdgrid.methods.kinds)
     ({"grid": {"methods": ["interpolate"]}, "methods": {"interpolate": {"nbest": 8, "beam": 4}}},
      r"methods.interpolate.nbest: 8 is more than beam 4: the n-best list comes from the beam"),
     ({"grid": {"methods": ["ban"]}, "methods": {"ban": {"size": "huge"}}},
@@ -138,32 +140,27 @@ def test_rescoring_counts_the_models_own_default_candidates():
           SCHEMA, ["toy.yaml"])
 
 
-def test_the_rescoring_table_follows_the_models_defaults():
-    import dataclasses
+def test_the_rescorable_kinds_take_a_rescorer():
+    """Each kind the config check lets rescore (kdgrid.models.configs.RESCORABLE) is that kind's
+    model, and its generate() takes a rescorer."""
     import inspect
 
     from kdgrid.models.registry import MODELS
 
-    for kind, defaults in RESCORABLE.items():
-        fields = {f.name: f.default for f in dataclasses.fields(MODELS[kind].config_class)}
-        assert defaults == {k: fields[k] for k in defaults}, kind
+    for kind, (config_class, _) in model_configs.RESCORABLE.items():
+        assert MODELS[kind].config_class is config_class, kind
         assert "rescorer" in inspect.signature(MODELS[kind].generate).parameters, kind
 
 
-def test_the_section5_defaults_follow_the_method_kinds():
-    """defaults.yaml spells out each section-5 kind's defaults under its own name; a method of
-    your own name gets the same from workflow/method_kinds.py; the kinds match the package's."""
-    import method_kinds
-
-    from kdgrid import methods
+def test_the_section5_kinds_shape_the_grid():
+    """A section-5 method left at its defaults (defaults.yaml names only the kind) resolves to
+    kdgrid.methods.kinds' defaults; a ban method yields its rounds from 2 on; its jobs never see
+    the options that shape the grid."""
+    from kdgrid.methods import kinds as method_kinds
 
     defaults = yaml.safe_load((ROOT / "workflow" / "defaults.yaml").read_text())["methods"]
-    for kind, values in method_kinds.KIND_DEFAULTS.items():
-        assert defaults[kind] == {"kind": kind, **values}, kind
-    assert set(method_kinds.KINDS) == set(methods.KINDS)
-    assert {k for k in methods.KINDS if methods.needs_reference(k)} == set(method_kinds.NEEDS_REFERENCE)
-    for kind, taken in method_kinds.KIND_OPTIONS.items():
-        assert set(methods.module(kind).OPTIONS) == set(taken) - set(method_kinds.WORKFLOW_OPTIONS), kind
+    assert method_kinds.resolved(defaults["interpolate"]) == {"kind": "interpolate", "nbest": 5, "beam": 5,
+                                                               "lenpen": 1.0, "metric": "bleu"}
     assert method_kinds.resolved({"kind": "interpolate", "nbest": 8})["beam"] == 8  # beam defaults to nbest
     # a ban method's round 1 is its `from` method's column: it yields rounds 2 .. R only
     assert method_kinds.columns("ban", {"kind": "ban", "rounds": 3}) == ["ban2", "ban3"]

@@ -22,6 +22,7 @@ from kdgrid import ct2 as backend
 from kdgrid.batching import pad_stack
 from kdgrid.checkpoint import load_for_decoding
 from kdgrid.corpus import read_lines
+from kdgrid.decoding_backend import split_options, verb_params
 from kdgrid.errors import KdgridError
 from kdgrid.search import _never
 from kdgrid.translate import translate, translate_nbest
@@ -336,27 +337,23 @@ def test_nat_kinds_and_the_moe_teacher_decode_with_torch(tmp_path):
 
 
 def test_backend_options_are_split_from_the_decoder_options():
-    got = backend.split_options({"max_tokens": 9, "beam": 4, "backend": "ctranslate2", "ct2_search": "fast"})
+    got = split_options({"max_tokens": 9, "beam": 4, "backend": "ctranslate2", "ct2_search": "fast"})
     assert got == ({"backend": "ctranslate2", "compute_type": "default", "ct2_search": "fast"},
                    {"max_tokens": 9, "beam": 4})
 
 
 def test_the_workflow_passes_backend_keys_only_when_they_are_not_the_defaults():
-    sys.path.insert(0, str(__import__("conftest").ROOT / "workflow"))
-    import method_kinds
-
-    assert method_kinds.BACKEND_DEFAULTS == backend.BACKEND_OPTIONS  # the plan's copy (no torch import there)
     base = {"max_tokens": 10, "max_len_a": 1.2, "max_len_b": 10}
-    assert method_kinds.decoding({**base, "backend": "torch", "compute_type": "default"}) == base
-    assert method_kinds.decoding({**base, "backend": "ctranslate2", "compute_type": "int8"}) == {
+    assert verb_params({**base, "backend": "torch", "compute_type": "default"}) == base
+    assert verb_params({**base, "backend": "ctranslate2", "compute_type": "int8"}) == {
         **base, "backend": "ctranslate2", "compute_type": "int8"}
-    assert method_kinds.decoding({**base, "backend": "ctranslate2"}, autoregressive=False) == base
-    assert method_kinds.decoding({**base, "backend": "ctranslate2", "ct2_search": "exact"}) == {
+    assert verb_params({**base, "backend": "ctranslate2"}, autoregressive=False) == base
+    assert verb_params({**base, "backend": "ctranslate2", "ct2_search": "exact"}) == {
         **base, "backend": "ctranslate2"}
-    assert method_kinds.decoding({**base, "backend": "ctranslate2", "ct2_search": "fast"}) == {
+    assert verb_params({**base, "backend": "ctranslate2", "ct2_search": "fast"}) == {
         **base, "backend": "ctranslate2", "ct2_search": "fast"}
     # CTranslate2's own keys mean nothing to the torch backend: its jobs stay as they were
-    assert method_kinds.decoding({**base, "backend": "torch", "compute_type": "int8", "ct2_search": "fast"}) == base
+    assert verb_params({**base, "backend": "torch", "compute_type": "int8", "ct2_search": "fast"}) == base
 
 
 def test_an_unexportable_model_kind_is_named(tmp_path):

@@ -12,7 +12,7 @@ import sys
 import pytest
 import sacrebleu
 import torch
-from conftest import ROOT, env, train_toy_teacher
+from conftest import env, train_toy_teacher
 
 from kdgrid import methods
 from kdgrid.checkpoint import load_for_decoding
@@ -56,15 +56,6 @@ def test_interpolation_with_chrf():
     assert interpolate.pick(cands, "the cats sat", interpolate.scorer("chrf")) == 1  # chrF sees cat ~ cats
     with pytest.raises(KdgridError, match="metric must be one of bleu, chrf"):
         interpolate.scorer("ter")
-
-
-def test_interpolate_defaults_are_the_workflows():
-    """kdgrid.methods.interpolate cannot import workflow/method_kinds.py (a workflow file, not part of
-    the package) and method_kinds must not import kdgrid (torch): two copies, kept in step here."""
-    sys.path.insert(0, str(ROOT / "workflow"))
-    import method_kinds
-
-    assert interpolate.DEFAULTS == method_kinds.KIND_DEFAULTS["interpolate"]
 
 
 def test_section5_kinds_reject_options_they_do_not_take():

@@ -18,7 +18,9 @@ from test_config import SCHEMA, merged
 from test_workflow import expected_jobs, rule_commands
 
 sys.path.insert(0, str(ROOT / "workflow"))
-from config_check import INIT_KINDS, KD_KINDS, WRAP_DEFAULTS, ConfigError, check  # noqa: E402
+from config_check import ConfigError, check  # noqa: E402
+
+from kdgrid.kd.specs import INIT_KINDS, KD_KINDS  # noqa: E402
 
 TOY_KD = ROOT / "tests" / "configs" / "toy_student_kd.yaml"
 TOY_KD_CFG = yaml.safe_load(TOY_KD.read_text())
@@ -145,23 +147,6 @@ def test_the_train_verb_accepts_the_wrapped_commands(kd_dry_run):
         parser.parse_args(words[1: words.index("2>")])
 
 
-def test_wrap_defaults_follow_the_core():
-    """The defaults --wrap spells out are kdgrid.kd's (InitSpec, KDSpec, OnlineSpec)."""
-    import dataclasses
-
-    import kdgrid.kd as kd
-
-    specs = {"init": "InitSpec", "kd": "KDSpec", "online": "OnlineSpec"}
-    missing = [name for name in specs.values() if not hasattr(kd, name)]
-    assert not missing, f"kdgrid.kd lacks {', '.join(missing)}"
-    for section, name in specs.items():
-        # a field's --wrap key: its metadata "key" where the name is a Python keyword (from, lambda)
-        fields = {f.metadata.get("key", f.name): f.default for f in dataclasses.fields(getattr(kd, name))}
-        for key, value in WRAP_DEFAULTS[section].items():
-            assert key in fields, f"{name} has no field for {key!r} (keys: {', '.join(fields)})"
-            assert fields[key] == value, (name, key)
-
-
 def test_the_core_accepts_every_planned_wrap(kd_dry_run):
     import kdgrid.kd as kd
 
@@ -180,9 +165,6 @@ def test_init_and_kd_kinds_follow_the_models():
     kinds = schema["properties"]["students"]["additionalProperties"]["properties"]["kind"]["enum"]
     assert set(INIT_KINDS) == {k for k in kinds if issubclass(MODELS[k], EncoderDecoder)}
     assert set(KD_KINDS) <= set(kinds)
-    from kdgrid.kd import word  # the kinds the core's word-level KD takes
-
-    assert set(KD_KINDS) == set(word.STUDENT_KINDS)
 
 
 WIDE = {"wide": {"d_model": 64, "ffn": 128, "layers": 2, "heads": 4}}

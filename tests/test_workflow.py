@@ -9,7 +9,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 
 import pytest
 from conftest import BIN, ROOT, TOY, job_counts, snakemake, write_config
@@ -281,12 +280,11 @@ def test_every_shipped_config_dry_runs(tmp_path):
 
 
 def distilled_columns(cfg: dict) -> list[str]:
-    """A config's distilled columns (workflow/method_kinds.py: ban rounds, moe only with experts, one
+    """A config's distilled columns (kdgrid.methods.kinds: ban rounds, moe only with experts, one
     per expert with `expert: each`)."""
     import yaml
 
-    sys.path.insert(0, str(ROOT / "workflow"))
-    import method_kinds
+    from kdgrid.methods import kinds as method_kinds
 
     defaults = yaml.safe_load((ROOT / "workflow" / "defaults.yaml").read_text())
     methods = {k: {**defaults["methods"].get(k, {}), **v} for k, v in {**defaults["methods"],

@@ -1,18 +1,29 @@
 """Validate the merged kdgrid config: the JSON schema, then cross-key rules the schema cannot say.
 
 Every problem is reported at once, each naming its config key, so a dry run shows them all.
-Plain Python (no Snakemake, no torch) so tests can call it directly.
+Plain Python (no Snakemake, no torch) so tests can call it directly. The facts it checks against
+(method kinds, --wrap defaults, which students rescore) live once, in kdgrid's torch-free modules:
+kdgrid.methods.kinds, kdgrid.kd.specs and kdgrid.models.configs.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import filter_check
 import jsonschema
-import method_kinds
 import yaml
+
+# kdgrid from this checkout, as the jobs import it (common.smk's PYTHONPATH): the Snakemake that
+# plans may run where kdgrid is not installed (`--sdm conda` builds the package into no env).
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
+from kdgrid.kd import specs as wrap_specs  # noqa: E402
+from kdgrid.methods import kinds as method_kinds  # noqa: E402
+from kdgrid.models import configs as model_configs  # noqa: E402
 
 
 class ConfigError(ValueError):
@@ -277,9 +288,8 @@ def _method_problems(c: dict) -> tuple[list[str], list[str]]:
 
 
 # Kinds that decode several candidates per sentence, with their models' default length_beam and
-# samples (the config classes' defaults; tests/test_config.py keeps the two in step).
-RESCORABLE = {"nat": {"length_beam": 1}, "inat": {"length_beam": 1}, "cmlm": {"length_beam": 5},
-              "flowseq": {"length_beam": 1, "samples": 1}}
+# samples (kdgrid.models.configs: the config classes' own defaults).
+RESCORABLE = {kind: model_configs.candidate_defaults(kind) for kind in model_configs.RESCORABLE}
 
 
 def _rescore_problems(name: str, st: dict, teacher_sizes: dict) -> list[str]:
@@ -314,19 +324,10 @@ def _rescore_problems(name: str, st: dict, teacher_sizes: dict) -> list[str]:
 
 # Students that learn from a teacher (training wrappers, kdgrid.kd): `init` copies a teacher's
 # weights before training, `kd` adds word-level KD towards its token distribution (with `online`,
-# through a low-rank adapter on the frozen teacher that learns alongside). The defaults are the
-# core's (kdgrid.kd's InitSpec, KDSpec, OnlineSpec; tests/test_student_kd_workflow.py keeps them in
-# step); --wrap passes them in full, so a job's command says exactly how its student learned.
-WRAP_DEFAULTS = {"init": {"layers": "every_other"},
-                 "kd": {"loss": "fkl", "alpha": 0.5, "temperature": 1.0, "mix_weight": 0.5},
-                 "online": {"rank": 8, "lr": 0.001, "lambda": 1.0}}
-# KD matches the teacher's distribution over the token at each target position: kinds that predict
-# every position's token from a fixed-length (or left-to-right) target.
-KD_KINDS = ("cmlm", "nat", "transformer")
-# Every kind builds on one Transformer body (kdgrid.models.layers.EncoderDecoder: embeddings, encoder
-# and decoder stacks), which is what init copies; a kind's own parts (length head, FlowSeq's flows,
-# ...) start fresh. tests/test_student_kd_workflow.py checks the models against this list.
-INIT_KINDS = ("cmlm", "flowseq", "inat", "inst", "levt", "nat", "transformer")
+# through a low-rank adapter on the frozen teacher that learns alongside). The defaults and the
+# kinds each wrapper takes are kdgrid.kd.specs'; --wrap passes the defaults in full, so a job's
+# command says exactly how its student learned.
+WRAP_DEFAULTS = wrap_specs.wrap_defaults()
 WIDTH = ("d_model", "ffn", "heads")
 
 
@@ -360,16 +361,16 @@ def _wrap_problems(name: str, st: dict, teacher_sizes: dict, teacher_pre_norm: b
                             f"(defined: {defined})")
     kd = st.get("kd")
     loss = (kd or {}).get("loss", WRAP_DEFAULTS["kd"]["loss"])
-    if kd is not None and kind not in KD_KINDS:
+    if kd is not None and kind not in wrap_specs.KD_KINDS:
         problems.append(f"students.{name}.kd: kind {kind!r} has no token distribution per target position to "
-                        f"match a teacher's; word-level KD is for kinds {', '.join(KD_KINDS)}")
+                        f"match a teacher's; word-level KD is for kinds {', '.join(wrap_specs.KD_KINDS)}")
     if kd is not None and "mix_weight" in kd and loss != "mix":
         problems.append(f"students.{name}.kd.mix_weight: only loss 'mix' weighs forward against reverse KL "
                         f"(this student's loss is {loss!r}); set loss: mix or drop mix_weight")
     init = st.get("init")
-    if init is not None and kind not in INIT_KINDS:
+    if init is not None and kind not in wrap_specs.INIT_KINDS:
         problems.append(f"students.{name}.init: kind {kind!r} does not build on the Transformer body a teacher's "
-                        f"weights fit; init is for kinds {', '.join(INIT_KINDS)}")
+                        f"weights fit; init is for kinds {', '.join(wrap_specs.INIT_KINDS)}")
     elif init is not None and init["from"] in teacher_sizes:
         problems += _init_fit_problems(name, st["model"], init["from"], teacher_sizes[init["from"]])
         if st["model"].get("pre_norm", True) != teacher_pre_norm:

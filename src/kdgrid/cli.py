@@ -165,7 +165,8 @@ def cmd_gather(a) -> None:
 
 def cmd_evaluate(a) -> None:
     from kdgrid.corpus import read_lines, read_parallel, write_lines
-    from kdgrid.ct2 import for_decoding, split_options
+    from kdgrid.ct2 import for_decoding
+    from kdgrid.decoding_backend import split_options
     from kdgrid.metrics import bleu
     from kdgrid.translate import translate
 

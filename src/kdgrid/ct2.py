@@ -38,13 +38,11 @@ from pathlib import Path
 
 import torch
 
+from kdgrid.decoding_backend import BACKENDS, COMPUTE_TYPES, SEARCHES
 from kdgrid.errors import KdgridError
 from kdgrid.models.layers import sinusoidal_positions
 from kdgrid.vocab import BOS, EOS, UNK
 
-BACKENDS = ("torch", "ctranslate2")
-COMPUTE_TYPES = ("default", "auto", "float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
-                 "int16", "float16", "bfloat16")
 INSTALL = "pip install ctranslate2==4.8.5 (a wheel for Linux, macOS and Windows; kdgrid's requirements.txt pins it)"
 POSITIONS = 4096  # rows of the exported sinusoidal table: the longest sentence CTranslate2 can take
 # CTranslate2 stops a sentence's beam search once round(beam * PATIENCE) hypotheses have finished
@@ -52,7 +50,6 @@ POSITIONS = 4096  # rows of the exported sinusoidal table: the longest sentence 
 # On 1,000 Multi30k test sentences (teacher cpu_s, beam 5) the outputs that differ from torch's,
 # and CTranslate2's time (torch 6.2 s): patience 1: 47, 2.3 s; 2: 5, 2.8 s; 5: 4, 4.0 s.
 PATIENCE = 2
-SEARCHES = ("exact", "fast")  # config decoding.ct2_search
 
 
 def _import():
@@ -282,16 +279,6 @@ class Ct2Decoder:
         if sampled:
             self._next_seed = seed + 1
         return out
-
-
-# config `decoding` keys that choose the decoder, not options of its generate()
-BACKEND_OPTIONS = {"backend": "torch", "compute_type": "default", "ct2_search": "exact"}
-
-
-def split_options(params: dict) -> tuple[dict, dict]:
-    """(backend options with their defaults, the rest) of a verb's decoding --params."""
-    backend = {k: params.get(k, v) for k, v in BACKEND_OPTIONS.items()}
-    return backend, {k: v for k, v in params.items() if k not in BACKEND_OPTIONS}
 
 
 def for_decoding(model, vocab, backend: str, device, compute_type: str = "default", threads: int = 1,

@@ -10,7 +10,8 @@ from pathlib import Path
 from kdgrid import methods
 from kdgrid.checkpoint import load_for_decoding
 from kdgrid.corpus import iter_lines, read_lines, write_lines
-from kdgrid.ct2 import for_decoding, split_options
+from kdgrid.ct2 import for_decoding
+from kdgrid.decoding_backend import split_options
 from kdgrid.errors import KdgridError, read_json, write_json
 from kdgrid.importers import sha256_of
 from kdgrid.progress import Progress, log

@@ -28,10 +28,15 @@ shell.prefix(
 )
 
 
+# Planning imports the workflow's checks and kdgrid's torch-free modules (the method kinds, the
+# decoding backend's keys) from this checkout, as the jobs do, whether or not this Snakemake's
+# Python has kdgrid installed.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 import config_check  # noqa: E402
 import filter_check  # noqa: E402
-import method_kinds  # noqa: E402
+from kdgrid import decoding_backend  # noqa: E402
+from kdgrid.methods import kinds as method_kinds  # noqa: E402
 from resources import per_attempt  # noqa: E402
 
 CONFIG_SOURCES = [
@@ -87,15 +92,15 @@ TEACHERS = [
 ]
 METHODS = config["grid"]["methods"]
 STUDENTS = config["grid"]["students"]
-DECODING = method_kinds.decoding(config["decoding"])  # every AT decode's options (backend: kdgrid.ct2)
-TORCH_DECODING = method_kinds.decoding(config["decoding"], autoregressive=False)  # NATs', MoE's
+DECODING = decoding_backend.verb_params(config["decoding"])  # every AT decode's options (backend: kdgrid.ct2)
+TORCH_DECODING = decoding_backend.verb_params(config["decoding"], autoregressive=False)  # NATs', MoE's
 
 
 def method_columns():
     """{column: (method, round)} of every distilled column `teacher.column`, in grid order: a
     method yields its own name (round None); a ban method one column per round from 2 on, <name>2
     .. <name>R (its round 1 is the column of its `from` method); a moe method only for teachers
-    whose size declares experts; a method with `teachers:` only for those (workflow/method_kinds.py)."""
+    whose size declares experts; a method with `teachers:` only for those (kdgrid.methods.kinds)."""
     out = {}
     for t in TEACHERS:
         for m in METHODS:

@@ -1,6 +1,6 @@
 # The section-5 methods' per-job parameters (no rules): a Born-Again round's previous set, AT size,
 # model and training (ban.smk), and what each section-5 column is, for grid.md (report.smk).
-# Shapes and defaults come from workflow/method_kinds.py.
+# Shapes and defaults come from kdgrid.methods.kinds (imported by common.smk as method_kinds).
 
 
 def ban_previous(wildcards):

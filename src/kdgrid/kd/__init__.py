@@ -8,20 +8,30 @@
 before the Trainer, and stores its record in the model file's meta["wrapper"] (`kdgrid evaluate`
 copies it, less init's parameter lists, into the cell's scores.json: `cell_record`). Model files
 stay free of KD flags: the output is always the plain student.
+
+The settings (kdgrid.kd.specs) import no torch, so the workflow plans with them; the wrappers
+(init_copy, losses, word, online) import torch and load on first use.
 """
 
 from __future__ import annotations
 
+import importlib
+
 from kdgrid.errors import KdgridError
-from kdgrid.importers import sha256_of
-from kdgrid.kd.init_copy import copy_from_teacher, layer_map
-from kdgrid.kd.losses import token_kl
-from kdgrid.kd.online import ADAPTER_TARGETS, OnlineKD
 from kdgrid.kd.specs import InitSpec, KDSpec, OnlineSpec, as_dict, defaults, parse_wrap
-from kdgrid.kd.word import WordKD, choices
 
 __all__ = ["InitSpec", "KDSpec", "OnlineSpec", "OnlineKD", "WordKD", "cell_record", "copy_from_teacher",
            "defaults", "layer_map", "parse_wrap", "prepare", "token_kl"]
+# the names the torch-backed submodules give, by submodule (imported on first use)
+LAZY = {"copy_from_teacher": "init_copy", "layer_map": "init_copy", "token_kl": "losses",
+        "ADAPTER_TARGETS": "online", "OnlineKD": "online", "WordKD": "word", "choices": "word"}
+
+
+def __getattr__(name: str):
+    if name in LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 LOSS_FORMULA = {"fkl": "T^2 * KL(p_teacher || q_student)",
                 "rkl": "T^2 * KL(q_student || p_teacher)",
@@ -34,6 +44,7 @@ ADAPTER_OBJECTIVE = ("adapter loss = CE(adapted teacher) + lambda * T^2 * KL(p_t
 
 def _teacher(path, flag: str, device, vocab_sha256: str | None):
     from kdgrid.checkpoint import load_model
+    from kdgrid.importers import sha256_of
 
     teacher, meta = load_model(path, device)
     if vocab_sha256 is not None and meta.get("vocab_sha256") != vocab_sha256:
@@ -50,6 +61,10 @@ def prepare(model, wrap: dict | None, init_teacher: str | None, kd_teacher: str 
     init_teacher / kd_teacher: model files (--init-teacher, --kd-teacher). The init copy happens
     in place on `model`; kd returns a WordKD/OnlineKD around it. vocab_sha256: the student's
     vocabulary, which each teacher file must have been trained with (None: not checked)."""
+    from kdgrid.kd.init_copy import copy_from_teacher
+    from kdgrid.kd.online import ADAPTER_TARGETS, OnlineKD
+    from kdgrid.kd.word import WordKD, choices
+
     init, kd = parse_wrap(wrap)
     for spec, path, flag, key in ((init, init_teacher, "--init-teacher", "init"),
                                   (kd, kd_teacher, "--kd-teacher", "kd")):

@@ -7,8 +7,9 @@
               "mix_weight": 0.5,
               "online": {"rank": 8, "lr": 0.001, "lambda": 1.0}}}
 
-The config schema of the workflow repeats these defaults (a test keeps them in step), so the
-outside names are the keys above. Two of them are Python keywords, so the dataclass fields differ:
+This module imports no torch: the workflow's config check fills a student's --wrap from
+`wrap_defaults` and checks its kind against KD_KINDS / INIT_KINDS from here. The outside names
+are the keys above. Two of them are Python keywords, so the dataclass fields differ:
 init's "from" is the field `teacher`, online's "lambda" is the field `weight` (`outside_key`).
 The teacher names are labels for the record only: the files come from --init-teacher/--kd-teacher.
 """
@@ -22,6 +23,14 @@ from kdgrid.errors import KdgridError
 
 LAYER_MAPS = ("every_other", "first", "last", "even")  # kdgrid.kd.init_copy.layer_map says each
 KD_LOSSES = ("fkl", "rkl", "mix")
+# Word-level KD matches the teacher's distribution over the token at each target position: kinds
+# that predict every position's token from a fixed-length (or left-to-right) target
+# (kdgrid.kd.word says how each one's positions align with the teacher's).
+KD_KINDS = ("cmlm", "nat", "transformer")
+# init copies the Transformer body every one of these kinds builds on (kdgrid.models.layers.
+# EncoderDecoder: embeddings, encoder and decoder stacks); a kind's own parts (length head,
+# FlowSeq's flows, ...) start fresh. tests/test_student_kd_workflow.py checks the models against it.
+INIT_KINDS = ("cmlm", "flowseq", "inat", "inst", "levt", "nat", "transformer")
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,12 @@ def as_dict(spec) -> dict:
 
 
 def defaults() -> dict:
-    """Every default under its outside name, for the config schema to mirror:
+    """Every default under its outside name:
     {"init": {...}, "kd": {...}, "online": {...}} ("online" is what kd.online: {} resolves to)."""
     return {"init": as_dict(InitSpec()), "kd": as_dict(KDSpec()), "online": as_dict(OnlineSpec())}
+
+
+def wrap_defaults() -> dict:
+    """The defaults the workflow spells out in a student's --wrap (so that its job's command says
+    exactly how it learned): `defaults` less the teacher labels and kd's absent online part."""
+    return {part: {k: v for k, v in settings.items() if v is not None} for part, settings in defaults().items()}

@@ -40,13 +40,12 @@ from torch import nn
 
 from kdgrid.errors import KdgridError
 from kdgrid.kd.losses import token_kl
-from kdgrid.kd.specs import KDSpec
+from kdgrid.kd.specs import KD_KINDS, KDSpec
 from kdgrid.models.layers import projected_nll
 from kdgrid.models.moe import MoE
 from kdgrid.models.noise import random_mask
 from kdgrid.models.transformer import Transformer
 
-STUDENT_KINDS = ("transformer", "nat", "cmlm")
 # What the KD term compares, for the record (meta["wrapper"]["kd"], scores.json): the teacher side is
 # its teacher-forced distribution on the student's own target, not its free-running output, and
 # for a NAT/CMLM student that is a decision the papers leave open, so the record says it in words.
@@ -98,9 +97,9 @@ class WordKD(nn.Module):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, spec: KDSpec):
         super().__init__()
-        if student.kind not in STUDENT_KINDS:
+        if student.kind not in KD_KINDS:
             raise KdgridError(f"word-level KD needs target positions aligned with the teacher's: student "
-                              f"kind {student.kind!r} has none; use one of {', '.join(STUDENT_KINDS)}")
+                              f"kind {student.kind!r} has none; use one of {', '.join(KD_KINDS)}")
         if not isinstance(teacher, Transformer):
             raise KdgridError(f"word-level KD: the teacher must be an autoregressive model (transformer "
                               f"or moe), got kind {teacher.kind!r}")

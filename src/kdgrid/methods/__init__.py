@@ -1,9 +1,11 @@
 """Distillation methods: how a teacher turns the training sources into a distilled set.
 
-One small module per method kind behind one dispatch (`distill`). Each module says which options
-it takes and whether it reads the training references, and turns one chunk of source lines into
-as many target lines. The workflow sees a column (`distill/<teacher>.<column>/train.tgt`) and
-nothing more; search, refinement and metrics know nothing of these kinds.
+One small module per method kind behind one dispatch (`distill`): each turns one chunk of source
+lines into as many target lines. Which options a kind takes, its defaults and whether it reads the
+training references are kdgrid.methods.kinds' (torch-free, so the workflow plans with the same
+facts); the kind modules import torch and load on first use. The workflow sees a column
+(`distill/<teacher>.<column>/train.tgt`) and nothing more; search, refinement and metrics know
+nothing of these kinds.
 
 - decode (beam, greedy, sample, sample_topk): the teacher's own decoding.
 - interpolate: sequence-level interpolation (Kim & Rush 2016), best of the n-best by sentence BLEU.
@@ -13,30 +15,44 @@ nothing more; search, refinement and metrics know nothing of these kinds.
 
 from __future__ import annotations
 
-from kdgrid.errors import KdgridError
-from kdgrid.methods import ban, decode, interpolate, moe
+import importlib
 
-KINDS = {"beam": decode, "greedy": decode, "sample": decode, "sample_topk": decode,
-         "interpolate": interpolate, "ban": ban, "moe": moe}
+from kdgrid.errors import KdgridError
+from kdgrid.methods.kinds import DECODE_KINDS, KINDS, NEEDS_REFERENCE, job_options
+
+MODULES = ("ban", "decode", "interpolate", "moe")  # the kind modules: the decoding kinds share decode
 # Options of every kind: the output length limit of config `decoding` (max_tokens is the batch
 # size, used by the caller).
 LENGTH_OPTIONS = ("max_len_a", "max_len_b")
 
 
-def module(kind: str):
+def _known(kind: str) -> None:
     if kind not in KINDS:
         raise KdgridError(f"--params: unknown method kind {kind!r}; known: {', '.join(KINDS)}")
-    return KINDS[kind]
+
+
+def module(kind: str):
+    """The module that distills `kind` (imported on first use)."""
+    _known(kind)
+    return importlib.import_module(f"{__name__}.{'decode' if kind in DECODE_KINDS else kind}")
+
+
+def __getattr__(name: str):  # `methods.interpolate` and the like, as before the lazy imports
+    if name in MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def needs_reference(kind: str) -> bool:
     """Whether the kind reads the training targets (the distill verb's --ref)."""
-    return module(kind).NEEDS_REFERENCE
+    _known(kind)
+    return kind in NEEDS_REFERENCE
 
 
 def check(kind: str, options: dict) -> None:
     """A KdgridError naming the options a kind does not take (checked before any decoding)."""
-    taken = module(kind).OPTIONS
+    _known(kind)
+    taken = job_options(kind)
     if taken is None:  # the plain decoding kinds pass their options on as they always have
         return
     unknown = sorted(set(options) - set(taken) - set(LENGTH_OPTIONS))
@@ -50,8 +66,7 @@ def distill(model, vocab, lines: list[str], refs: list[str] | None, kind: str, o
     """The distilled targets of `lines` (one per line) by method `kind` with `options`; `refs`
     are the lines' real targets where the kind needs them (else None)."""
     check(kind, options)
-    mod = module(kind)
-    if mod.NEEDS_REFERENCE and refs is None:
+    if needs_reference(kind) and refs is None:
         raise KdgridError(f"method kind {kind!r} picks candidates by their score against the reference: "
                           "give the training targets with --ref")
-    return mod.distill(model, vocab, lines, refs, kind, dict(options), max_tokens, threads, what)
+    return module(kind).distill(model, vocab, lines, refs, kind, dict(options), max_tokens, threads, what)

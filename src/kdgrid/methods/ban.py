@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from kdgrid.translate import translate
 
-NEEDS_REFERENCE = False
-OPTIONS = ("beam", "lenpen")  # rounds and size shape the workflow, not the decoding
-
 
 def distill(model, vocab, lines, refs, kind, options, max_tokens, threads, what):
     texts, _ = translate(model, vocab, lines, {**options, "method": "beam"}, max_tokens, threads, what=what)

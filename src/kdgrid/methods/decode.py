@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from kdgrid.translate import translate
 
-NEEDS_REFERENCE = False
-OPTIONS = None  # every option goes to the decoder (beam, lenpen, temperature, topk, seed)
-
 
 def distill(model, vocab, lines, refs, kind, options, max_tokens, threads, what):
     texts, _ = translate(model, vocab, lines, {**options, "method": kind}, max_tokens, threads, what=what)

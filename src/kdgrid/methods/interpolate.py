@@ -17,15 +17,11 @@ import json
 from sacrebleu.metrics import CHRF
 
 from kdgrid.errors import KdgridError
+from kdgrid.methods.kinds import resolved
 from kdgrid.metrics.bleu import bleu_metric
 from kdgrid.progress import log
 from kdgrid.translate import translate_nbest
 
-NEEDS_REFERENCE = True
-OPTIONS = ("nbest", "beam", "lenpen", "metric")
-# beam defaults to nbest; workflow/method_kinds.py (plain Python, no kdgrid import) holds the same
-# values as KIND_DEFAULTS["interpolate"]: tests/test_methods.py keeps the two in step
-DEFAULTS = {"nbest": 5, "lenpen": 1.0, "metric": "bleu"}
 METRICS = ("bleu", "chrf")
 SENTENCE_BLEU = {"smooth_method": "exp", "effective_order": True}  # sacrebleu's sentence_bleu defaults
 
@@ -66,9 +62,9 @@ def pick(candidates: list[tuple[float, str]], reference: str, metric=None,
 
 
 def distill(model, vocab, lines, refs, kind, options, max_tokens, threads, what):
-    opts = {**DEFAULTS, **options}
+    # the options left out take kdgrid.methods.kinds' defaults (beam: nbest), as the workflow plans them
+    opts = {k: v for k, v in resolved({"kind": "interpolate", **options}).items() if k != "kind"}
     nbest = opts["nbest"]
-    opts.setdefault("beam", nbest)
     if not 1 <= nbest <= opts["beam"]:
         raise KdgridError(f"--params: nbest {nbest} must be between 1 and the beam size {opts['beam']}")
     if len(refs) != len(lines):

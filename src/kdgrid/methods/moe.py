@@ -8,11 +8,8 @@ expert instead (kdgrid.models.moe, `expert: prior`)."""
 from __future__ import annotations
 
 from kdgrid.errors import KdgridError
-from kdgrid.models.moe import MIXTURE_BEST
+from kdgrid.models.configs import MIXTURE_BEST
 from kdgrid.translate import translate
-
-NEEDS_REFERENCE = False
-OPTIONS = ("expert", "beam", "lenpen")
 
 
 def distill(model, vocab, lines, refs, kind, options, max_tokens, threads, what):

@@ -8,30 +8,12 @@ rewrites only the masked positions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from kdgrid.models.layers import EncoderDecoder, LengthHead, ModelConfig, init_linear, key_mask, projected_nll
+from kdgrid.models.configs import CMLMConfig
+from kdgrid.models.layers import EncoderDecoder, LengthHead, init_linear, key_mask, projected_nll
 from kdgrid.models.noise import random_mask
 from kdgrid.refine import State, refine
-
-
-@dataclass(kw_only=True)
-class CMLMConfig(ModelConfig):
-    mask: int
-    length_classes: int = 256
-    length_loss_weight: float = 0.1
-    length_beam: int = 5
-    max_iter: int = 10  # T - 1: iterations after the first all-mask pass
-    # Mask-Predict runs all T iterations: its mask shrinks every iteration, so an unchanged output
-    # is not convergence (the next iteration rewrites fewer, other tokens). True: stop early.
-    adaptive: bool = False
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.length_beam < 1 or self.max_iter < 0:
-            raise ValueError("length_beam must be positive and max_iter non-negative")
 
 
 class CMLM(EncoderDecoder):

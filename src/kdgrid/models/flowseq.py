@@ -25,51 +25,16 @@ and configs of the single-scale FlowSeq give `flow_steps: N`, which means one le
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from kdgrid.models.configs import FlowSeqConfig
 from kdgrid.models.flow import ActNorm, build_flow, flow_forward, flow_reverse
-from kdgrid.models.layers import EncoderDecoder, LengthHead, ModelConfig, Stack, init_linear, key_mask, smoothed_nll
+from kdgrid.models.layers import EncoderDecoder, LengthHead, Stack, init_linear, key_mask, smoothed_nll
 from kdgrid.refine import State, refine
 
 LOG_2PI = math.log(2 * math.pi)
-
-
-@dataclass(kw_only=True)
-class FlowSeqConfig(ModelConfig):
-    mask: int
-    latent: int = 64  # channels of z per position (even)
-    posterior_layers: int = 1
-    posterior_dropword: float = 0.0  # while training, drop whole words from the posterior's input
-    flow_levels: list[int] = field(default_factory=lambda: [2, 2])  # steps per level; base [4, 4, 2]
-    flow_steps: int | None = None  # older configs and files: one level of this many steps; when
-    # given, it replaces flow_levels (a config merged over defaults may hold both)
-    length_classes: int = 256
-    length_loss_weight: float = 0.1
-    kl_weight: float = 1.0
-    length_beam: int = 1
-    samples: int = 1  # > 1: noisy parallel decoding
-    temperature: float = 1.0  # of the noise in noisy parallel decoding
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.latent % 2 or self.latent < 2:
-            raise ValueError(f"latent must be even and >= 2, got {self.latent}")
-        if self.samples < 1 or self.length_beam < 1:
-            raise ValueError("samples and length_beam must be positive")
-        if self.flow_steps is not None:
-            if isinstance(self.flow_steps, bool) or not isinstance(self.flow_steps, int) or self.flow_steps < 1:
-                raise ValueError(f"flow_steps must be a positive integer, got {self.flow_steps!r}")
-            self.flow_levels, self.flow_steps = [self.flow_steps], None  # saved as flow_levels
-        levels = self.flow_levels
-        if (not isinstance(levels, (list, tuple)) or not levels
-                or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in levels)):
-            raise ValueError(f"flow_levels must be a non-empty list of positive step counts, got {levels!r}")
-        self.flow_levels = list(levels)
-        if not 0 <= self.posterior_dropword < 1:
-            raise ValueError(f"posterior_dropword must be in [0, 1), got {self.posterior_dropword}")
 
 
 class FlowSeq(EncoderDecoder):

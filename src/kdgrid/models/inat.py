@@ -10,29 +10,15 @@ times and stops early once the output no longer changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from kdgrid.models.configs import INATConfig
 from kdgrid.models.layers import smoothed_nll
-from kdgrid.models.nat import NAT, NATConfig
+from kdgrid.models.nat import NAT
 from kdgrid.models.noise import corrupt
 from kdgrid.refine import State, refine
 
 FIRST_WORD = 5  # ids below are pad, unk, bos, eos, <mask>
-
-
-@dataclass(kw_only=True)
-class INATConfig(NATConfig):
-    train_steps: int = 4
-    corrupt_prob: float = 0.5
-    max_iter: int = 10
-    adaptive: bool = True  # stop a sentence once an iteration leaves it unchanged (Lee et al.)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.train_steps < 1 or self.max_iter < 0 or not 0 <= self.corrupt_prob <= 1:
-            raise ValueError("train_steps >= 1, max_iter >= 0 and corrupt_prob in [0, 1] are required")
 
 
 class INAT(NAT):

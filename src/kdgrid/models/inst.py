@@ -15,26 +15,16 @@ until every slot chooses eos, or `max_iter`; length is capped at a * |x| + b.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from kdgrid.models.configs import InsTConfig
 from kdgrid.models.edits import expert_edits
-from kdgrid.models.layers import EncoderDecoder, ModelConfig, init_linear, key_mask
+from kdgrid.models.layers import EncoderDecoder, init_linear, key_mask
 from kdgrid.models.levt import frame, pad_rows
 from kdgrid.models.noise import random_delete
 from kdgrid.refine import State, empty_start, refine
-
-
-@dataclass(kw_only=True)
-class InsTConfig(ModelConfig):
-    mask: int
-    tree_temperature: float = 1.0  # tau; large values make the slot target uniform
-    max_iter: int = 20
-    adaptive: bool = True  # stop a sentence once an iteration leaves it unchanged
-    max_len_a: float = 2.0
-    max_len_b: int = 10
 
 
 class InsertionTransformer(EncoderDecoder):

@@ -8,11 +8,12 @@ source memory once (cross-attention) instead of recomputing the whole prefix at 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kdgrid.models.configs import ModelConfig
 
 
 def sinusoidal_positions(length: int, dim: int, start: int = 0) -> torch.Tensor:
@@ -199,34 +200,6 @@ def projected_nll(embed: Embedding, h: torch.Tensor, target: torch.Tensor, pad: 
     projection, the largest matrix product of a small model's step."""
     keep = target.ne(pad)
     return smoothed_nll(embed.logits(h[keep]), target[keep], pad, smoothing)
-
-
-@dataclass(kw_only=True)
-class ModelConfig:
-    """What every model kind shares: vocabulary ids and the Transformer body's sizes."""
-
-    vocab_size: int
-    pad: int
-    bos: int
-    eos: int
-    d_model: int = 512
-    ffn: int = 2048
-    encoder_layers: int = 6
-    decoder_layers: int = 6
-    heads: int = 8
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
-    pre_norm: bool = True
-
-    def __post_init__(self):
-        for name in ("vocab_size", "d_model", "ffn", "heads", "encoder_layers", "decoder_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.d_model % self.heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
-        for name in ("dropout", "attention_dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 class EncoderDecoder(nn.Module):

@@ -11,27 +11,15 @@ them, until the output stops changing or `max_iter`; length is capped at a * |x|
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdgrid.models.configs import LevTConfig
 from kdgrid.models.edits import expert_edits
-from kdgrid.models.layers import EncoderDecoder, ModelConfig, init_linear, key_mask, smoothed_nll
+from kdgrid.models.layers import EncoderDecoder, init_linear, key_mask, smoothed_nll
 from kdgrid.models.noise import random_delete
 from kdgrid.refine import State, empty_start, refine
-
-
-@dataclass(kw_only=True)
-class LevTConfig(ModelConfig):
-    mask: int
-    placeholder_classes: int = 256  # 0 .. 255 placeholders per slot
-    insertion_penalty: float = 0.0  # subtracted from the "0 placeholders" logit when decoding
-    max_iter: int = 10
-    adaptive: bool = True  # stop a sentence once an iteration leaves it unchanged
-    max_len_a: float = 2.0
-    max_len_b: int = 10
 
 
 def frame(tokens: torch.Tensor, pad: int, bos: int, eos: int) -> torch.Tensor:

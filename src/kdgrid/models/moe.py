@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -53,31 +52,12 @@ from torch import nn
 from kdgrid import search
 from kdgrid.batching import pad_stack
 from kdgrid.errors import KdgridError
+from kdgrid.models.configs import MIXTURE_BEST, PRIOR_EXPERT, SEED_STRIDE, MoEConfig
 from kdgrid.models.layers import init_linear, smoothed_nll
-from kdgrid.models.transformer import Transformer, TransformerConfig
+from kdgrid.models.transformer import Transformer
 
-PRIORS = ("uniform", "learned")
-PRIOR_EXPERT, MIXTURE_BEST = "prior", "mixture_best"  # generate()'s `expert` besides an expert number
 SAMPLING = ("sample", "sample_topk")  # methods whose prior expert is drawn, not the prior's argmax
-# A call's sampling seed s gives expert k's token draws the seed s * SEED_STRIDE + k and the expert
-# draw s * SEED_STRIDE + SEED_STRIDE - 1: distinct for every call seed and expert (kdgrid.translate
-# numbers a run's batches s, s + 1, ...), so no two groups of sentences share their random numbers.
-SEED_STRIDE = 1024
-MAX_EXPERTS = SEED_STRIDE - 1
 LENPEN = 1.0  # kdgrid.search's default length penalty
-
-
-@dataclass(kw_only=True)
-class MoEConfig(TransformerConfig):
-    experts: int = 3  # fairseq's example uses 3
-    prior: str = "uniform"  # uniform | learned
-
-    def __post_init__(self):
-        super().__post_init__()
-        if isinstance(self.experts, bool) or not isinstance(self.experts, int) or not 2 <= self.experts <= MAX_EXPERTS:
-            raise ValueError(f"experts must be an integer from 2 to {MAX_EXPERTS}, got {self.experts!r}")
-        if self.prior not in PRIORS:
-            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
 
 
 class MeanPoolGate(nn.Module):

@@ -7,28 +7,11 @@ and predicts every target token in one parallel pass (the refinement loop with m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from kdgrid.models.layers import EncoderDecoder, LengthHead, ModelConfig, init_linear, key_mask, projected_nll
+from kdgrid.models.configs import NATConfig
+from kdgrid.models.layers import EncoderDecoder, LengthHead, init_linear, key_mask, projected_nll
 from kdgrid.refine import State, refine
-
-
-@dataclass(kw_only=True)
-class NATConfig(ModelConfig):
-    mask: int
-    decoder_input: str = "copy"  # copy | mask
-    length_classes: int = 256
-    length_loss_weight: float = 0.1
-    length_beam: int = 1
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.decoder_input not in ("copy", "mask"):
-            raise ValueError(f"decoder_input must be 'copy' or 'mask', got {self.decoder_input!r}")
-        if self.length_beam < 1:
-            raise ValueError(f"length_beam must be positive, got {self.length_beam}")
 
 
 class NAT(EncoderDecoder):

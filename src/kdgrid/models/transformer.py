@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from kdgrid import search
+from kdgrid.models.configs import TransformerConfig
 from kdgrid.models.layers import (
     EncoderDecoder,
-    ModelConfig,
     causal_mask,
     init_linear,
     key_mask,
     projected_nll,
     reorder_cache,
 )
-
-
-@dataclass(kw_only=True)
-class TransformerConfig(ModelConfig):
-    """The shared body only: encoder, causal decoder, tied output layer."""
 
 
 class Transformer(EncoderDecoder):

@@ -1,8 +1,9 @@
-"""Distillation method kinds as the workflow sees them (plain Python, no Snakemake, no torch;
-imported by common.smk and config_check.py): the defaults of the section-5 kinds, the columns a
-method yields, which teachers it fits, and the options its distill jobs get.
+"""The distillation method kinds as the config names them, torch-free: each kind's options and
+defaults, which kinds read the training references, the columns a method yields, which teachers it
+fits and the options its distill jobs get. The workflow (common.smk, config_check.py) plans with
+this module without torch; kdgrid.methods checks and runs the jobs with the same facts.
 
-The decoding itself lives in src/kdgrid/methods/ (one module per kind); this file only shapes
+The decoding itself lives in the other modules of kdgrid.methods (one per kind); this one shapes
 the grid: a `ban` method with `rounds: R` and `from: M` (a beam-kind method of grid.methods,
 default `beam`) yields the columns <name>2 .. <name>R: its round 1 IS column M (the teacher's beam
 output; no second copy of it), and round r >= 2 is an AT trained on round r-1's set. A `moe`
@@ -11,10 +12,12 @@ method yields a column only for teachers whose size declares `experts`.
 
 from __future__ import annotations
 
+from kdgrid.models.configs import MIXTURE_BEST
+
 DECODE_KINDS = ("beam", "greedy", "sample", "sample_topk")
 KINDS = (*DECODE_KINDS, "interpolate", "ban", "moe")
 # Defaults of the section-5 kinds where a method leaves an option out (workflow/defaults.yaml's
-# named methods spell the same values out; tests/test_config.py keeps the two in step).
+# named methods name only their kind, so that these are the one copy).
 # interpolate's beam defaults to its nbest; ban's size to the student's size (the paper's
 # Born-Again round: a student-sized AT), the teacher's own only when `size: teacher` says so.
 KIND_DEFAULTS = {
@@ -22,7 +25,8 @@ KIND_DEFAULTS = {
     "ban": {"rounds": 2, "from": "beam", "beam": 5, "lenpen": 1.0, "size": "student"},
     "moe": {"expert": "each", "beam": 5, "lenpen": 1.0},
 }
-EACH_EXPERT, MIXTURE_BEST = "each", "mixture_best"  # a moe method's `expert` besides an expert number
+# a moe method's `expert` besides an expert number: one column per expert, or the mixture's best
+EACH_EXPERT = "each"
 MIXBEST_SUFFIX = "_mixbest"  # the column of a mixture_best moe method: <name>_mixbest
 # The options each section-5 kind takes; the decoding kinds take their decoder's options as before.
 KIND_OPTIONS = {
@@ -34,6 +38,13 @@ SECTION5_OPTIONS = ("nbest", "metric", "rounds", "from", "size", "expert")
 NEEDS_REFERENCE = ("interpolate",)  # kinds whose distill jobs read data/train.tgt (--ref)
 WORKFLOW_OPTIONS = ("rounds", "from", "size", "teachers")  # shape the grid (columns, BAN models), not the decoding
 GENERAL_OPTIONS = ("teachers",)  # options every kind takes
+
+
+def job_options(kind: str) -> tuple | None:
+    """The options a distill job of `kind` takes in its --params (the kind's options less those
+    that shape the grid); None for the decoding kinds, whose options all go to the decoder."""
+    taken = KIND_OPTIONS.get(kind)
+    return None if taken is None else tuple(k for k in taken if k not in WORKFLOW_OPTIONS)
 
 
 def resolved(spec: dict) -> dict:
@@ -103,18 +114,3 @@ def ban_size(spec: dict, teacher: str) -> str:
     or a named teacher size."""
     size = spec.get("size", STUDENT_SIZE)
     return teacher if size == TEACHER_SIZE else size
-
-
-# The AT decoding backend (config decoding.backend / compute_type / ct2_search, kdgrid.ct2) and
-# its defaults.
-BACKEND_DEFAULTS = {"backend": "torch", "compute_type": "default", "ct2_search": "exact"}
-
-
-def decoding(options: dict, autoregressive: bool = True) -> dict:
-    """Config `decoding` as the verbs' --params take it: the backend keys only where they differ
-    from their defaults (a grid finished before the CTranslate2 backend keeps its jobs), only for
-    the models CTranslate2 decodes (a NAT's or the MoE teacher's jobs ignore the backend), and
-    CTranslate2's own keys only when it is the backend."""
-    ct2 = autoregressive and options.get("backend", BACKEND_DEFAULTS["backend"]) == "ctranslate2"
-    keep = lambda k, v: ct2 and BACKEND_DEFAULTS[k] != v if k in BACKEND_DEFAULTS else True  # noqa: E731
-    return {k: v for k, v in options.items() if keep(k, v)}
