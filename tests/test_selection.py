@@ -126,6 +126,12 @@ def test_a_seed_that_reverses_the_pooled_verdict_makes_a_tie(tmp_path):
     assert t["p_value"] < 0.05 and t["diff"] < 0  # pooled: raw worse
     assert [p["diff"] < 0 for p in t["per_seed"]] == [True, True, False]
     assert t["verdict"] == "tied"
+    # the answer says why: every p is small, the seeds disagree in direction (not "p >= 0.05")
+    assert all(p["p_value"] < 0.05 for p in t["per_seed"])
+    a = recommend.answer(g, selection=selection.analyse(g, [ref]))["students"][0]
+    assert a["tied_by_sign"] == ["raw"]
+    assert "raw differs significantly in every seed but not in the same direction" in a["reason"]
+    assert "not told apart" not in a["reason"]
     # every seed agreeing: worse
     g2, _ = build(tmp_path, {"raw": ([bad] * 3, [30.0] * 3), "a.beam": ([good, good, good], [40.0] * 3)})
     assert selection.analyse(g2, [ref])["nat"]["tests"]["raw"]["verdict"] == "worse"

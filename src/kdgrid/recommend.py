@@ -84,7 +84,8 @@ def _student(grid: dict, s: str, copy, tie: float, sel: dict | None = None, cost
          "top_bleu": max(p["bleu"] for p in scored) if scored else None,
          "selected_on": "test" if sel is None else sel["selected_on"],
          "select_metric": "bleu" if sel is None else sel["metric"], "tie_rule": "margin", "tied": [],
-         "better_on_test": [], "recommended": None, "recommended_cost_hours": None, "runner_up_p": None,
+         "better_on_test": [], "tied_by_sign": [], "recommended": None, "recommended_cost_hours": None,
+         "runner_up_p": None,
          "margin_ci": None, "seeds": max((row[c].get("n", 1) for c in cols if row.get(c)), default=0),
          "missing": [c for c in cols if row.get(c) is None], "points": points, "reason": ""}
     if not scored:
@@ -104,6 +105,10 @@ def _student(grid: dict, s: str, copy, tie: float, sel: dict | None = None, cost
         if tests:  # the paired tests decide: tied = not told apart from the chosen column on test
             a["tie_rule"] = "paired"
             a["tied"] = [c for c, t in tests.items() if t["verdict"] == "tied"]
+            # why each is tied: a p >= alpha (pooled or in a seed), or every p < alpha but the seeds
+            # disagree in sign (the trained models differ, the columns do not, in a consistent way)
+            a["tied_by_sign"] = [c for c in a["tied"] if all(
+                x["p_value"] < sel["alpha"] for x in [tests[c], *tests[c]["per_seed"]])]
             a["better_on_test"] = [c for c, t in tests.items() if t["verdict"] == "better"]
             t = tests[runner["data"]]
             lo, hi = t["diff_ci"] if t.get("diff_ci") else (None, None)
@@ -192,8 +197,12 @@ def _reason(a: dict, peers: list[dict], c_raw, tie: float, copy, below_teachers:
         if a["tied"]:
             cheap = a["recommended"]
             cost = "" if a["recommended_cost_hours"] is None else f", {a['recommended_cost_hours']:.2f} core-h"
-            lead = (f"tie: {lead}; not told apart from {', '.join(a['tied'])} (p >= {a['alpha']:g}, pooled or "
-                    "in a seed)" + (f"; the cheapest of them is {cheap}{cost}" if cheap != a["best"] else ""))
+            by_p = [c for c in a["tied"] if c not in a.get("tied_by_sign", [])]
+            why = ([f"not told apart from {', '.join(by_p)} (p >= {a['alpha']:g}, pooled or in a seed)"] if by_p
+                   else []) + ([f"{', '.join(a['tied_by_sign'])} differs significantly in every seed but not in "
+                                "the same direction (the seeds disagree)"] if a.get("tied_by_sign") else [])
+            lead = (f"tie: {lead}; " + "; ".join(why)
+                    + (f"; the cheapest of them is {cheap}{cost}" if cheap != a["best"] else ""))
         parts.append(lead)
         if a["better_on_test"]:
             parts.append(f"test prefers {', '.join(a['better_on_test'])} (p < {a['alpha']:g}, pooled and in every "
