@@ -4,11 +4,16 @@ GPU hours from the jobs' `kdgrid device:` log lines."""
 from __future__ import annotations
 
 import csv
+import sys
+from pathlib import Path
 
 import pytest
 
 from kdgrid import costs
 from kdgrid.errors import KdgridError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
+import filter_check  # noqa: E402
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -189,3 +194,38 @@ def test_a_columns_cost_is_the_jobs_that_make_it(tmp_path, monkeypatch):
     cost = costs.column_cost(costs.jobs(*map(list, zip(*found))))
     assert cost("T.beam") == 1.5  # the teacher's training and the distillation; the alignment measures
     assert cost("raw") == 0.0 and cost("U.beam") is None
+
+
+# filter.smk's benchmark paths (under r/benchmarks/, logs alike under r/logs/)
+FILTER_PATHS = {"train_filter_teacher": "train_filter_teacher", "filter_labels": "filter_labels",
+                "filter_teacher": "filter_teacher", "filter_student": "filter_student/{label_set}.{classifier}.{seed}",
+                "filter_apply": "filter_apply"}
+
+
+def test_the_filter_the_grid_trains_behind_is_charged_to_its_setup(tmp_path, monkeypatch):
+    """corpus.clean.filter: every cell trains on the pairs the filter kept, so its teacher, labelled
+    set, head, the chosen student classifier and filter_apply are setup of the grid, read from their
+    benchmark files like any job; the comparison's other students (not waited for) are not charged."""
+    monkeypatch.chdir(tmp_path)
+    clean = filter_check.clean_filter_spec({"corpus": {"clean": {"filter": {"classifier": "lelp"}}}})
+    pins = filter_check.cost_wildcards(clean)
+    patterns = [{"rule": rule, "scope": scope, "benchmark": f"r/benchmarks/{FILTER_PATHS[rule]}.tsv",
+                 "log": f"r/logs/{FILTER_PATHS[rule]}.log", **({"wildcards": pins[rule]} if rule in pins else {})}
+                for rule, scope in filter_check.cost_scopes(clean).items()]  # as common.smk's cost_params
+    wall = {"prepare": 10, "train_filter_teacher": 600, "filter_labels": 5, "filter_teacher": 60,
+            "filter_student/few.lelp.1": 120, "filter_apply": 30,  # the chosen student: few, lelp, seed 1
+            "filter_student/few.kd.1": 1000, "filter_student/binary.lelp.1": 1000, "filter_student/few.lelp.2": 1000}
+    for name, seconds in wall.items():
+        path = tmp_path / "r" / "benchmarks" / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(HEADER + f"{seconds}\t0:00:01\t10\t1\t1\t1\t0\t0\t0\t{seconds / 2}\n")
+    found = costs.discover(PATTERNS + patterns, students=["nat"], columns=["raw"], teachers=["T"])
+    assert [job for job in found if "filter_student" in job[0]] == [
+        ("setup/filter_student", "r/benchmarks/filter_student/few.lelp.1.tsv", "r/logs/filter_student/few.lelp.1.log")]
+    (setup,) = [r for r in costs.table(costs.jobs(*map(list, zip(*found)))) if r["scope"] == "setup"]
+    assert setup["rules"] == "; ".join(["prepare", *filter_check.GATING_RULES])
+    assert (setup["jobs"], setup["wall_seconds"], setup["cpu_seconds"]) == (6, 825, 412.5)
+    # without corpus.clean.filter the filter gates nothing: the comparison is not the grid's cost
+    assert filter_check.cost_scopes(None) == {} == filter_check.cost_wildcards(None)
+    with pytest.raises(KdgridError, match="has no wildcard.s. seed to fix"):
+        costs.discover([{**PATTERNS[0], "wildcards": {"seed": "1"}}], ["nat"], ["raw"], ["T"])

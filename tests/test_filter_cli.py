@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from kdgrid.cli_filter import inject_noise
 from kdgrid.corpus import read_lines, write_lines
 from kdgrid.errors import KdgridError
-from kdgrid.filter_table import applied_markdown, markdown, rows
+from kdgrid.filter.noise import inject_noise
+from kdgrid.filter.table import applied_markdown, markdown, rows
 
 
 def kdgrid(*args):

@@ -20,7 +20,7 @@ from kdgrid.filter.prior import (
     em_prior,
     noisy_precision,
 )
-from kdgrid.filter_table import markdown, rows
+from kdgrid.filter.table import markdown, rows
 
 BINARY = ["clean", "noisy"]
 

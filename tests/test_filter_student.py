@@ -61,6 +61,47 @@ def test_pair_embeddings_do_not_depend_on_the_batch():
         pair_embeddings(teacher, src[:2], tgt[:1])
 
 
+class PublicFace(torch.nn.Module):
+    """The teacher seen only through what the design lets the filter read: cfg, encode and states."""
+
+    autoregressive = True
+
+    def __init__(self, teacher):
+        super().__init__()
+        self._teacher, self.cfg = teacher, teacher.cfg
+
+    def encode(self, src):
+        return self._teacher.encode(src)
+
+    def states(self, prev, memory, src_pad):
+        return self._teacher.states(prev, memory, src_pad)
+
+
+def test_pair_embeddings_read_the_teacher_through_encode_and_states_only():
+    """The same numbers, bit for bit, as the decoder stack called directly (how they were made
+    before the filter read only the teacher's public face), and from a face with nothing else."""
+    from kdgrid.batching import collate
+    from kdgrid.models.layers import causal_mask, key_mask
+
+    teacher = tiny_teacher()
+    src, tgt = random_pairs(5, seed=2)
+    got = pair_embeddings(teacher, src, tgt, max_tokens=1000)
+    batch = collate(src, tgt, PAD, BOS, EOS)
+    with torch.no_grad():
+        memory, src_pad = teacher.encode(batch["src"])
+        prev = batch["tgt_in"]
+        hidden = teacher.decoder(teacher.embed_target(prev), causal_mask(prev.size(1), prev.device), memory,
+                                 key_mask(src_pad))
+        mean = lambda x, pad: (x * (~pad).unsqueeze(-1)).sum(1) / (~pad).sum(1, keepdim=True).clamp(min=1)
+        before = torch.cat([mean(memory, src_pad), mean(hidden, prev.eq(PAD))], -1).numpy()
+    assert np.array_equal(got, before)
+    assert np.array_equal(pair_embeddings(PublicFace(teacher), src, tgt, max_tokens=1000), got)
+    face = PublicFace(teacher)
+    face.states = None  # a model without the public call is refused, not read through its insides
+    with pytest.raises(KdgridError, match="must be an autoregressive encoder-decoder"):
+        pair_embeddings(face, src, tgt)
+
+
 def labelled_pairs():
     """Nine pairs, three per class: clean (a target of its own), copy, and shuffled."""
     src, tgt = random_pairs(9, seed=4, low=3)

@@ -107,6 +107,19 @@ def test_every_filter_rule_runs_a_verb_the_cli_accepts(filtered_dry_run):
             parser.parse_args(words[1: words.index("2>")])
 
 
+def test_the_cost_table_charges_the_filter_the_grid_trains_behind(filtered_dry_run):
+    """aggregate's cost patterns: the filter's jobs, the chosen student classifier's only, are setup."""
+    (aggregate,) = rule_commands(filtered_dry_run)["aggregate"]
+    words = shlex.split(aggregate)
+    patterns = {p["rule"]: p for p in json.loads(words[words.index("--params") + 1])["costs"]["patterns"]}
+    for rule in ("train_filter_teacher", "filter_labels", "filter_teacher", "filter_student", "filter_apply"):
+        assert patterns[rule]["scope"] == "setup", rule
+    student = patterns["filter_student"]
+    assert student["benchmark"] == "results/toy/benchmarks/filter_student/{label_set}.{classifier}.{seed}.tsv"
+    assert student["wildcards"] == {"label_set": "few", "classifier": "lelp", "seed": "1"}
+    assert "filter_report" not in patterns and "wildcards" not in patterns["filter_apply"]
+
+
 BAD = [
     ({"corpus": {"clean": {"filter": {"classifier": "svm"}}}, "filter": SMALL_FILTER},
      r"corpus.clean.filter.classifier: 'svm' is not one of"),

@@ -72,6 +72,27 @@ def noise_spec(c: dict) -> dict | None:
     return None if spec is None else {**NOISE_DEFAULTS, **spec}
 
 
+# The filter every cell trains behind (corpus.clean.filter) is setup of the grid, like the corpus
+# and the vocabulary: its jobs are charged to the cost table's setup row (common.smk: COST_SCOPES).
+# Of the student classifiers compared, only the chosen one gates the grid: the others are the
+# comparison's, and aggregate does not wait for them (they may not have run yet).
+GATING_RULES = ("train_filter_teacher", "filter_labels", "filter_teacher", "filter_student", "filter_apply")
+
+
+def cost_scopes(clean: dict | None) -> dict[str, str]:
+    """{rule: cost scope} of the filter's jobs the grid is charged for; none without clean.filter."""
+    return {} if clean is None else dict.fromkeys(GATING_RULES, "setup")
+
+
+def cost_wildcards(clean: dict | None) -> dict[str, dict[str, str]]:
+    """{rule: {wildcard: value}}: filter_student's jobs count only for the chosen student
+    (filter.smk's wildcards label_set, classifier, seed)."""
+    if clean is None:
+        return {}
+    return {"filter_student": {"label_set": clean["labels"], "classifier": clean["classifier"],
+                               "seed": str(clean["seed"])}}
+
+
 def _shares(kinds: dict, where: str) -> list[str]:
     total = sum(kinds.values())
     if abs(total - 1.0) > 1e-6:

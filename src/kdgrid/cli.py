@@ -33,6 +33,7 @@ def _device():
 # -- verbs -----------------------------------------------------------------------------------
 def cmd_prepare(a) -> None:
     from kdgrid import corpus, importers
+    from kdgrid.filter.noise import inject_noise  # corpus.noise
 
     p = _json(a.params, "--params")
     data = importers.load(p, a.download_dir)
@@ -45,7 +46,7 @@ def cmd_prepare(a) -> None:
     if bool(a.train_noise) != bool(p.get("noise")):
         raise KdgridError("--train-noise and corpus.noise go together (the kind of every noisy training line)")
     if p.get("noise"):  # noise injected into train only, after cleaning; valid and test stay as they are
-        kinds, stats["noise"] = cli_filter.inject_noise(data["train"], p["noise"])
+        kinds, stats["noise"] = inject_noise(data["train"], p["noise"])
     with all_or_nothing(*a.train, *a.valid, *a.test, *wanted.values(), a.train_lang, a.train_noise, a.stats):
         if a.train_noise:
             corpus.write_lines(a.train_noise, kinds)

@@ -11,7 +11,6 @@ from kdgrid.errors import KdgridError, all_or_nothing, atomic_output, json_optio
 
 _json = json_option
 LABEL_SETS = ("few", "binary")  # kdgrid.filter.evaluate's, here so that parsing imports no numpy/torch
-HEAD_FORMAT = "kdgrid-filter-head/1"
 
 
 def _threads(n: int) -> None:
@@ -99,7 +98,7 @@ def cmd_filter_teacher(a) -> None:
     from kdgrid.checkpoint import load_for_decoding
     from kdgrid.filter.embed import pair_embeddings
     from kdgrid.filter.evaluate import label_classes, label_ids, train_prior, valid_scores
-    from kdgrid.filter.head import fit_head
+    from kdgrid.filter.head import HEAD_FORMAT, fit_head
 
     _threads(a.threads)
     if len(a.label_sets) != len(a.heads):
@@ -134,32 +133,12 @@ def cmd_filter_teacher(a) -> None:
         write_json(a.scores, report)
 
 
-def load_head(path, label_set: str, vocab_sha256: str):
-    """(LinearHead, payload) of a filter_teacher head file, checked against the label set and vocabulary."""
-    import torch
-
-    from kdgrid.filter.head import LinearHead
-
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise KdgridError(f"--head {path}: file not found") from None
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
-        raise KdgridError(f"--head {path}: not readable ({type(e).__name__}); rerun filter_teacher") from None
-    if not isinstance(payload, dict) or payload.get("format") != HEAD_FORMAT:
-        raise KdgridError(f"--head {path}: not a filter head ({HEAD_FORMAT} expected)")
-    if payload["labels"] != label_set:
-        raise KdgridError(f"--head {path} is the {payload['labels']} head but --labels is {label_set}")
-    if payload["vocab_sha256"] != vocab_sha256:
-        raise KdgridError(f"--head {path} was made with another vocabulary; rerun filter_teacher")
-    return LinearHead.from_state(payload["state"]), payload
-
-
 def cmd_filter_student(a) -> None:
     """One student classifier (labels, kd or lelp) on the labelled training set, scored on valid."""
     import numpy as np
 
     from kdgrid.filter.evaluate import label_classes, label_ids, train_prior, valid_scores
+    from kdgrid.filter.head import load_head
     from kdgrid.filter.lelp import lelp_targets
     from kdgrid.filter.student import (
         StudentConfig,
@@ -221,7 +200,7 @@ def cmd_filter_report(a) -> None:
     accuracy, macro F1 and the noisy class's precision and recall at the corpus prior (with and
     without the prior correction), and the recall on held-out kinds, as mean ± std over seeds."""
     from kdgrid.filter.prior import clean_share
-    from kdgrid.filter_table import rows, write_csv, write_markdown
+    from kdgrid.filter.table import rows, write_csv, write_markdown
 
     p = _json(a.params, "--params")
     at = {"corpus_prior": clean_share(p.get("corpus_prior", 0.8)), "threshold": p.get("threshold", 0.5),
@@ -332,18 +311,3 @@ def add_verbs(verb) -> None:
     p.add_argument("--train-noise", help="the injected-noise kind per line: counts kept/dropped per kind")
     p.add_argument("--max-tokens", type=int, default=4096)
 
-
-def inject_noise(train: dict, spec: dict) -> tuple[list[str], dict]:
-    """corpus.noise: {share, kinds: {kind: share of the noise}, seed}: turn `share` of the prepared
-    training pairs into noise, in place (train's src/tgt lists); returns each row's kind and counts."""
-    from kdgrid.filter.noise import CLEAN, make_labelled
-
-    share, kinds = spec["share"], spec["kinds"]
-    mixed = {CLEAN: 1.0 - share, **{k: share * v for k, v in kinds.items()}}
-    try:
-        train["src"], train["tgt"], labels = make_labelled(train["src"], train["tgt"], mixed, spec["seed"],
-                                                           train.get("lang"))
-    except KdgridError as e:
-        raise KdgridError(f"corpus.noise: {e}") from None
-    counts = {k: labels.count(k) for k in dict.fromkeys([CLEAN, *kinds])}
-    return labels, {"share": share, "seed": spec["seed"], "pairs": len(labels), "per_kind": counts}

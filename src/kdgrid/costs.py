@@ -10,7 +10,8 @@ was deleted, and 10,000 distillation shards would overflow the command line.) A 
 the shared upstream work of a training-data column (`data/RULE/COLUMN`: a distilled set's shards,
 gather, encoding, alignment and data metrics, or the raw data's alignment and metrics), of a
 teacher (`teacher/RULE/NAME`: training, evaluation, metrics of its valid output), or of the whole
-grid (`setup/RULE`: corpus and vocabulary).
+grid (`setup/RULE`: corpus and vocabulary; with corpus.clean.filter, the filter every cell trains
+behind: its teacher, labelled set, head, the chosen student classifier and filter_apply).
 
 GPU hours are the wall time of each job times the GPUs it ran on: the distinct CUDA devices its
 processes named on their `kdgrid device:` log line (one per torchrun worker). A job on the CPU,
@@ -97,24 +98,37 @@ def _regex(pattern: str) -> re.Pattern:
                               for i, part in enumerate(parts)))
 
 
+def _pin(pattern: str, wildcards: dict) -> str:
+    """`pattern` with the given wildcards filled in (the others left for discover to match)."""
+    return re.sub(r"\{(\w+)\}", lambda m: str(wildcards.get(m.group(1), m.group(0))), pattern)
+
+
 def discover(patterns: list[dict], students: list[str], columns: list[str], teachers: list[str]) -> list[tuple]:
     """(label, benchmark, log) of every job that wrote a benchmark file and belongs to this grid.
     `patterns`: per rule {rule, scope, benchmark, log}, paths and scope with {wildcards}, e.g.
-    scope "data/{teacher}.{method}". Files of other grids sharing the results folder (another
-    config's students or columns) are left out."""
+    scope "data/{teacher}.{method}", and optionally `wildcards` {name: value}: the only jobs of
+    the rule that count (the one filter student of several that the grid trains behind). Files of
+    other grids sharing the results folder (another config's students or columns) are left out."""
     keep = {"setup": lambda: True, "teacher": lambda t: t in teachers, "data": lambda d: d in columns,
             "cell": lambda s, d: s in students and d in columns}
     found = []
     for p in patterns:
-        rx = _regex(p["benchmark"])
-        for path in sorted(glob.glob(re.sub(r"\{\w+\}", "*", p["benchmark"]))):
+        pinned = p.get("wildcards") or {}
+        missing = [k for k in pinned if f"{{{k}}}" not in p["benchmark"]]
+        if missing:  # a typo would otherwise charge nothing, silently
+            raise KdgridError(f"cost pattern of rule {p['rule']}: {p['benchmark']} has no wildcard(s) "
+                              f"{', '.join(missing)} to fix")
+        benchmark, log = _pin(p["benchmark"], pinned), _pin(p["log"], pinned)
+        rx = _regex(benchmark)
+        for path in sorted(glob.glob(re.sub(r"\{\w+\}", "*", benchmark))):
             m = rx.fullmatch(path)
             if not m:
                 continue
-            kind, *names = p["scope"].format(**m.groupdict()).split("/")
+            values = {**pinned, **m.groupdict()}
+            kind, *names = p["scope"].format(**values).split("/")
             if kind not in keep or not keep[kind](*names):
                 continue
-            found.append(("/".join([kind, p["rule"], *names]), path, p["log"].format(**m.groupdict())))
+            found.append(("/".join([kind, p["rule"], *names]), path, log.format(**values)))
     return found
 
 

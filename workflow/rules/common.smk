@@ -338,7 +338,8 @@ def runtime(rule):
 
 
 # The share of the cost table each rule's jobs are charged to, from the rule's wildcards: a cell,
-# or, counted once, a training-data column, a teacher, or the setup.
+# or, counted once, a training-data column, a teacher, or the setup. Built here whole (filter.smk
+# adds nothing), so it does not depend on the order the rule files are included in.
 COST_SCOPES = {
     "prepare": "setup",
     "vocab": "setup",
@@ -362,7 +363,11 @@ COST_SCOPES = {
     "prepare_test_set": "setup",
     "evaluate_teacher_test_set": "teacher/{teacher}",
     "evaluate_student_test_set": "cell/{student}/{data}",
+    # with corpus.clean.filter, the filter the grid trains behind is setup (filter_check.py)
+    **filter_check.cost_scopes(CLEAN_FILTER),
 }
+# Wildcards a rule's cost pattern fixes: of the filter's students, the chosen one only.
+COST_WILDCARDS = filter_check.cost_wildcards(CLEAN_FILTER)
 
 
 def cost_params():
@@ -374,6 +379,7 @@ def cost_params():
             "scope": scope,
             "benchmark": str(getattr(rules, name).benchmark),
             "log": str(getattr(rules, name).log[0]),
+            **({"wildcards": COST_WILDCARDS[name]} if name in COST_WILDCARDS else {}),
         }
         for name, scope in COST_SCOPES.items()
         if name in {r.name for r in workflow.rules}  # language_mix_* only for multi-way corpora

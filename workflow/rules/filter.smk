@@ -209,11 +209,8 @@ rule filter_report:
 
 
 if CLEAN_FILTER:
-    # The filter's path is setup of the filtered grid, in its cost table (the other students of
-    # the comparison are not: aggregate need not wait for them, so they may not have run yet).
-    COST_SCOPES.update(
-        {rule: "setup" for rule in ("train_filter_teacher", "filter_labels", "filter_teacher", "filter_apply")}
-    )
+    # The filter's path, the chosen student included, is setup of the filtered grid in its cost
+    # table: common.smk's COST_SCOPES, from filter_check.cost_scopes.
 
     rule filter_apply:
         input:

@@ -7,8 +7,9 @@ states are the output of its layer stack, before the tied output projection, i.e
 teacher's next-token logits are a linear function of. A pair whose target does not follow from
 its source (misaligned, truncated, copied, shuffled) leaves its mark there.
 
-Only the teacher's public pieces are used: `encode`, `embed_target` and its `decoder` stack
-(the same calls its own `decode` makes, stopped before the logits).
+Only the teacher's public face is used: `encode` and `states` (the teacher-forced decoder
+states its own `decode` projects to logits), so the filter does not depend on how the model is
+built inside: its layers may change without the filter changing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 
 from kdgrid.batching import Ids, collate, token_batches
 from kdgrid.errors import KdgridError
-from kdgrid.models.layers import causal_mask, key_mask
+
+PUBLIC = ("encode", "states")  # all it calls on the teacher, besides cfg and nn.Module's parameters/train/eval
 
 
 def _seqs(ids) -> list:
@@ -31,7 +33,7 @@ def _mean_over(states: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
 
 
 def _check_teacher(teacher) -> None:
-    missing = [name for name in ("encode", "embed_target", "decoder") if not hasattr(teacher, name)]
+    missing = [name for name in PUBLIC if not callable(getattr(teacher, name, None))]
     if missing or not getattr(teacher, "autoregressive", False):
         raise KdgridError(f"the filter's teacher must be an autoregressive encoder-decoder (kind "
                           f"transformer); got kind {getattr(teacher, 'kind', type(teacher).__name__)!r}")
@@ -56,10 +58,9 @@ def pair_embeddings(teacher, src_ids, tgt_ids, max_tokens: int = 4096, device: s
             batch = collate([src[i] for i in rows], [tgt[i] for i in rows], cfg.pad, cfg.bos, cfg.eos)
             src_t, prev = batch["src"].to(device), batch["tgt_in"].to(device)
             memory, src_pad = teacher.encode(src_t)
-            # Right padding and a causal mask: no real position sees a pad, so padding changes
-            # nothing but the pad rows, which the mean leaves out.
-            hidden = teacher.decoder(teacher.embed_target(prev), causal_mask(prev.size(1), prev.device),
-                                     memory, key_mask(src_pad))
+            # Right padding and the decoder's causal mask: no real position sees a pad, so padding
+            # changes nothing but the pad rows, which the mean leaves out.
+            hidden = teacher.states(prev, memory, src_pad)
             pooled = torch.cat([_mean_over(memory, src_pad), _mean_over(hidden, prev.eq(cfg.pad))], dim=-1)
             out[rows] = pooled.float().cpu().numpy()
     finally:

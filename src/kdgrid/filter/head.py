@@ -1,4 +1,5 @@
-"""The teacher's classifier: a linear head on frozen pair embeddings, and the scores of any classifier.
+"""The teacher's classifier: a linear head on frozen pair embeddings, its file (load_head), and
+the scores of any classifier.
 
 The head standardizes its input with the training embeddings' mean and spread (kept as buffers,
 so it is part of the head): the teacher's pooled states have coordinates of very different
@@ -12,6 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kdgrid.errors import KdgridError
+
+HEAD_FORMAT = "kdgrid-filter-head/1"  # the head file's format tag
 
 
 def as_tensor(x) -> torch.Tensor:
@@ -77,6 +82,25 @@ def fit_head(emb, labels, classes: int, steps: int = 300, lr: float = 0.05, weig
         loss.backward()
         opt.step()
     return head.eval()
+
+
+def load_head(path, label_set: str, vocab_sha256: str):
+    """(LinearHead, payload) of a head file (filter_teacher writes it: HEAD_FORMAT, the label set,
+    classes, state, options, vocab_sha256, teacher, scores), checked against the label set and
+    vocabulary the student is trained with."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise KdgridError(f"--head {path}: file not found") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
+        raise KdgridError(f"--head {path}: not readable ({type(e).__name__}); rerun filter_teacher") from None
+    if not isinstance(payload, dict) or payload.get("format") != HEAD_FORMAT:
+        raise KdgridError(f"--head {path}: not a filter head ({HEAD_FORMAT} expected)")
+    if payload["labels"] != label_set:
+        raise KdgridError(f"--head {path} is the {payload['labels']} head but --labels is {label_set}")
+    if payload["vocab_sha256"] != vocab_sha256:
+        raise KdgridError(f"--head {path} was made with another vocabulary; rerun filter_teacher")
+    return LinearHead.from_state(payload["state"]), payload
 
 
 # -- scores ------------------------------------------------------------------------------------

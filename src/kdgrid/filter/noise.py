@@ -13,6 +13,9 @@ order), wrong_language (multi-way corpora: the target of the same source in anot
 A wrong-language pair is word for word a clean pair of the other language: it is only wrong
 given the language the row was meant to have, so a classifier can learn it only when that
 language reaches it (e.g. as a tag on the source); the caller decides.
+
+Two callers: the filter's labelled sets (make_labelled on a sample), and corpus.noise, which
+turns a share of the prepared training data itself into noise (inject_noise, for `prepare`).
 """
 
 from __future__ import annotations
@@ -169,6 +172,21 @@ def make_labelled(src_lines: list[str], tgt_lines: list[str], kinds: dict[str, f
         elif kind == "wrong_language":
             tgt[i] = tgt_lines[others[i][int(rng.integers(len(others[i])))]]
     return src, tgt, label
+
+
+def inject_noise(train: dict, spec: dict) -> tuple[list[str], dict]:
+    """corpus.noise: {share, kinds: {kind: share of the noise}, seed}: turn `share` of the prepared
+    training pairs into noise, in place (train's src/tgt lists; its lang list, if any, feeds
+    wrong_language); returns each row's kind and the counts per kind."""
+    share, kinds = spec["share"], spec["kinds"]
+    mixed = {CLEAN: 1.0 - share, **{k: share * v for k, v in kinds.items()}}
+    try:
+        train["src"], train["tgt"], labels = make_labelled(train["src"], train["tgt"], mixed, spec["seed"],
+                                                           train.get("lang"))
+    except KdgridError as e:  # name the config key the shares come from
+        raise KdgridError(f"corpus.noise: {e}") from None
+    counts = {k: labels.count(k) for k in dict.fromkeys([CLEAN, *kinds])}
+    return labels, {"share": share, "seed": spec["seed"], "pairs": len(labels), "per_kind": counts}
 
 
 def _partner(i: int, src, tgt, rng) -> int:
