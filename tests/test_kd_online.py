@@ -49,7 +49,7 @@ def moved(before: dict, module) -> set:
 # -- word-level KD ----------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["transformer", "nat", "cmlm"])
 def test_with_alpha_zero_the_wrapper_loss_is_the_students_own_exactly(kind):
-    """The wrapper recomputes the student's terms from its public pieces: same draws, same numbers."""
+    """The wrapper scores the student's own loss_terms: same draws, same numbers."""
     student = model(kind, 1, dropout=0.2).train()
     kd = WordKD(student, model("transformer", 2), KDSpec(alpha=0.0)).train()
     b = batch()

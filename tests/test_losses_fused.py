@@ -1,7 +1,8 @@
 """The fused word loss (kdgrid.models.layers.projected_nll: the output layer runs only at the scored
 positions) against the plain one (smoothed_nll on the full logits): equal loss, nll, token count and
 gradients, on random tensors with padding and in the loss of every kind that uses it (the AT
-Transformer, the NAT and the CMLM; WordKD reuses it through the same pieces, see test_kd_online).
+Transformer, the NAT and the CMLM, through kdgrid.models.terms; WordKD scores the same terms, see
+test_kd_terms).
 Both are also checked against the label-smoothed cross-entropy written out by hand."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from kdgrid.models.layers import Embedding, projected_nll, smoothed_nll
 from kdgrid.models.noise import random_mask
 
 PAD, V, D = 0, 40, 16
-FUSED_KINDS = ("transformer", "nat", "cmlm")  # the models whose loss calls projected_nll
+FUSED_KINDS = ("transformer", "nat", "cmlm")  # the models whose loss scores only the scored positions
 
 
 def padded_targets(seed: int) -> torch.Tensor:

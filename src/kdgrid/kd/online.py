@@ -34,8 +34,9 @@ from torch import nn
 
 from kdgrid.kd.losses import token_kl
 from kdgrid.kd.specs import KDSpec
-from kdgrid.kd.word import WordKD, teacher_logprobs
+from kdgrid.kd.word import WordKD, at_positions, teacher_logprobs
 from kdgrid.models.layers import smoothed_nll
+from kdgrid.models.terms import score
 
 ADAPTED = ("q", "kv", "out", "fc1", "fc2")  # the Linear projections of Attention and FeedForward
 # For the record (meta["wrapper"]["kd"], scores.json): what the adapter's CE term fits.
@@ -83,11 +84,12 @@ class OnlineKD(WordKD):
 
     def losses(self, batch: dict, label_smoothing: float):
         """(student loss, adapter loss, logs); logs' "loss" is the student's, comparable to WordKD's."""
-        terms = self.student_terms(batch, label_smoothing)
+        terms = self.student.loss_terms(batch)
+        scored = score(terms, label_smoothing)  # the student's one output-layer pass of the step
         adapted = teacher_logprobs(self.teacher, batch)  # with a gradient into the adapters only
-        student, logs = self.student_loss(terms, adapted)  # token_kl detaches the teacher side
+        student, logs = self.student_loss(terms, scored, adapted)  # token_kl detaches the teacher side
         ce, _, _ = smoothed_nll(adapted, batch["tgt_out"], self.cfg.pad, label_smoothing)
-        pull = token_kl(adapted[:, : terms.logits.size(1)], terms.logits.detach(), terms.positions,
+        pull = token_kl(at_positions(adapted, scored.positions), scored.logits.detach(), None,
                         "rkl", self.spec.temperature)  # rkl with the roles swapped: KL(p_teacher || q_student)
         adapter = ce + self.spec.online.weight * pull
         ntokens = logs.pop("ntokens")

@@ -24,8 +24,9 @@ from kdgrid.errors import KdgridError
 LAYER_MAPS = ("every_other", "first", "last", "even")  # kdgrid.kd.init_copy.layer_map says each
 KD_LOSSES = ("fkl", "rkl", "mix")
 # Word-level KD matches the teacher's distribution over the token at each target position: kinds
-# that predict every position's token from a fixed-length (or left-to-right) target
-# (kdgrid.kd.word says how each one's positions align with the teacher's).
+# whose positions align 1:1 with the target tokens, i.e. whose model class has `loss_terms`
+# (kdgrid.models.terms; its `distilled_positions` says how they align with the teacher's). Kept here
+# for planning without torch; tests/test_kd_terms.py checks it against the model classes.
 KD_KINDS = ("cmlm", "nat", "transformer")
 # init copies the Transformer body every one of these kinds builds on (kdgrid.models.layers.
 # EncoderDecoder: embeddings, encoder and decoder stacks); a kind's own parts (length head,

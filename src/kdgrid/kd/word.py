@@ -7,21 +7,29 @@ teacher's distribution at every target position as well as from the reference wo
 KD is kdgrid.kd.losses.token_kl (fkl | rkl | mix, temperature T, times T^2).
 
 The teacher's distribution at target position t is its teacher-forced p(y_t | y_<t, x) on the very
-target sentence the student trains on (batch tgt_in -> tgt_out). The student's positions align
-1:1 with the target tokens:
+target sentence the student trains on (batch tgt_in -> tgt_out). A student kind takes word-level KD
+when its positions align 1:1 with the target tokens: its model class has `loss_terms(batch)`
+(kdgrid.models.terms.LossTerms: decoder states, the target ids it scores with pad elsewhere, its
+other weighted terms) and says in `distilled_positions` which teacher positions its scored ones are:
   transformer  decode(tgt_in) predicts tgt_out: every position, eos included, as the teacher's;
   nat          in training the NAT decoder runs at the gold target length, so its position t is
                target token t (lengths never differ in training; at inference there is no KD);
   cmlm         the positions masked by the same random_mask draw as its own loss (the ones its
                loss covers): the distilled positions are exactly the predicted ones.
+kdgrid.kd.specs.KD_KINDS lists these kinds for planning (torch-free); a test checks it against the
+model classes that have loss_terms. The others have none: iNAT's word loss spans several unrolled
+passes, LevT's and InsT's losses are over edit operations and slots, FlowSeq's is an ELBO over a
+latent sequence.
 An MoE teacher gives its mixture's exact teacher-forced next-token distribution,
 p(y_t | y_<t, x) = sum_k p(k | x, y_<t) p(y_t | y_<t, x, k), with p(k | x, y_<t) proportional to
 p(k | x) p(y_<t | x, k): the distribution of the model the MoE is, not of one expert.
 
-The student's own terms are computed here from the model's public pieces (encode, states,
-first_input, random_mask, projected_nll, LengthHead.loss) in the order its `loss` uses them, so the
-student runs once per batch and draws the same random numbers: with alpha 0 the wrapper's loss is
-the model's loss exactly (a test guards this).
+The student's own terms come from its `loss_terms`, the very call its `loss` composes
+(kdgrid.models.terms.compose), so the student runs once per batch, draws the same random numbers
+and keeps its extra terms (the length loss) with their weights: with alpha 0 the wrapper's loss is
+the model's loss exactly (a test guards this). The output layer runs once per step, on the scored
+positions only (kdgrid.models.terms.score): the word CE and the KD term read the same logits,
+against the teacher's log-probabilities gathered at the same positions.
 
 In eval mode (the Trainer's validation) the wrapper returns the student's own `model.loss`, so the
 best checkpoint is chosen on the student's own valid loss, as for a plain student.
@@ -32,8 +40,6 @@ tuple), so it is never in parameters(), state_dict(), a checkpoint or the output
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,10 +47,16 @@ from torch import nn
 from kdgrid.errors import KdgridError
 from kdgrid.kd.losses import token_kl
 from kdgrid.kd.specs import KD_KINDS, KDSpec
-from kdgrid.models.layers import projected_nll
 from kdgrid.models.moe import MoE
-from kdgrid.models.noise import random_mask
+from kdgrid.models.registry import MODELS
+from kdgrid.models.terms import LossTerms, Scored, logs, score, with_extras
 from kdgrid.models.transformer import Transformer
+
+
+def takes_kd(model) -> bool:
+    """Whether a model (or model class) has target positions aligned with an AT teacher's: `loss_terms`."""
+    return callable(getattr(model, "loss_terms", None))
+
 
 # What the KD term compares, for the record (meta["wrapper"]["kd"], scores.json): the teacher side is
 # its teacher-forced distribution on the student's own target, not its free-running output, and
@@ -54,15 +66,20 @@ MOE_TEACHER_DISTRIBUTION = ("MoE teacher's mixture p(y_t | y_<t, x) (experts wei
                             "given the prefix), teacher-forced on the gold target prefix")
 GOLD = ("the target the student trains on (batch tgt_out): the real target in a raw column, the "
         "teacher's own output in a distilled column")
-DISTILLED_POSITIONS = {"transformer": "every target position, eos included",
-                       "nat": "every target token (no eos): student position t <- teacher position t",
-                       "cmlm": "the target tokens masked by the CMLM's own random_mask draw (its scored ones)"}
+# each KD kind's own words (the model class's distilled_positions), gathered for the record's readers
+DISTILLED_POSITIONS = {kind: cls.distilled_positions for kind, cls in MODELS.items() if takes_kd(cls)}
 
 
 def choices(student_kind: str, teacher_kind: str) -> dict:
     """The record of what word-level KD compares for this student and teacher."""
     return {"teacher_distribution": MOE_TEACHER_DISTRIBUTION if teacher_kind == "moe" else TEACHER_DISTRIBUTION,
             "gold_target": GOLD, "distilled_positions": DISTILLED_POSITIONS[student_kind]}
+
+
+def at_positions(teacher_lp: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The teacher's rows (N, V) at the student's scored positions (B, L), row-major as the student's
+    scored logits: its first L positions (an NAT/CMLM has no eos position)."""
+    return teacher_lp[:, : positions.size(1)][positions]
 
 
 def teacher_logprobs(teacher: Transformer, batch: dict) -> torch.Tensor:
@@ -82,24 +99,16 @@ def teacher_logprobs(teacher: Transformer, batch: dict) -> torch.Tensor:
     return torch.logsumexp(posterior.unsqueeze(-1) + per_expert, dim=0)
 
 
-class StudentTerms(NamedTuple):
-    logits: torch.Tensor  # (B, L, V) at the student's target positions
-    positions: torch.Tensor  # (B, L) bool: the positions its word loss covers (and KD distils)
-    word: torch.Tensor  # label-smoothed word CE (token mean)
-    nll: torch.Tensor
-    ntokens: int
-    length: torch.Tensor | None  # NAT/CMLM length loss, unweighted
-
-
 class WordKD(nn.Module):
     """A student with word-level KD from a frozen AT teacher. The Trainer sees the student's `kind`
     and `cfg`; it optimizes and saves `student`."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, spec: KDSpec):
         super().__init__()
-        if student.kind not in KD_KINDS:
+        if not takes_kd(student):
             raise KdgridError(f"word-level KD needs target positions aligned with the teacher's: student "
-                              f"kind {student.kind!r} has none; use one of {', '.join(KD_KINDS)}")
+                              f"kind {student.kind!r} has none (its model has no loss_terms); use one of "
+                              f"{', '.join(KD_KINDS)}")
         if not isinstance(teacher, Transformer):
             raise KdgridError(f"word-level KD: the teacher must be an autoregressive model (transformer "
                               f"or moe), got kind {teacher.kind!r}")
@@ -122,47 +131,18 @@ class WordKD(nn.Module):
     def loss(self, batch: dict, label_smoothing: float = 0.0):
         if not self.training:
             return self.student.loss(batch, label_smoothing=label_smoothing)
-        terms = self.student_terms(batch, label_smoothing)
+        terms = self.student.loss_terms(batch)  # the student first: its random draws as in its loss
+        scored = score(terms, label_smoothing)
         with torch.no_grad():
             target = teacher_logprobs(self.teacher, batch)
-        return self.student_loss(terms, target)
+        return self.student_loss(terms, scored, target)
 
     # -- pieces -----------------------------------------------------------------------------
-    def student_terms(self, batch: dict, label_smoothing: float) -> StudentTerms:
-        """The student's own loss pieces, computed as its `loss` computes them (same order, same
-        random draws)."""
-        s, pad = self.student, self.cfg.pad
-        memory, src_pad = s.encode(batch["src"])
-        length = None
-        if self.kind == "transformer":
-            h = s.states(batch["tgt_in"], memory, src_pad)
-            target = batch["tgt_out"]
-        else:
-            tgt = batch["tgt"]
-            tgt_pad = tgt.eq(pad)
-            if self.kind == "nat":
-                h = s.states(s.first_input(batch["src"], src_pad, tgt_pad), tgt_pad, memory, src_pad)
-                target = tgt
-            else:  # cmlm
-                noisy, masked = random_mask(tgt, pad, self.cfg.mask)
-                h = s.states(noisy, tgt_pad, memory, src_pad)
-                target = tgt.masked_fill(~masked, pad)
-        # the word term exactly as the model's loss computes it (the output layer on the scored
-        # positions only), the full logits for the KD term
-        word, nll, n = projected_nll(s.embed, h, target, pad, label_smoothing)
-        logits = s.embed.logits(h)
-        if self.kind != "transformer":
-            length = s.length.loss(memory, src_pad, (~tgt_pad).sum(1))
-        return StudentTerms(logits, target.ne(pad), word, nll, n, length)
-
-    def student_loss(self, terms: StudentTerms, teacher_lp: torch.Tensor):
-        """(1 - alpha) * word CE + alpha * KD (+ weighted length loss), and the logs."""
+    def student_loss(self, terms: LossTerms, scored: Scored, teacher_lp: torch.Tensor):
+        """(1 - alpha) * word CE + alpha * KD (+ the student's weighted extras), and the logs."""
         spec = self.spec
-        aligned = teacher_lp[:, : terms.logits.size(1)]  # NAT/CMLM: no eos position
-        kd = token_kl(terms.logits, aligned, terms.positions, spec.loss, spec.temperature, spec.mix_weight)
-        total = (1.0 - spec.alpha) * terms.word + spec.alpha * kd
-        logs = {"nll": terms.nll, "word_ce": terms.word.detach(), "kd": kd.detach()}
-        if terms.length is not None:
-            total = total + self.cfg.length_loss_weight * terms.length
-            logs["length"] = terms.length.detach()
-        return total, {"loss": total.detach(), **logs, "ntokens": terms.ntokens}
+        kd = token_kl(scored.logits, at_positions(teacher_lp, scored.positions), None, spec.loss,
+                      spec.temperature, spec.mix_weight)
+        total = with_extras((1.0 - spec.alpha) * scored.word + spec.alpha * kd, terms)
+        word_logs = {"nll": scored.nll, "word_ce": scored.word.detach(), "kd": kd.detach()}
+        return total, logs(total, terms, word_logs, scored.ntokens)

@@ -11,14 +11,17 @@ from __future__ import annotations
 import torch
 
 from kdgrid.models.configs import CMLMConfig
-from kdgrid.models.layers import EncoderDecoder, LengthHead, init_linear, key_mask, projected_nll
+from kdgrid.models.layers import EncoderDecoder, LengthHead, init_linear, key_mask
 from kdgrid.models.noise import random_mask
+from kdgrid.models.terms import LossTerms, compose
 from kdgrid.refine import State, refine
 
 
 class CMLM(EncoderDecoder):
     kind = "cmlm"
     config_class = CMLMConfig
+    # word-level KD's record (kdgrid.kd.word): the distilled positions are exactly the predicted ones
+    distilled_positions = "the target tokens masked by the CMLM's own random_mask draw (its scored ones)"
 
     def __init__(self, cfg: CMLMConfig):
         super().__init__(cfg)
@@ -26,17 +29,19 @@ class CMLM(EncoderDecoder):
         init_linear(self)
 
     def loss(self, batch: dict, label_smoothing: float = 0.0):
+        return compose(self.loss_terms(batch), label_smoothing)
+
+    def loss_terms(self, batch: dict) -> LossTerms:
+        """The tokens of one random_mask draw (drawn here), + the weighted length loss."""
         src, tgt = batch["src"], batch["tgt"]
         memory, src_pad = self.encode(src)
         tgt_pad = tgt.eq(self.cfg.pad)
         noisy, masked = random_mask(tgt, self.cfg.pad, self.cfg.mask)
         h = self.states(noisy, tgt_pad, memory, src_pad)
-        word, nll, n = projected_nll(self.embed, h, tgt.masked_fill(~masked, self.cfg.pad), self.cfg.pad,
-                                     label_smoothing)  # the masked positions only reach the output layer
         length = self.length.loss(memory, src_pad, (~tgt_pad).sum(1))
-        total = word + self.cfg.length_loss_weight * length
-        return total, {"loss": total.detach(), "nll": nll, "word_ins": word.detach(),
-                       "length": length.detach(), "ntokens": n}
+        # unmasked positions as pad: only the masked ones are scored (and reach the output layer)
+        return LossTerms(self.embed, h, tgt.masked_fill(~masked, self.cfg.pad), self.cfg.pad,
+                         {"length": (length, self.cfg.length_loss_weight)}, word_log="word_ins")
 
     @torch.no_grad()
     def generate(self, src, length_beam: int | None = None, max_iter: int | None = None,

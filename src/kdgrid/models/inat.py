@@ -24,6 +24,11 @@ FIRST_WORD = 5  # ids below are pad, unk, bos, eos, <mask>
 class INAT(NAT):
     kind = "inat"
     config_class = INATConfig
+    # Not NAT's: the word loss is a mean over several unrolled passes, each fed the previous pass's
+    # argmax (so the output layer runs on every position inside the loop), not one set of states to
+    # score; word-level KD would have to choose which passes to distil. No KD for iNAT (KD_KINDS).
+    loss_terms = None
+    distilled_positions = None
 
     def loss(self, batch: dict, label_smoothing: float = 0.0):
         src, tgt = batch["src"], batch["tgt"]

@@ -194,12 +194,18 @@ def smoothed_nll(logits: torch.Tensor, target: torch.Tensor, pad: int, smoothing
     return mean(loss), mean(nll).detach(), int(n)
 
 
-def projected_nll(embed: Embedding, h: torch.Tensor, target: torch.Tensor, pad: int, smoothing: float):
-    """smoothed_nll of the output layer at the non-pad targets only: decoder states (B, T, d)
-    at pad positions (and CMLM's unmasked ones, given as pad) never reach the vocabulary
-    projection, the largest matrix product of a small model's step."""
+def scored_logits(embed: Embedding, h: torch.Tensor, target: torch.Tensor, pad: int):
+    """The output layer at the non-pad targets only: (positions (B, T) bool, their logits (N, V),
+    their targets (N,)). Decoder states (B, T, d) at pad positions (and CMLM's unmasked ones, given
+    as pad) never reach the vocabulary projection, the largest matrix product of a small model's step."""
     keep = target.ne(pad)
-    return smoothed_nll(embed.logits(h[keep]), target[keep], pad, smoothing)
+    return keep, embed.logits(h[keep]), target[keep]
+
+
+def projected_nll(embed: Embedding, h: torch.Tensor, target: torch.Tensor, pad: int, smoothing: float):
+    """smoothed_nll of the output layer at the non-pad targets only (scored_logits)."""
+    _, logits, gold = scored_logits(embed, h, target, pad)
+    return smoothed_nll(logits, gold, pad, smoothing)
 
 
 class EncoderDecoder(nn.Module):

@@ -87,6 +87,10 @@ def _eval_mode(model: nn.Module):
 class MoE(Transformer):
     kind = "moe"
     config_class = MoEConfig
+    # Not the Transformer's: the loss scores each sentence under the expert of highest likelihood
+    # (hard EM) and adds the gate's term; an MoE is a teacher, not a KD student (KD_KINDS).
+    loss_terms = None
+    distilled_positions = None
 
     def __init__(self, cfg: MoEConfig):
         super().__init__(cfg)

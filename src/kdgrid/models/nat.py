@@ -10,13 +10,17 @@ from __future__ import annotations
 import torch
 
 from kdgrid.models.configs import NATConfig
-from kdgrid.models.layers import EncoderDecoder, LengthHead, init_linear, key_mask, projected_nll
+from kdgrid.models.layers import EncoderDecoder, LengthHead, init_linear, key_mask
+from kdgrid.models.terms import LossTerms, compose
 from kdgrid.refine import State, refine
 
 
 class NAT(EncoderDecoder):
     kind = "nat"
     config_class = NATConfig
+    # word-level KD's record (kdgrid.kd.word): in training the decoder runs at the gold target
+    # length, so its position t is target token t (at inference there is no KD)
+    distilled_positions = "every target token (no eos): student position t <- teacher position t"
 
     def __init__(self, cfg: NATConfig):
         super().__init__(cfg)
@@ -25,16 +29,17 @@ class NAT(EncoderDecoder):
 
     # -- the two faces every model has ------------------------------------------------------
     def loss(self, batch: dict, label_smoothing: float = 0.0):
+        return compose(self.loss_terms(batch), label_smoothing)
+
+    def loss_terms(self, batch: dict) -> LossTerms:
+        """Every target token from the first pass at the gold length, + the weighted length loss."""
         src, tgt = batch["src"], batch["tgt"]
         memory, src_pad = self.encode(src)
         tgt_pad = tgt.eq(self.cfg.pad)
         h = self.states(self.first_input(src, src_pad, tgt_pad), tgt_pad, memory, src_pad)
-        word, nll, n = projected_nll(self.embed, h, tgt, self.cfg.pad, label_smoothing)
         length = self.length.loss(memory, src_pad, (~tgt_pad).sum(1))
-        total = word + self.cfg.length_loss_weight * length
-        logs = {"loss": total.detach(), "nll": nll, "word_ins": word.detach(),
-                "length": length.detach(), "ntokens": n}
-        return total, logs
+        return LossTerms(self.embed, h, tgt, self.cfg.pad, {"length": (length, self.cfg.length_loss_weight)},
+                         word_log="word_ins")
 
     @torch.no_grad()
     def generate(self, src: torch.Tensor, length_beam: int | None = None, rescorer=None,

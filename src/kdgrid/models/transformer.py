@@ -11,15 +11,17 @@ from kdgrid.models.layers import (
     causal_mask,
     init_linear,
     key_mask,
-    projected_nll,
     reorder_cache,
 )
+from kdgrid.models.terms import LossTerms, compose
 
 
 class Transformer(EncoderDecoder):
     kind = "transformer"
     config_class = TransformerConfig
     autoregressive = True  # decodes with kdgrid.search; can rescore NAT candidates
+    # word-level KD's record (kdgrid.kd.word): which of the teacher's positions the student's align with
+    distilled_positions = "every target position, eos included"
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__(cfg)
@@ -27,10 +29,12 @@ class Transformer(EncoderDecoder):
 
     # -- the two faces every model has ------------------------------------------------------
     def loss(self, batch: dict, label_smoothing: float = 0.0):
+        return compose(self.loss_terms(batch), label_smoothing)
+
+    def loss_terms(self, batch: dict) -> LossTerms:
+        """decode(tgt_in) predicts tgt_out at every position, eos included."""
         memory, src_pad = self.encode(batch["src"])
-        h = self.states(batch["tgt_in"], memory, src_pad)
-        loss, nll, n = projected_nll(self.embed, h, batch["tgt_out"], self.cfg.pad, label_smoothing)
-        return loss, {"loss": loss.detach(), "nll": nll, "ntokens": n}
+        return LossTerms(self.embed, self.states(batch["tgt_in"], memory, src_pad), batch["tgt_out"], self.cfg.pad)
 
     @torch.no_grad()
     def generate(self, src: torch.Tensor, method: str = "beam", **options) -> list[list[int]]:
