@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test test-fast lint bench bench-peers clean
+.PHONY: setup demo test test-fast lint bench bench-peers clean gpu-check gpu-wheels gpu-venv
 
 setup: $(VENV)/.installed
 
@@ -73,6 +73,43 @@ $(PEERS)/.installed: bench/peers-requirements.txt
 	$(PEERS)/bin/pip install --no-deps -e .
 	$(PEERS)/bin/python -c 'import fairseq, ctranslate2, kdgrid; print("fairseq", fairseq.__version__, "ctranslate2", ctranslate2.__version__)'
 	touch $@
+
+# `make gpu-check`: does kdgrid work on this GPU, and how fast (bench/gpu_check.py: training
+# tokens/s and MFU, distillation GPU vs CPU, the toy grid through profiles/workstation, the tests
+# marked cuda; a PASS/FAIL summary). It runs with GPU_PYTHON: bench/.gpu-venv's if there is one
+# (the machine's own torch, the rest installed from wheel files, nothing downloaded), else .venv's.
+# Without CUDA it runs at toy size on the CPU. GPU_CHECK_ARGS, e.g. --parts train,distill --keep.
+# Not on `setup`: that would install the pinned torch from PyPI over the cluster's own build.
+GPU_VENV   := bench/.gpu-venv
+GPU_WHEELS := bench/.gpu-wheels
+GPU_PYTHON ?= $(firstword $(wildcard $(GPU_VENV)/bin/python $(BIN)/python) python3)
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py $(GPU_CHECK_ARGS)
+
+# On a machine that reaches PyPI, run by the GPU machine's Python version (PYTHON=python3.12 ...):
+# every package but torch as wheels (pip builds the few pure-Python ones PyPI has only as
+# sources), and eflomal as its source (built on the GPU machine: -march=native) with its build
+# requirements. Copy bench/.gpu-wheels to the GPU machine with the repository.
+gpu-wheels:
+	mkdir -p $(GPU_WHEELS)
+	sed -e '/^torch==/d' -e '/^eflomal==/d' requirements.txt > $(GPU_WHEELS)/requirements.txt
+	$(PYTHON) -m pip wheel -w $(GPU_WHEELS) -r $(GPU_WHEELS)/requirements.txt setuptools wheel Cython
+	$(PYTHON) -m pip download -d $(GPU_WHEELS) --no-deps --no-binary eflomal $$(grep '^eflomal==' requirements.txt)
+	grep '^eflomal==' requirements.txt >> $(GPU_WHEELS)/requirements.txt
+	$(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' > $(GPU_WHEELS)/python-version
+	@echo "$(GPU_WHEELS): wheels for Python $$(cat $(GPU_WHEELS)/python-version), $$(du -sh $(GPU_WHEELS) | cut -f1)"
+
+# On the GPU machine, offline: a venv that sees GPU_BASE_PYTHON's packages (the cluster's torch:
+# e.g. after `module load pytorch`, or a conda env's python) plus the wheels. Needs gcc and make
+# for eflomal.
+GPU_BASE_PYTHON ?= python3
+gpu-venv:
+	$(GPU_BASE_PYTHON) -c 'import sys; sys.exit(sys.prefix != sys.base_prefix and "GPU_BASE_PYTHON is a venv'"'"'s python, whose packages a venv cannot see: give the python of the cluster'"'"'s torch")'
+	$(GPU_BASE_PYTHON) -c 'import torch' || { echo "GPU_BASE_PYTHON=$(GPU_BASE_PYTHON) has no torch: give the python of the cluster's torch"; exit 1; }
+	$(GPU_BASE_PYTHON) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; w = open("$(GPU_WHEELS)/python-version").read().strip(); sys.exit(v != w and f"the wheels are for Python {w}, GPU_BASE_PYTHON is {v}: make gpu-wheels with PYTHON=python{v}")'
+	$(GPU_BASE_PYTHON) -m venv --system-site-packages $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install --no-index --find-links $(GPU_WHEELS) -r $(GPU_WHEELS)/requirements.txt
+	$(GPU_VENV)/bin/python -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPU", torch.cuda.is_available())'
 
 clean:
 	rm -rf results/demo .snakemake
