@@ -389,21 +389,55 @@ CASES = [
 ]
 
 
+def run_cli(run: Run, cwd: Path, capsys, monkeypatch) -> tuple[int, str]:
+    """(exit code, stderr) of `python -m kdgrid ARGV`. A row without an injected fault calls the
+    CLI's main() in this process: the same argument parsing, verb and error handling as the
+    entry point (a crash raises here and fails the test, as a traceback would), without a torch
+    import per row. A fault row runs tests/inject_faults.py in a subprocess, as does
+    test_the_entry_point_exits_2_with_one_line, which holds the real entry point to the same."""
+    if run.fault is not None:
+        cmd = [sys.executable, str(Path(__file__).with_name("inject_faults.py")), run.fault, *run.argv]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env(), timeout=120)
+        return proc.returncode, proc.stderr
+    from kdgrid import cli as kdgrid_cli
+
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    try:
+        code = kdgrid_cli.main(list(run.argv))
+    except SystemExit as stop:  # argparse's usage errors
+        code = stop.code
+    return code, capsys.readouterr().err
+
+
+def check_cli_failure(code: int, stderr: str, verb: str) -> str:
+    """Exit 2, no traceback, exactly one error line, last, naming the verb; returns that line."""
+    assert code == 2, f"exit {code}:\n{stderr[-3000:]}"
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if ": error:" in line]  # progress lines may come before
+    assert errors == lines[-1:], f"want exactly one error line, last:\n{stderr[-3000:]}"
+    assert errors[0].startswith(f"kdgrid {verb}: error: "), errors
+    return errors[0]
+
+
+def test_the_entry_point_exits_2_with_one_line(fx, tmp_path):
+    """`python -m kdgrid` itself (the rows call main() in-process): a bad input exits 2 with one
+    error line and no traceback, and writes nothing."""
+    run = bad_train(["a", "b", "c"], ["x", "y"])(tmp_path, fx)
+    proc = subprocess.run([sys.executable, "-m", "kdgrid", *run.argv], capture_output=True, text=True,
+                          cwd=tmp_path, env=env(), timeout=120)
+    message = check_cli_failure(proc.returncode, proc.stderr, "prepare")
+    assert "train.src: has 3 lines but" in message
+    assert not any(Path(out).exists() for out in run.outputs)
+
+
 @pytest.mark.parametrize("setup,fragments", CASES)
-def test_bad_input_stops_cleanly(setup, fragments, fx, tmp_path):
+def test_bad_input_stops_cleanly(setup, fragments, fx, tmp_path, capsys, monkeypatch):
     run = setup(tmp_path, fx)
     if run.how == "cli":
-        cmd = [sys.executable, "-m", "kdgrid"] if run.fault is None else [
-            sys.executable, str(Path(__file__).with_name("inject_faults.py")), run.fault]
-        proc = subprocess.run([*cmd, *run.argv], capture_output=True, text=True, cwd=tmp_path, env=env(),
-                              timeout=120)
-        assert proc.returncode == 2, f"exit {proc.returncode}:\n{proc.stderr[-3000:]}"
-        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-        lines = proc.stderr.strip().splitlines()
-        errors = [line for line in lines if ": error:" in line]  # progress lines may come before
-        assert errors == lines[-1:], f"want exactly one error line, last:\n{proc.stderr[-3000:]}"
-        assert errors[0].startswith(f"kdgrid {run.argv[0]}: error: "), errors
-        message = errors[0]
+        code, stderr = run_cli(run, tmp_path, capsys, monkeypatch)
+        message = check_cli_failure(code, stderr, run.argv[0])
     else:
         cfg = write_config(tmp_path / "config.yaml", TOY, **run.config)
         args = ["-n"] if run.how == "dry" else [*run.argv, "--cores", "1"]
