@@ -11,17 +11,20 @@ setup: $(VENV)/.installed
 
 # torch first: with a GPU, PyPI's default build; without one, the CPU build (a local wheel that
 # pip's find-links offer, else PyTorch's CPU index) so that no multi-GB CUDA build is pulled.
+# --no-compile: pip would byte-compile every module of every package (torch's alone took 35 of
+# the 56 s of its install here); Python compiles the modules a run imports, once, on first use.
+PIP := $(BIN)/pip install --no-compile
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "kdgrid needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
 	if command -v nvidia-smi >/dev/null 2>&1; then \
-	  $(BIN)/pip install torch==2.13.0; \
+	  $(PIP) torch==2.13.0; \
 	else \
-	  $(BIN)/pip install --no-index --no-deps torch==2.13.0 2>/dev/null \
-	  || $(BIN)/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu; \
+	  $(PIP) --no-index --no-deps torch==2.13.0 2>/dev/null \
+	  || $(PIP) torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu; \
 	fi
-	$(BIN)/pip install -r requirements.txt
-	$(BIN)/pip install --no-deps -e .
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -e .
 	$(BIN)/python -c 'import torch, sentencepiece, sacrebleu, eflomal, snakemake; print("torch", torch.__version__)'
 	touch $@
 
@@ -36,10 +39,11 @@ demo: setup
 	@echo "Per-job logs: results/demo/logs/   timings: results/demo/benchmarks/"
 	@echo "HTML report (open in a browser): $(CURDIR)/results/demo/report.html"
 
-# The tests on CORES processes (pytest-xdist; a file's tests stay on one worker, so a module's
-# toy grid runs once), the 25 slowest listed at the end. `make test-fast`: the inner loop, without
+# The tests on CORES processes (pytest-xdist; the tests sharing a module's fixture, such as a toy
+# grid, stay on one worker, see tests/conftest.py), the 25 slowest listed at the end.
+# `make test-fast`: the inner loop, without
 # the tests marked slow (real toy-grid runs) and without the lint.
-PYTEST := $(BIN)/python -m pytest -q -n $(CORES) --dist loadfile --durations=25
+PYTEST := $(BIN)/python -m pytest -q -n $(CORES) --dist loadgroup --durations=25
 
 test: setup lint
 	$(PYTEST)

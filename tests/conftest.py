@@ -159,6 +159,21 @@ REAL_RUN_FIXTURES = {"toy_run", "s5_run", "sets_run"}
 
 
 def pytest_collection_modifyitems(config, items):
+    """Marks the real-run tests `slow`, and shapes `make test`'s schedule (pytest-xdist,
+    --dist loadgroup): the tests of a module that share a module-scoped fixture go to one worker
+    (the fixture, often a toy grid, is built once), every other test goes wherever a worker is
+    free, and the slow tests start first, so that the longest ones do not end the run alone."""
     for item in items:
         if REAL_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if _uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: same order otherwise
+
+
+def _uses_module_fixture(item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(d.scope in ("module", "package", "session") and d.baseid  # baseid "": a plugin's fixture
+               for defs in info.name2fixturedefs.values() for d in defs)

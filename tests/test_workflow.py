@@ -311,12 +311,16 @@ def test_a_rescoring_teacher_is_trained_even_when_the_grid_distills_with_none(tm
 
 @pytest.mark.slow
 def test_every_student_kind_runs_through_the_workflow(tmp_path):
-    snakemake(tmp_path, "--cores", "2", "--show-failed-logs", configfile=TOY_STUDENTS)
+    """Every kind trains, decodes and is scored on the raw column (a distilled column is the same
+    cell on other targets, run for real by toy_run); the teacher is still trained, for flowseq's
+    rescoring, nat_init's weights and cmlm_okd's distribution."""
+    cfg = write_config(tmp_path / "roster.yaml", TOY_STUDENTS, grid={"methods": []})
+    snakemake(tmp_path, "--cores", "2", "--show-failed-logs", configfile=cfg)
     rows = list(csv.DictReader(open(tmp_path / "results/toy_students/grid.csv")))
     assert [r["student"] for r in rows] == [*ALL_STUDENTS, "C(d)", "F(d)"]
-    for row in rows[: len(ALL_STUDENTS)]:
-        for column in ("raw", "toy.beam"):  # a BLEU in every cell
-            assert 0.0 <= float(row[column]) <= 100.0, (row["student"], column)
+    assert list(rows[0]) == ["student", "raw"]
+    for row in rows[: len(ALL_STUDENTS)]:  # a BLEU in every cell
+        assert 0.0 <= float(row["raw"]) <= 100.0, row["student"]
     for student in ALL_STUDENTS:
         scores = json.loads((tmp_path / f"results/toy_students/students/{student}/raw/scores.json").read_text())
         assert scores["decode"]["sentences"] == 30
