@@ -43,7 +43,7 @@ demo: setup
 # grid, stay on one worker, see tests/conftest.py), the 25 slowest listed at the end.
 # `make test-fast`: the inner loop, without
 # the tests marked slow (real toy-grid runs) and without the lint.
-PYTEST := $(BIN)/python -m pytest -q -n $(CORES) --dist loadgroup --durations=25
+PYTEST := $(BIN)/python -m pytest -q -n $(CORES) --dist loadgroup --no-loadscope-reorder --durations=25
 
 test: setup lint
 	$(PYTEST)

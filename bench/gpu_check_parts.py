@@ -288,6 +288,8 @@ def distill_run(plan: Plan, teacher: Path, vocab: Path, src: Path, backend: str,
     expect_device(text, cuda, f"distilling with {backend} on {where}")
     timed = re.findall(r"(\d+) sentences in ([\d.]+)s", text)
     seconds = sum(float(s) for _, s in timed)
+    if not timed:
+        raise Failed(f"distilling with {backend} on {where}: its log has no 'N sentences in Xs' line to time it by")
     lines = out.read_text().splitlines()
     if len(lines) != plan.distill_sentences:
         raise Failed(f"distilling with {backend} on {where}: {len(lines)} lines for {plan.distill_sentences} sources")

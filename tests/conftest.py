@@ -162,7 +162,8 @@ def pytest_collection_modifyitems(config, items):
     """Marks the real-run tests `slow`, and shapes `make test`'s schedule (pytest-xdist,
     --dist loadgroup): the tests of a module that share a module-scoped fixture go to one worker
     (the fixture, often a toy grid, is built once), every other test goes wherever a worker is
-    free, and the slow tests start first, so that the longest ones do not end the run alone."""
+    free, and the slow tests start first (with --no-loadscope-reorder, which keeps this order), so
+    that the longest ones do not end the run alone."""
     for item in items:
         if REAL_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)

@@ -389,7 +389,7 @@ CASES = [
 ]
 
 
-def run_cli(run: Run, cwd: Path, capsys, monkeypatch) -> tuple[int, str]:
+def run_cli(run: Run, cwd: Path, capfd, monkeypatch) -> tuple[int, str]:
     """(exit code, stderr) of `python -m kdgrid ARGV`. A row without an injected fault calls the
     CLI's main() in this process: the same argument parsing, verb and error handling as the
     entry point (a crash raises here and fails the test, as a traceback would), without a torch
@@ -402,12 +402,12 @@ def run_cli(run: Run, cwd: Path, capsys, monkeypatch) -> tuple[int, str]:
     from kdgrid import cli as kdgrid_cli
 
     monkeypatch.chdir(cwd)
-    capsys.readouterr()
+    capfd.readouterr()  # file descriptor 2 itself: what a library writes past sys.stderr counts too
     try:
         code = kdgrid_cli.main(list(run.argv))
     except SystemExit as stop:  # argparse's usage errors
         code = stop.code
-    return code, capsys.readouterr().err
+    return code, capfd.readouterr().err
 
 
 def check_cli_failure(code: int, stderr: str, verb: str) -> str:
@@ -433,10 +433,10 @@ def test_the_entry_point_exits_2_with_one_line(fx, tmp_path):
 
 
 @pytest.mark.parametrize("setup,fragments", CASES)
-def test_bad_input_stops_cleanly(setup, fragments, fx, tmp_path, capsys, monkeypatch):
+def test_bad_input_stops_cleanly(setup, fragments, fx, tmp_path, capfd, monkeypatch):
     run = setup(tmp_path, fx)
     if run.how == "cli":
-        code, stderr = run_cli(run, tmp_path, capsys, monkeypatch)
+        code, stderr = run_cli(run, tmp_path, capfd, monkeypatch)
         message = check_cli_failure(code, stderr, run.argv[0])
     else:
         cfg = write_config(tmp_path / "config.yaml", TOY, **run.config)

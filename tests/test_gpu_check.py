@@ -84,7 +84,8 @@ def test_cpu_toy_mode_passes_every_part(tmp_path):
 def test_unknown_parts_and_a_distill_without_train_are_refused():
     script = str(ROOT / "bench" / "gpu_check.py")
     for parts, said in (("train,fly", "unknown fly"), ("distill", "give train too")):
-        proc = subprocess.run([sys.executable, script, "--parts", parts], capture_output=True, text=True, env=env())
+        proc = subprocess.run([sys.executable, script, "--parts", parts], capture_output=True, text=True, env=env(),
+                              timeout=300)
         assert proc.returncode == 2 and said in proc.stderr
 
 

@@ -168,8 +168,9 @@ def test_the_paper_grid_with_the_section5_methods_plans_its_jobs(tmp_path):
 @pytest.fixture(scope="module")
 def s5_run(tmp_path_factory):
     """toy_section5.yaml through the workflow with its MoE teacher only (about a minute on 2
-    cores): every section-5 method makes a column of it (an MoE is an AT, so beam, interpolation
-    and Born-Again read it as they read a plain AT; the dry runs above plan both teachers)."""
+    cores): every section-5 method makes a column of it (beam, interpolation and Born-Again decode
+    the MoE with its prior's expert; a plain AT's interpolation is checked in test_methods.py, and
+    the dry runs above plan both teachers)."""
     work = tmp_path_factory.mktemp("s5run")
     snakemake(work, "--cores", "2", "--show-failed-logs", configfile=s5_run_config(work))
     return work
