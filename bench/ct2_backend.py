@@ -4,7 +4,8 @@ from torch's and BLEU / chrF against the references.
 
     .venv/bin/python bench/ct2_backend.py --model results/multi30k/teachers/cpu_s/model.pt \\
         --vocab results/multi30k/vocab/spm.model --src results/multi30k/data/test.src \\
-        --ref results/multi30k/data/test.tgt [--threads 1] [--repeats 3] [--max-tokens 4096]
+        --ref results/multi30k/data/test.tgt [--threads 1] [--repeats 3] [--max-tokens 4096] \\
+        [--batch N] [--sentences N] [--clock cpu]
 
 Rows: greedy and beam 5 (lenpen 1.0, the length limit 1.2 x source + 10: kdgrid's defaults), each
 with torch, CTranslate2 float32 (`ct2_search: exact`, the default, and `fast`) and CTranslate2 int8
@@ -12,8 +13,18 @@ through kdgrid (kdgrid.translate.translate, what distillation and evaluation cal
 batching by --max-tokens, decoding to text), and bare CTranslate2 on the same weights: the
 sentencepiece pieces straight to Translator.translate_batch (max_batch_size --max-tokens tokens,
 patience 1, one length limit from the longest source), decoded back to text by sentencepiece: what a
-user of CTranslate2 alone would run. Each is timed --repeats times, alternating, the median printed.
-The CTranslate2 models are built once before timing.
+user of CTranslate2 alone would run; for beam search also bare CTranslate2 with patience 2, the
+stopping rule of `ct2_search: exact` (what exact pays for its closeness to torch, apart from the
+backend). Each is timed --repeats times, alternating, the median printed. The CTranslate2 models
+are built once before timing.
+
+--batch N decodes in batches of exactly N sentences, as bench/peers.py's decoding rows do (batch 64
+for speed, 1 for latency): kdgrid's rows call translate() once per N length-sorted sentences (a
+caller with N sentences at hand; the sort is untimed), bare CTranslate2 takes them all in one
+translate_batch call with max_batch_size N examples. --sentences N: the first N lines only.
+--clock cpu times the process's CPU seconds instead of wall seconds: with --threads 1 (one compute
+thread, none spinning) the work done, whatever else loads the machine; with more threads wall
+time is the measure (idle threads spin).
 
     .venv/bin/python bench/ct2_backend.py --reload-cost [--size 1024,4096,6,16] [--vocab-size 8000]
 
@@ -46,23 +57,38 @@ BACKENDS = {"CT2 float32, exact": dict(compute_type="default", search="exact"),
             "CT2 int8, exact": dict(compute_type="int8", search="exact")}
 
 
-def timed(model, vocab, src, options, max_tokens, threads):
-    begin = time.perf_counter()
-    hyps, _ = translate(model, vocab, src, options, max_tokens, threads, report_every=1e9)
-    return time.perf_counter() - begin, hyps
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCK["wall"]
 
 
-def bare_ct2(translator, vocab, src, options, max_tokens):
+def timed(model, vocab, src, options, max_tokens, threads, chunks=None):
+    """translate() on all of `src` by --max-tokens, or once per chunk of sentence indices (--batch)."""
+    if chunks is None:
+        begin = clock()
+        hyps, _ = translate(model, vocab, src, options, max_tokens, threads, report_every=1e9)
+        return clock() - begin, hyps
+    hyps = [None] * len(src)
+    begin = clock()
+    for chunk in chunks:  # a budget no batch reaches: each chunk is one batch
+        for i, hyp in zip(chunk, translate(model, vocab, [src[i] for i in chunk], options, 10**9, threads,
+                                           report_every=1e9)[0]):
+            hyps[i] = hyp
+    return clock() - begin, hyps
+
+
+def bare_ct2(translator, vocab, src, options, max_tokens, batch=0, patience=1):
     """CTranslate2 alone on the exported weights (kdgrid's sources end with eos: the pieces get it)."""
-    begin = time.perf_counter()
+    begin = clock()
     pieces = [p + [vocab.sp.id_to_piece(EOS)] for p in vocab.sp.encode(src, out_type=str)]
     limit = int(max(map(len, pieces)) * LENGTH["max_len_a"]) + LENGTH["max_len_b"]
     beam = options.get("beam", 5) if options["method"] == "beam" else 1
-    results = translator.translate_batch(pieces, max_batch_size=max_tokens, batch_type="tokens", beam_size=beam,
-                                         length_penalty=options.get("lenpen", 1.0), max_decoding_length=limit,
-                                         max_input_length=0, min_decoding_length=0, disable_unk=True)
+    size, kind = (batch, "examples") if batch else (max_tokens, "tokens")
+    results = translator.translate_batch(pieces, max_batch_size=size, batch_type=kind, beam_size=beam,
+                                         patience=patience, length_penalty=options.get("lenpen", 1.0),
+                                         max_decoding_length=limit, max_input_length=0, min_decoding_length=0,
+                                         disable_unk=True)
     hyps = vocab.sp.decode([[p for p in r.hypotheses[0] if p != vocab.sp.id_to_piece(EOS)] for r in results])
-    return time.perf_counter() - begin, hyps
+    return clock() - begin, hyps
 
 
 class _Pieces:
@@ -120,10 +146,15 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument("--batch", type=int, default=0, help="sentences per batch (default: batches by --max-tokens)")
+    ap.add_argument("--sentences", type=int, default=0, help="decode the first N lines only")
+    ap.add_argument("--clock", choices=sorted(CLOCK), default="wall", help="time wall or CPU seconds")
     ap.add_argument("--reload-cost", action="store_true", help="time a translator reload against a sampling batch")
     ap.add_argument("--size", default="1024,4096,6,16", help="--reload-cost: d_model,ffn,layers,heads")
     ap.add_argument("--vocab-size", type=int, default=8000, help="--reload-cost: vocabulary size")
     a = ap.parse_args(argv)
+    global clock
+    clock = CLOCK[a.clock]
     torch.set_num_threads(a.threads)
     if a.reload_cost:
         reload_cost(a)
@@ -133,28 +164,36 @@ def main(argv=None) -> int:
         ap.error("the following arguments are required: " + ", ".join(f"--{o}" for o in missing))
     model, _, vocab = load_for_decoding(a.model, a.vocab)
     src, refs = read_lines(a.src), read_lines(a.ref)
+    if a.sentences:
+        src, refs = src[:a.sentences], refs[:a.sentences]
+    chunks = None
+    if a.batch:
+        lengths = [len(x) for x in vocab.encode(src)]
+        order = sorted(range(len(src)), key=lambda i: lengths[i])
+        chunks = [order[i:i + a.batch] for i in range(0, len(order), a.batch)]
     decoders = {name: Ct2Decoder(model, vocab, torch.device("cpu"), threads=a.threads, **kw)
                 for name, kw in BACKENDS.items()}
-    print(f"# {a.model}: {len(src)} sentences, {a.threads} thread(s), max_tokens {a.max_tokens}, "
+    batching = f"batch {a.batch} sentences" if a.batch else f"max_tokens {a.max_tokens}"
+    print(f"# {a.model}: {len(src)} sentences, {a.threads} thread(s), {batching}, {a.clock} seconds, "
           f"median of {a.repeats} alternating runs")
     print("| decoding | backend | seconds | sent/s | speed vs torch | speed vs bare CTranslate2 "
           "| lines differing from torch | BLEU | chrF |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for method, opts in METHODS.items():
         opts = {**opts, **LENGTH}
-        bare = "bare CTranslate2, same weights"
+        bare, patient = "bare CTranslate2, same weights", "bare CTranslate2, same weights, patience 2"
         # greedy is one call per batch whatever ct2_search says: its fast row would repeat the exact one
         names = [n for n in decoders if opts["method"] == "beam" or "fast" not in n]
-        times = {name: [] for name in ["torch", *names, bare]}
+        times = {name: [] for name in ["torch", *names, bare, *([patient] if opts["method"] == "beam" else [])]}
         outputs = {}
-        for _ in range(a.repeats):
-            for name in times:
-                if name == bare:
+        for repeat in range(a.repeats):
+            for name in times if repeat % 2 == 0 else list(times)[::-1]:  # each side first in turn
+                if name in (bare, patient):
                     seconds, outputs[name] = bare_ct2(decoders["CT2 float32, fast"].translator, vocab, src, opts,
-                                                      a.max_tokens)
+                                                      a.max_tokens, a.batch, 2 if name == patient else 1)
                 else:
                     seconds, outputs[name] = timed(model if name == "torch" else decoders[name], vocab, src, opts,
-                                                   a.max_tokens, a.threads)
+                                                   a.max_tokens, a.threads, chunks)
                 times[name].append(seconds)
         base, bare_s = statistics.median(times["torch"]), statistics.median(times[bare])
         for name, runs in times.items():

@@ -34,12 +34,13 @@ same weights as their kdgrid / fairseq counterparts. Differences that stay are p
 table.
 
     bench/.peers-venv/bin/python bench/peers.py [--quick] [--sizes 2+2 tiny] [--threads 2]
-        [--max-tokens 2048] [--batches 64 1] [--repeats 3] [--parts train at nat]
+        [--max-tokens 2048] [--batches 64 1] [--repeats 3] [--parts train at nat] [--kinds at nat cmlm]
 
 Defaults: the synthetic corpus with one target mode (8000 training pairs, BLEU against its single
 reference), a joint 2000-piece BPE vocabulary, 40 updates per timed training run, 3 repeats: ~11-14
 minutes on 2 busy cores once the decoding models exist; training those 6 models (300 updates each)
 adds ~15-35 minutes to the first run. --quick (small data, 30-update models, one repeat): ~4 minutes.
+`--parts train --kinds at` times the AT training row alone and trains no decoding model.
 
 Work files (data, models, logs, peers.json with every run's numbers) go to bench/.peers-work/.
 """
@@ -85,9 +86,12 @@ DIFFERENCES = [
     "updates but inside their peak RSS; fairseq runs with --disable-validation --no-save",
     "kdgrid's CTranslate2 backend with ct2_search exact (the default) runs beam search with patience 2 "
     "(kdgrid.ct2.PATIENCE: CTranslate2 goes on until 2 x beam hypotheses have finished, so its outputs differ "
-    "from kdgrid's torch search in ~5 of 1,000 sentences) and calls translate_batch once per distinct length "
-    "limit in a batch; with ct2_search fast, and CTranslate2 on fairseq's weights, patience 1 and one call per "
-    "batch. The backend converts ids to pieces and back in its generate()",
+    "from kdgrid's torch search in ~5 of 1,000 sentences) and gives each sentence the result at its own length "
+    "limit: one translate_batch call per batch, then one per distinct limit for the sentences whose search "
+    "had not stopped two steps before their limit (kdgrid.ct2.Ct2Decoder._beam_once); with ct2_search fast, "
+    "and CTranslate2 on fairseq's weights, patience 1 and one call per batch. The backend converts ids to "
+    "pieces and back in its generate(), and its process holds torch (to load kdgrid's model file: ~200 MB of "
+    "peak RSS); the torch model itself is freed once the CTranslate2 model is built",
     "AT length limit 1.2 x source + 10: fairseq per batch (longest source), kdgrid per sentence, CTranslate2 "
     "on fairseq's weights per call (longest test source); it matters only for hypotheses that reach it",
     "kdgrid's decoders never emit unk (nor NAT specials); fairseq-generate and CTranslate2-on-fairseq may",
@@ -102,7 +106,7 @@ def comparisons(data: Path, models: dict, size_name: str, threads: int, a, ct2_b
     the kdgrid and peer runs (functions of their output folder)."""
     size, rows = SIZES[size_name], []
     if "train" in a.parts:
-        for kind in ("at", "nat", "cmlm"):
+        for kind in a.kinds:
             for mt in a.max_tokens:
                 args = (kind, size, threads, mt, a.updates, a.log_every)
                 rows.append({"what": f"train {KIND_NAME[kind]}: target tok/s, max_tokens {mt}", "quantity": "train",
@@ -232,6 +236,8 @@ def main(argv=None) -> int:
                     help="decoding batch sizes: 1 times latency on --latency-sentences, others sent/s on the test set")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--parts", nargs="+", choices=["train", "at", "nat"], default=["train", "at", "nat"])
+    ap.add_argument("--kinds", nargs="+", choices=["at", "nat", "cmlm"], default=["at", "nat", "cmlm"],
+                    help="the models of the training rows (--parts train)")
     ap.add_argument("--updates", type=int, default=40, help="updates per timed training run")
     ap.add_argument("--log-every", type=int, default=10, help="log interval; the first is warm-up, untimed")
     ap.add_argument("--model-updates", type=int, default=300, help="updates of the (cached) decoding models")
@@ -260,7 +266,8 @@ def main(argv=None) -> int:
     refs = {split: (data / f"{split}.tgt").read_text().splitlines() for split in ("test", "lat")}
     all_rows = []
     for size_name in a.sizes:
-        models = decoding_models(data, a.work, size_name, a)
+        # trained only for the decoding rows: `--parts train` needs none of them
+        models = decoding_models(data, a.work, size_name, a) if {"at", "nat"} & set(a.parts) else {}
         for threads in a.threads:
             rows = comparisons(data, models, size_name, threads, a, ct2_backend)
             for row in rows:

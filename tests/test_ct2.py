@@ -5,13 +5,17 @@ as torch does (teacher-forced log-probabilities; beam scores normalized by lengt
 lenpen); ct2_search fast never cuts a beam output into a sentence without its end; sampling is
 seeded, loads the model once per run, and a distillation shard resumed in another process is
 byte-identical; `kdgrid export-ct2` writes a model that CTranslate2 loads on its own; NAT kinds stay
-on torch. ctranslate2 is a hard dependency: without it these tests fail, they do not skip."""
+on torch. Exact beam search decodes a batch in one call where that provably gives each sentence's
+result at its own limit; the translator is loaded once, not per call; the decoder keeps no torch
+model alive. ctranslate2 is a hard dependency: without it these tests fail, they do not skip."""
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
+import weakref
 
 import ctranslate2 as ct2  # a hard dependency (requirements.txt): these tests fail without it
 import pytest
@@ -247,11 +251,8 @@ def test_nbest_entry_zero_is_the_plain_output(pair):
     assert all(len(n) == 3 and [s for s, _ in n] == sorted((s for s, _ in n), reverse=True) for n in nbests)
 
 
-def test_sampling_is_seeded_and_loads_the_model_once_per_run(pair, monkeypatch):
-    """Same seed, same lines; another seed, other lines. The translator is loaded when the decoder
-    is built and not again for the run's batches (a batch's seed follows the one before: the
-    stream goes on); a second run with the same seed starts a fresh stream: one load."""
-    model, _, vocab, src = pair
+def counting_translators(monkeypatch) -> list:
+    """Patch ctranslate2.Translator to count its loads: the list grows by one per load."""
     loads, real = [], ct2.Translator
 
     def counted(*args, **kw):
@@ -259,6 +260,15 @@ def test_sampling_is_seeded_and_loads_the_model_once_per_run(pair, monkeypatch):
         return real(*args, **kw)
 
     monkeypatch.setattr(ct2, "Translator", counted)
+    return loads
+
+
+def test_sampling_is_seeded_and_loads_the_model_once_per_run(pair, monkeypatch):
+    """Same seed, same lines; another seed, other lines. The translator is loaded when the decoder
+    is built and not again for the run's batches (a batch's seed follows the one before: the
+    stream goes on); a second run with the same seed starts a fresh stream: one load."""
+    model, _, vocab, src = pair
+    loads = counting_translators(monkeypatch)
     decoder = backend.Ct2Decoder(model, vocab, torch.device("cpu"))
     batches, generate = [], decoder.generate
     decoder.generate = lambda *args, **kw: batches.append(1) or generate(*args, **kw)
@@ -363,3 +373,70 @@ def test_an_unexportable_model_kind_is_named(tmp_path):
 
     with pytest.raises(KdgridError, match="model kind 'cmlm' is not a plain Transformer"):
         backend.build_spec(build("cmlm", model_config("cmlm")), None)
+
+
+def test_decoding_calls_reuse_the_translator_loaded_with_the_decoder(pair, monkeypatch):
+    """Greedy, exact and fast beam search, n-best lists and empty sources, in batches of one and of
+    many sentences: the translator the decoder loaded decodes them all (no load, export or
+    conversion per call). translate() of a line at a time (sentencepiece one call per line, no
+    thread pool per call) gives the text of the whole file's batch calls."""
+    model, _, vocab, src = pair
+    loads = counting_translators(monkeypatch)
+    decoders = [backend.Ct2Decoder(model, vocab, torch.device("cpu"), search=s) for s in ("exact", "fast")]
+    translators, lines = [d.translator for d in decoders], ["", *src[:40]]
+    for decoder in decoders:
+        for opts in ({"method": "greedy", **LENGTH}, {"method": "beam", "beam": 4, **LENGTH}):
+            whole = translate(decoder, vocab, lines, opts, max_tokens=200)[0]
+            one = [translate(decoder, vocab, [line], opts)[0][0] for line in lines]
+            if opts["method"] == "greedy":  # beam: a batch neighbour's float noise could flip a near-tie
+                assert one == whole
+        translate_nbest(decoder, vocab, lines, {"method": "beam", "beam": 4, "nbest": 2, **LENGTH}, max_tokens=200)
+    assert len(loads) == 2 and [d.translator for d in decoders] == translators
+
+
+def test_exact_beam_search_in_one_call_equals_calls_at_each_sentence_own_limit(trained, monkeypatch):
+    """Exact beam search takes a batch of several length limits in one call where that provably
+    gives each sentence the result of a call at its own limit (kdgrid.ct2.Ct2Decoder._beam_once),
+    and decodes the rest at their own limits: the outputs and n-best lists (scores to float noise)
+    are those of one call per limit, for limits that rarely bite and for limits that cut most
+    outputs; a trained teacher's batch mostly takes the one call."""
+    model, decoder, vocab, d = trained
+    ids = vocab.encode(read_lines(d / "train.src")[:120])
+    rows = pad_stack(ids, PAD, suffix=EOS)
+    calls, proven = [], []
+    real_translate, real_once = decoder._translate, decoder._beam_once
+    monkeypatch.setattr(decoder, "_translate", lambda *a: calls.append(1) or real_translate(*a))
+    monkeypatch.setattr(decoder, "_beam_once", lambda *a: proven.append(real_once(*a)) or proven[-1])
+    for cut in (LENGTH, {"max_len_a": 0.5, "max_len_b": 1}):
+        limits = {int((len(x) + 1) * cut["max_len_a"]) + cut["max_len_b"] for x in ids}
+        assert len(limits) > 1
+        for lenpen, nbest in ((1.0, 0), (1.4, 0), (1.0, 3)):
+            opts = {"beam": 4, "lenpen": lenpen, "nbest": nbest, **cut}
+            with monkeypatch.context() as m:  # the former way: one call per distinct limit
+                m.setattr(decoder, "_beam_once", lambda *a: {})
+                want = decoder.generate(rows, "beam", **opts)
+            calls.clear()
+            got = decoder.generate(rows, "beam", **opts)
+            if nbest:
+                assert [[h for _, h in n] for n in got] == [[h for _, h in n] for n in want]
+                assert max(abs(a - b) for n, w in zip(got, want) for (a, _), (b, _) in zip(n, w)) <= SCORE_TOLERANCE
+            else:
+                assert got == want
+            if cut is LENGTH:  # limits that rarely bite: nearly every sentence proven, fewer calls
+                assert len(proven[-1]) >= 0.9 * len(ids) and len(calls) < len(limits)
+    assert any(len(p) < 0.5 * len(ids) for p in proven)  # limits that bite: most decoded again
+
+
+def test_the_decoder_keeps_no_torch_model_alive_and_still_decodes_an_empty_source(teacher):
+    """Once the caller drops the torch model it is freed (CTranslate2 holds its own copy of the
+    weights); a source with no pieces, which CTranslate2 skips unrun, still decodes as torch does."""
+    model, _, vocab = load_for_decoding(teacher / "model.pt", teacher / "spm.model")
+    lines = ["", read_lines(teacher / "train.src")[0], ""]
+    opts = {"method": "beam", "beam": 3, **LENGTH}
+    want = translate(model, vocab, lines, opts)[0]
+    decoder, alive = backend.Ct2Decoder(model, vocab, torch.device("cpu")), weakref.ref(model)
+    assert translate(decoder, vocab, lines, opts)[0] == want  # the caller's model, while it has one
+    del model
+    gc.collect()
+    assert alive() is None
+    assert translate(decoder, vocab, lines, opts)[0] == want  # rebuilt from the decoder's own copy

@@ -10,8 +10,12 @@ What makes its output equal the torch path's (kdgrid.search), and what cannot:
 - the length limit is per sentence in kdgrid (int(source tokens * a) + b); CTranslate2 has one
   limit per call. Greedy and sampled outputs are decoded in one call per batch at its longest
   limit and each is cut to its own limit (a prefix, so greedy output is the same). Beam search
-  (`ct2_search: exact`) decodes each batch in groups of equal limit; at the limit kdgrid forces
-  eos, CTranslate2 returns the hypothesis as it stands, which may rank differently;
+  (`ct2_search: exact`) gives each sentence the result of a call at its own limit: a batch of
+  several limits is decoded in one call at its longest, a sentence's result kept where that
+  provably equals its own limit's (its search stopped two steps before its limit: _beam_once),
+  the rest decoded again in groups of equal limit: the outputs of one call per limit, in one
+  call per batch where the limits rarely bite. At the limit kdgrid forces eos, CTranslate2
+  returns the hypothesis as it stands, which may rank differently;
 - greedy output is the same. Beam search stops by another rule (PATIENCE below): a few
   sentences in a thousand differ; tests/test_ct2.py states the tolerance. `ct2_search: fast`
   trades that for CTranslate2's own speed: its stopping rule (patience 1) and one call per batch
@@ -29,11 +33,19 @@ sampling call's (seed + 1: translate() numbers its batches so) continues that st
 other seed starts a fresh one on a freshly loaded translator: one load per translate() call or
 distillation chunk, not per batch, and a chunk's lines depend only on its seed and sources
 (resumed shards stay byte-identical). The draws differ from torch's.
+
+Per call, the decoder adds ~0.1 ms of Python to CTranslate2's translate_batch (the id <-> piece
+conversions; measured at batch 1 on a 2+2-layer d256 teacher, ~6 ms a sentence): the model is
+exported and loaded once, when the decoder is built, and reloaded only for a sampling stream
+(above); length limits are remembered per source length. It keeps no reference to the torch
+model (see Ct2Decoder._keep_torch).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
+import weakref
 from pathlib import Path
 
 import torch
@@ -41,6 +53,8 @@ import torch
 from kdgrid.decoding_backend import BACKENDS, COMPUTE_TYPES, SEARCHES
 from kdgrid.errors import KdgridError
 from kdgrid.models.layers import sinusoidal_positions
+from kdgrid.search import METHODS, _max_lengths, _never
+from kdgrid.search import generate as torch_generate
 from kdgrid.vocab import BOS, EOS, UNK
 
 INSTALL = "pip install ctranslate2==4.8.5 (a wheel for Linux, macOS and Windows; kdgrid's requirements.txt pins it)"
@@ -148,7 +162,8 @@ def export(model, vocab, out_dir, quantization: str | None = None, source_eos: b
 
 class Ct2Decoder:
     """A kdgrid Transformer decoded by CTranslate2: `generate(src, method, ...)` takes the padded
-    source ids that kdgrid.search takes and returns what it returns."""
+    source ids that kdgrid.search takes and returns what it returns. It holds no reference to the
+    torch model: once the caller drops it, only CTranslate2's copy of the weights stays in memory."""
 
     kind = "transformer"
 
@@ -172,13 +187,35 @@ class Ct2Decoder:
         # sampling: whether this translator's worker has drawn (its generator is then seeded for
         # good), and the seed that would continue its stream (None: none would, e.g. after a failure)
         self._drawn, self._next_seed = False, None
-        self.model = model  # decodes what CTranslate2 skips unrun: a source with no pieces
+        self._keep_torch(model)
         self.pieces = [vocab.sp.id_to_piece(i) for i in range(len(vocab))]
         self.ids = {p: i for i, p in enumerate(self.pieces)}
-        from kdgrid.search import _never
-
         # the search's never-emitted ids, unk aside (CTranslate2's disable_unk takes that one)
         self.never = [[self.pieces[i]] for i in _never(self.cfg, len(self.pieces)) if i != UNK]
+        self._limits: dict = {}  # (max_len_a, max_len_b) -> {source tokens: length limit}
+
+    def _keep_torch(self, model) -> None:
+        """Torch decodes what CTranslate2 skips unrun (a source with no pieces, see generate), so
+        the decoder must reach the model without holding it (its weights would stay in memory beside
+        CTranslate2's for the whole run): a weak reference while the caller keeps the model (e.g.
+        evaluate, which counts its parameters), else a copy of its weights in the temporary
+        directory, rebuilt on first need."""
+        param = next(model.parameters())
+        self._model, self._torch = weakref.ref(model), None
+        self._rebuild = (model.kind, dataclasses.asdict(model.cfg), param.device, param.dtype)
+        torch.save(model.state_dict(), Path(self._dir.name) / "torch.pt")
+
+    def _torch_model(self):
+        model = self._model()
+        model = self._torch if model is None else model
+        if model is None:
+            from kdgrid.models import build
+
+            kind, cfg, device, dtype = self._rebuild
+            model = build(kind, cfg)
+            model.load_state_dict(torch.load(Path(self._dir.name) / "torch.pt", weights_only=True))
+            self._torch = model = model.eval().to(device=device, dtype=dtype)
+        return model
 
     def _open(self):
         try:
@@ -199,14 +236,45 @@ class Ct2Decoder:
         self._ct2.set_random_seed(seed % 2**32)  # an unsigned 32-bit seed, read at the first draw
         self._drawn = True
 
+    def _length_limits(self, tokens, a, b) -> list[int]:
+        """kdgrid.search._max_lengths of each source, computed by it once per source length and
+        (a, b), then remembered: its tensor ops (~0.1 ms) are a few percent of a batch-1 call."""
+        known = self._limits.setdefault((a, b), {})
+        new = sorted({len(t) for t in tokens} - known.keys())
+        if new:  # a row of n tokens that are not pad (0) per new length n
+            rows = (torch.arange(max(new)) < torch.tensor(new)[:, None]).long()
+            known.update(zip(new, _max_lengths(rows, 0, a, b).tolist()))
+        return [known[len(t)] for t in tokens]
+
     def _translate(self, tokens, rows, limit, options):
         return self.translator.translate_batch([tokens[i] for i in rows], max_decoding_length=limit, **options)
+
+    def _beam_once(self, tokens, rows, limits, options, beam):
+        """Beam search in one call at the batch's longest limit, with each sentence's result where
+        it provably equals that of a call at its own limit: {row: result}; the other rows are for
+        calls at their own limits. CTranslate2 (lenpen != 0) stops a sentence at the first step
+        where `stop` = round(beam * patience) hypotheses have finished, or at the call's last step
+        (limit - 1), which registers every live beam as it stands. Up to its own last step a
+        sentence's search is the same at any longer limit, so where it stopped two or more steps
+        before its own limit, a call at that limit would have registered the same hypotheses and
+        stopped at the same step. That step is the length of the longest hypothesis among the
+        best `stop` (what num_hypotheses may ask at most): a hypothesis ended by eos at step s
+        holds s tokens, and fewer than `stop` had finished before the stopping step, so at least
+        one of those that finished at it is among the best `stop`. A sentence whose limit is the
+        call's needs no proof. Ranking, and so the n best, are a call's at its own limit: one sort
+        of the same scores, cut to fewer."""
+        stop = round(beam * options["patience"])  # CTranslate2's max_candidates
+        longest = max(limits[i] for i in rows)
+        proven = {}
+        for i, result in zip(rows, self._translate(tokens, rows, longest, dict(options, num_hypotheses=stop))):
+            hyps = result.hypotheses
+            if limits[i] == longest or (len(hyps) == stop and max(map(len, hyps)) <= limits[i] - 2):
+                proven[i] = result
+        return proven
 
     def generate(self, src: torch.Tensor, method: str = "beam", *, beam: int = 5, lenpen: float = 1.0,
                  temperature: float = 1.0, topk: int = 10, max_len_a: float = 1.2, max_len_b: int = 10,
                  seed: int | None = None, use_cache: bool = True, nbest: int = 0):
-        from kdgrid.search import METHODS, _max_lengths
-
         if method not in METHODS:
             raise KdgridError(f"unknown decoding method {method!r}; known: {', '.join(METHODS)}")
         if nbest and method != "beam":
@@ -217,19 +285,21 @@ class Ct2Decoder:
             raise KdgridError(f"temperature must be positive, got {temperature}")
         if method == "sample_topk" and topk < 1:
             raise KdgridError(f"topk must be positive, got {topk}")
-        limits = _max_lengths(src, self.cfg.pad, max_len_a, max_len_b).tolist()
+        # the source as kdgrid has it, eos included (the decoder's export does not append it)
+        pieces, pad = self.pieces, self.cfg.pad
+        tokens = [[pieces[i] for i in row if i != pad] for row in src.tolist()]
+        limits = self._length_limits(tokens, max_len_a, max_len_b)
         if max(max(limits, default=0), src.size(1)) >= POSITIONS:
             raise KdgridError(f"CTranslate2 backend: a source of {src.size(1)} tokens or a length limit of "
                               f"{max(limits)} exceeds the exported position table ({POSITIONS}); lower "
                               "decoding.max_len_a/b or use decoding.backend torch")
-        # the source as kdgrid has it, eos included (the decoder's export does not append it)
-        tokens = [[self.pieces[i] for i in row if i != self.cfg.pad] for row in src.tolist()]
         options = {"beam_size": beam if method == "beam" else 1, "length_penalty": lenpen,
                    "num_hypotheses": max(nbest, 1), "return_scores": bool(nbest), "disable_unk": True,
                    "suppress_sequences": self.never, "max_input_length": 0, "min_decoding_length": 0}
-        # else one call per batch at its longest limit: greedy and sampled outputs cut to their own,
-        # beam outputs past theirs decoded again at it. An n-best list is always grouped: cut
-        # hypotheses could repeat and keep the scores of their uncut originals
+        # exact beam search and n-best lists: each sentence's result is that of a call at its own
+        # limit (an n-best list never cut: cut hypotheses could repeat and keep the scores of their
+        # uncut originals); else one call per batch at its longest limit: greedy and sampled
+        # outputs cut to their own limit (a prefix), fast beam outputs past theirs decoded again at it
         grouped = method == "beam" and (self.search == "exact" or nbest > 0)
         sampled = method in ("sample", "sample_topk")
         if method == "beam":
@@ -239,12 +309,11 @@ class Ct2Decoder:
         out: list = [None] * len(tokens)
         empty = [i for i, t in enumerate(tokens) if len(t) <= 1]  # eos alone: CTranslate2 would return []
         if empty:
-            from kdgrid.search import generate
-
+            model = self._torch_model()
             opts = dict(beam=beam, lenpen=lenpen, temperature=temperature, topk=topk, max_len_a=max_len_a,
                         max_len_b=max_len_b, seed=seed, nbest=nbest)
-            rows = src[empty].to(next(self.model.parameters()).device)
-            for i, hyp in zip(empty, generate(self.model, rows, method, **opts)):
+            rows = src[empty].to(next(model.parameters()).device)
+            for i, hyp in zip(empty, torch_generate(model, rows, method, **opts)):
                 out[i] = hyp
         todo = [i for i in range(len(tokens)) if out[i] is None]
         seed = 0 if seed is None else int(seed)
@@ -252,30 +321,35 @@ class Ct2Decoder:
             if sampled and seed == self._next_seed:
                 self._next_seed = seed + 1
             return out
-        eos = self.pieces[self.cfg.eos]
+        eos, ids = pieces[self.cfg.eos], self.ids
 
-        def ids(hyp):
-            return [self.ids[p] for p in hyp if p != eos]
+        def decoded(result, limit):
+            hyps = [[ids[p] for p in h if p != eos][:limit] for h in result.hypotheses[:max(nbest, 1)]]
+            return list(zip(result.scores, hyps)) if nbest else hyps[0]
 
         if sampled:
             self._seed(seed)
             self._next_seed = None  # until this call has drawn all it draws
-        if grouped:
-            groups = [(n, [i for i in todo if limits[i] == n]) for n in sorted({limits[i] for i in todo})]
+        if grouped and lenpen == 0:  # CTranslate2 then stops once its best beam ends: _beam_once's proof fails
+            again = todo
+        elif grouped:
+            proven = self._beam_once(tokens, todo, limits, options, beam)
+            for i, result in proven.items():
+                out[i] = decoded(result, limits[i])
+            again = [i for i in todo if i not in proven]
         else:
             results = self._translate(tokens, todo, max(limits[i] for i in todo), options)
-            past = []  # beam outputs longer than their own limit: decoded again at it, not cut
+            again = []  # beam outputs longer than their own limit: decoded again at it, not cut
             for i, result in zip(todo, results):
-                hyp = ids(result.hypotheses[0])
+                hyp = [ids[p] for p in result.hypotheses[0] if p != eos]
                 if method == "beam" and len(hyp) > limits[i]:
-                    past.append(i)
+                    again.append(i)
                 else:
                     out[i] = hyp[:limits[i]]  # greedy and sampled: the prefix the limit would give
-            groups = [(n, [i for i in past if limits[i] == n]) for n in sorted({limits[i] for i in past})]
-        for limit, rows in groups:
+        for limit in sorted({limits[i] for i in again}):
+            rows = [i for i in again if limits[i] == limit]
             for i, result in zip(rows, self._translate(tokens, rows, limit, options)):
-                hyps = [ids(h)[:limit] for h in result.hypotheses]
-                out[i] = list(zip(result.scores, hyps)) if nbest else hyps[0]
+                out[i] = decoded(result, limit)
         if sampled:
             self._next_seed = seed + 1
         return out
