@@ -162,14 +162,18 @@ def pytest_collection_modifyitems(config, items):
     """Marks the real-run tests `slow`, and shapes `make test`'s schedule (pytest-xdist,
     --dist loadgroup): the tests of a module that share a module-scoped fixture go to one worker
     (the fixture, often a toy grid, is built once), every other test goes wherever a worker is
-    free, and the slow tests start first (with --no-loadscope-reorder, which keeps this order), so
+    free, and the modules with slow tests start first (with --no-loadscope-reorder, which keeps this
+    order), so
     that the longest ones do not end the run alone."""
     for item in items:
         if REAL_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
         if _uses_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: same order otherwise
+    # whole modules move, never single tests: pytest tears a module fixture down as soon as the next
+    # test is from another module, so a module's tests must stay together or its toy grid is rebuilt
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow_modules)  # stable: same order otherwise
 
 
 def _uses_module_fixture(item) -> bool:
