@@ -163,8 +163,7 @@ def pytest_collection_modifyitems(config, items):
     --dist loadgroup): the tests of a module that share a module-scoped fixture go to one worker
     (the fixture, often a toy grid, is built once), every other test goes wherever a worker is
     free, and the modules with slow tests start first (with --no-loadscope-reorder, which keeps this
-    order), so
-    that the longest ones do not end the run alone."""
+    order), so that the longest ones do not end the run alone."""
     for item in items:
         if REAL_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
