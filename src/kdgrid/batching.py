@@ -97,13 +97,21 @@ def token_batches(src_lens, tgt_lens, max_tokens: int, seed: int | None = None) 
 def pad_stack(seqs, pad: int, prefix: int | None = None, suffix: int | None = None):
     import torch  # here, so that encoding and gathering jobs need not import torch
 
-    extra = (prefix is not None) + (suffix is not None)
-    width = max(len(s) for s in seqs) + extra
-    out = torch.full((len(seqs), width), pad, dtype=torch.long)
-    for row, s in enumerate(seqs):
-        items = ([prefix] if prefix is not None else []) + list(s) + ([suffix] if suffix is not None else [])
-        out[row, : len(items)] = torch.as_tensor(items, dtype=torch.long)
-    return out
+    # One numpy scatter for the whole batch, not a tensor copy per sentence: a training batch of
+    # ~200 short sentences took ~6 ms in collate's four calls, ~1% of a 2+2-layer CPU step.
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    head = int(prefix is not None)
+    width = int(lengths.max()) + head + (suffix is not None)
+    out = np.full((len(seqs), width), pad, dtype=np.int64)
+    cols = np.arange(width)
+    words = (cols >= head) & (cols < lengths[:, None] + head)  # row-major: sentence after sentence
+    if lengths.any():
+        out[words] = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
+    if prefix is not None:
+        out[:, 0] = prefix
+    if suffix is not None:
+        out[np.arange(len(seqs)), lengths + head] = suffix
+    return torch.from_numpy(out)
 
 
 def collate(src_seqs, tgt_seqs, pad: int, bos: int, eos: int) -> dict:

@@ -7,8 +7,8 @@ import torch
 from kdgrid import search
 from kdgrid.models.configs import TransformerConfig
 from kdgrid.models.layers import (
+    CAUSAL,
     EncoderDecoder,
-    causal_mask,
     init_linear,
     key_mask,
     reorder_cache,
@@ -48,8 +48,7 @@ class Transformer(EncoderDecoder):
 
     def states(self, prev: torch.Tensor, memory, src_pad) -> torch.Tensor:
         """Teacher-forced decoder output states (B, T, d), before the output layer."""
-        return self.decoder(self.embed_target(prev), causal_mask(prev.size(1), prev.device), memory,
-                            key_mask(src_pad))
+        return self.decoder(self.embed_target(prev), CAUSAL, memory, key_mask(src_pad))
 
     def embed_target(self, prev: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Decoder input embeddings of `prev`, whose first column is position `start`."""
