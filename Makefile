@@ -39,11 +39,12 @@ demo: setup
 	@echo "Per-job logs: results/demo/logs/   timings: results/demo/benchmarks/"
 	@echo "HTML report (open in a browser): $(CURDIR)/results/demo/report.html"
 
-# The tests on CORES processes (pytest-xdist; the tests sharing a module's fixture, such as a toy
-# grid, stay on one worker, see tests/conftest.py), the 25 slowest listed at the end.
+# The tests on CORES processes (pytest-xdist), a module's tests on one worker (--dist loadfile: a
+# module-scoped fixture such as a toy grid is built once; see tests/conftest.py for the order), the
+# 25 slowest listed at the end.
 # `make test-fast`: the inner loop, without
 # the tests marked slow (real toy-grid runs) and without the lint.
-PYTEST := $(BIN)/python -m pytest -q -n $(CORES) --dist loadgroup --no-loadscope-reorder --durations=25
+PYTEST := $(BIN)/python -m pytest -q -n $(CORES) --dist loadfile --no-loadscope-reorder --durations=25
 
 test: setup lint
 	$(PYTEST)

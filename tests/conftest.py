@@ -159,25 +159,14 @@ REAL_RUN_FIXTURES = {"toy_run", "s5_run", "sets_run"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """Marks the real-run tests `slow`, and shapes `make test`'s schedule (pytest-xdist,
-    --dist loadgroup): the tests of a module that share a module-scoped fixture go to one worker
-    (the fixture, often a toy grid, is built once), every other test goes wherever a worker is
-    free, and the modules with slow tests start first (with --no-loadscope-reorder, which keeps this
-    order), so that the longest ones do not end the run alone."""
+    """Marks the real-run tests `slow`, and shapes `make test`'s schedule (pytest-xdist with
+    --dist loadfile: each module's tests run on one worker, so a module-scoped fixture, often a toy
+    grid, is built once): the modules with slow tests start first (--no-loadscope-reorder keeps
+    this order), so that the longest ones do not end the run alone. (Not --dist loadgroup: with
+    pytest 9, pytest-xdist 3.8 no longer adds its group names to the test ids, so it grouped
+    nothing and a module's toy grid was built on both workers.)"""
     for item in items:
         if REAL_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-        if _uses_module_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    # whole modules move, never single tests: pytest tears a module fixture down as soon as the next
-    # test is from another module, so a module's tests must stay together or its toy grid is rebuilt
     slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.module.__name__ not in slow_modules)  # stable: same order otherwise
-
-
-def _uses_module_fixture(item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    return any(d.scope in ("module", "package", "session") and d.baseid  # baseid "": a plugin's fixture
-               for defs in info.name2fixturedefs.values() for d in defs)

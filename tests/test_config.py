@@ -235,3 +235,12 @@ def test_the_conda_env_pins_what_requirements_txt_pins():
     req = pins((ROOT / "requirements.txt").read_text())
     tools = {"pytest", "pytest-xdist", "ruff", "snakefmt"}
     assert {k: v for k, v in req.items() if k not in tools} == env
+
+
+def test_the_demo_seeds_config_is_the_demo_grid_on_more_seeds():
+    """configs/demo_seeds.yaml promises that after `make demo` only the runs of seeds 2 and 3 are
+    new: every setting but grid.seeds must be config.yaml's (a changed one would retrain seed 1)."""
+    demo = yaml.safe_load((ROOT / "config.yaml").read_text())
+    seeds = yaml.safe_load((ROOT / "configs" / "demo_seeds.yaml").read_text())
+    assert seeds["grid"].pop("seeds")[0] == demo["grid"].get("seeds", [1])[0]
+    assert seeds == demo

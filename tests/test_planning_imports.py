@@ -11,9 +11,11 @@ import sys
 from conftest import ROOT, env
 
 TOY_S5 = ROOT / "tests" / "configs" / "toy_section5.yaml"
-# what common.smk and config_check.py import, and the package faces that must stay light
+# what common.smk and config_check.py import, the package faces that must stay light, and the
+# modules of jobs that only move text (a gather job pays no torch import, ~2 CPU-s)
 PLANNING = ["config_check", "filter_check", "resources", "kdgrid.methods.kinds", "kdgrid.kd.specs",
-            "kdgrid.models.configs", "kdgrid.decoding_backend", "kdgrid.methods", "kdgrid.kd", "kdgrid.models"]
+            "kdgrid.models.configs", "kdgrid.decoding_backend", "kdgrid.methods", "kdgrid.kd", "kdgrid.models",
+            "kdgrid.shards"]
 
 
 def _python(code: str, cwd=ROOT) -> subprocess.CompletedProcess:

@@ -370,7 +370,9 @@ def override_profile(directory: Path, monkeypatch) -> Path:
         "set-resources": resources,
         "set-threads": [f"{entry.split('=')[0]}=1" for entry in parsed["set-threads"]],
         "slurm-status-command": "squeue",
-        "slurm-init-seconds-before-status-checks": 2,
+        # the plugin checks again after this many seconds while jobs finish, and 10 s later each time
+        # none has: most toy jobs take 2-5 s, so 5 s finds them at the first check (with 2 s, ~14 s)
+        "slurm-init-seconds-before-status-checks": 5,
         "slurm-keep-successful-logs": True,
         "retries": 0,
     }

@@ -159,7 +159,7 @@ def cmd_distill(a) -> None:
 
 
 def cmd_gather(a) -> None:
-    from kdgrid.distill import gather
+    from kdgrid.shards import gather
 
     gather(a.src, a.shards, a.out, a.count)
 
