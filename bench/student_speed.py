@@ -17,9 +17,9 @@ is the AT reference and the NPD rescorer). Iterative models other than Mask-Pred
 their output settles, as in evaluation ("adaptive stop"); output lengths are the models' own and
 are reported beside the timing.
 
-Without it, untrained models of one size (--size: the demo's d128 2+2 layers, or Transformer-base
-d512 6+6) are built and the comparison is made at equal output lengths and a stated number of
-passes: every model emits as many tokens as the source has (EOS included): the AT never ends
+Without it, untrained models of one size (--size: d128 2+2 layers, as the demo's cpu_m teacher,
+or Transformer-base d512 6+6) are built and the comparison is made at equal output lengths and a
+stated number of passes: every model emits as many tokens as the source has (EOS included): the AT never ends
 before its length limit (max_len_a 1, max_len_b 0: the search forces EOS there), the NATs' length
 heads give the source length, and LevT's and InsT's length cap is the source length (max_len_a 1,
 max_len_b 0; untrained, they fill it within a few passes). Iterative students run every allowed

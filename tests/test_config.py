@@ -238,9 +238,22 @@ def test_the_conda_env_pins_what_requirements_txt_pins():
 
 
 def test_the_demo_seeds_config_is_the_demo_grid_on_more_seeds():
-    """configs/demo_seeds.yaml promises that after `make demo` only the runs of seeds 2 and 3 are
-    new: every setting but grid.seeds must be config.yaml's (a changed one would retrain seed 1)."""
+    """configs/demo_seeds.yaml promises that after `make demo` only the runs of the new seeds are
+    new: every setting but grid.seeds must be config.yaml's (a changed one would retrain the demo's
+    own runs), and its seeds must include the demo's (grid.seeds, or else student.train.seed)."""
     demo = yaml.safe_load((ROOT / "config.yaml").read_text())
     seeds = yaml.safe_load((ROOT / "configs" / "demo_seeds.yaml").read_text())
-    assert seeds["grid"].pop("seeds")[0] == demo["grid"].get("seeds", [1])[0]
+    own = demo["grid"].get("seeds") or [demo.get("student", {}).get("train", {}).get("seed", 1)]
+    assert set(own) < set(seeds["grid"].pop("seeds"))
+    demo["grid"].pop("seeds", None)
     assert seeds == demo
+
+
+def test_the_demo_student_kd_config_shares_the_demos_teachers_and_data_settings():
+    """configs/demo_student_kd.yaml reads `make demo`'s cpu_s.beam set from results/demo: the corpus,
+    vocabulary, teachers, decoding and metrics settings must be config.yaml's, or its run retrains
+    and re-aligns what the demo made."""
+    demo = yaml.safe_load((ROOT / "config.yaml").read_text())
+    kd = yaml.safe_load((ROOT / "configs" / "demo_student_kd.yaml").read_text())
+    for key in ("corpus", "vocab", "teacher_sizes", "teacher", "decoding", "metrics"):
+        assert kd.get(key) == demo.get(key), key

@@ -81,3 +81,10 @@ def test_pad_stack_equals_one_row_at_a_time(ends):
         for given in (seqs, [np.asarray(s, dtype=np.int32) for s in seqs]):
             out = pad_stack(given, 0, **ends)
             assert out.dtype == torch.long and torch.equal(out, naive_pad_stack(seqs, 0, **ends))
+
+
+def test_dropout_at_the_ends_of_p_is_torchs():
+    x = torch.randn(3, 5)
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+    assert torch.equal(Dropout(1.0).train().residual(x, x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)

@@ -49,24 +49,24 @@ class Dropout(nn.Dropout):
     draws alone were ~5% of a 2+2-layer AT training step (torch.profiler, 1 thread). Here one
     64-bit draw of the same generator gives four 16-bit uniforms, each kept when it is at or above
     p rounded to 1/65536 (p 0.1 drops 6554/65536 = 0.100006), and the kept values are scaled by the
-    exact 1/(1 - that): still unbiased, ~4x faster, and resumed runs replay it (torch's RNG state).
+    exact 1/(1 - that): unbiased in fp32 (a bf16 mask rounds the scale, as torch's own bf16 dropout
+    does), ~4x faster, and resumed runs replay it (torch's RNG state).
     CUDA (a fused kernel there) and torch.compile keep F.dropout; eval is the identity either way."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
         mask = self._mask(x)
         return super().forward(x) if mask is None else x * mask
 
     def residual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x + self(y); on CPU one addcmul pass instead of a product and a sum (one (B, T, d)
         tensor less to write per residual branch)."""
-        mask = self._mask(y) if self.training and self.p > 0 else None
-        return x + self(y) if mask is None else torch.addcmul(x, y, mask)
+        mask = self._mask(y)
+        return x + super().forward(y) if mask is None else torch.addcmul(x, y, mask)
 
     def _mask(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The 0 / 1/(1-p) mask for x, or None where F.dropout serves (CUDA, torch.compile)."""
-        if x.device.type != "cpu" or torch.compiler.is_compiling():
+        """The 0 / 1/(1-p) mask for x, or None where F.dropout serves: eval and p 0 (the
+        identity), p 1 (all zeros), CUDA and torch.compile."""
+        if not self.training or not 0 < self.p < 1 or x.device.type != "cpu" or torch.compiler.is_compiling():
             return None
         n, drop = x.numel(), min(round(self.p * 65536), 65535)
         bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # all 64 bits
@@ -107,7 +107,7 @@ class Attention(nn.Module):
                     v = torch.cat([cache["v"], v], dim=2)
                 cache["k"], cache["v"] = k, v
         drop = self.dropout if self.training else 0.0
-        causal = isinstance(mask, str)  # CAUSAL
+        causal = mask is CAUSAL  # never with a padding mask: targets are right-padded
         if causal and q.size(2) != k.size(2):
             mask, causal = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril(
                 k.size(2) - q.size(2)), False
