@@ -371,8 +371,9 @@ def override_profile(directory: Path, monkeypatch) -> Path:
         "set-threads": [f"{entry.split('=')[0]}=1" for entry in parsed["set-threads"]],
         "slurm-status-command": "squeue",
         # the plugin checks again after this many seconds while jobs finish, and 10 s later each time
-        # none has: most toy jobs take 2-5 s, so 5 s finds them at the first check (with 2 s, ~14 s)
-        "slurm-init-seconds-before-status-checks": 5,
+        # none has (2 s: checks at 2, 14, 36 s; 5 s, tried: at 5, 20, 45 s, and the test took 308 s
+        # in make test against 240 s with 2, its toy jobs slowed by the other worker's load)
+        "slurm-init-seconds-before-status-checks": 2,
         "slurm-keep-successful-logs": True,
         "retries": 0,
     }
