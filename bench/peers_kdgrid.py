@@ -53,7 +53,9 @@ def decode(a) -> None:
     from kdgrid.corpus import read_lines, write_lines
     from kdgrid.translate import translate
 
-    torch.set_num_threads(a.threads)
+    # as kdgrid's distill and evaluate jobs do (cli._decoding_threads): torch keeps one thread where
+    # CTranslate2 decodes
+    torch.set_num_threads(1 if a.backend == "ctranslate2" else a.threads)
     model, _, vocab = load_for_decoding(a.model, a.vocab)
     if a.backend == "ctranslate2":
         from kdgrid.ct2 import Ct2Decoder
@@ -86,7 +88,7 @@ def decode(a) -> None:
     write_lines(a.hyp, hyps)
     with open(a.timing, "w") as f:
         json.dump({"seconds": in_generate[0], "translate_seconds": in_translate, "sentences": len(lines),
-                   "threads": torch.get_num_threads()}, f)
+                   "threads": a.threads}, f)
 
 
 def main(argv=None) -> int:

@@ -87,3 +87,24 @@ def test_bad_params_and_missing_model(tmp_path):
     proc = kdgrid("evaluate", "--model", tmp_path / "junk.pt", "--vocab", tmp_path / "v", "--src", "s",
                   "--ref", "r", "--hyp", tmp_path / "h", "--scores", tmp_path / "sc", "--params", '{"max_tokens": 10}')
     assert_clean_failure(proc, "junk.pt: not a readable model file")
+
+
+@pytest.mark.parametrize(("params", "torch_threads"), [({"backend": "ctranslate2"}, 1), ({}, 3),
+                                                         ({"backend": "torch"}, 3)])
+def test_a_job_decoding_with_ctranslate2_gives_torch_one_thread(params, torch_threads):
+    """torch's pool at more than one thread slowed CTranslate2's own threads ~6x at batch 1
+    (cli._decoding_threads); a model that falls back to torch gets the job's threads back."""
+    import torch
+
+    from kdgrid import cli
+    from kdgrid.ct2 import for_decoding
+
+    before = torch.get_num_threads()
+    try:
+        cli._decoding_threads(params, 3)
+        assert torch.get_num_threads() == torch_threads
+        nat = type("NAT", (), {"kind": "nat"})()  # CTranslate2 takes plain Transformers only
+        assert for_decoding(nat, None, "ctranslate2", "cpu", threads=3) is nat
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

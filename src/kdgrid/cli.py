@@ -24,6 +24,16 @@ def _threads(n: int) -> None:
     torch.set_num_threads(max(1, n))
 
 
+def _decoding_threads(params: dict, n: int) -> None:
+    """A job that decodes with CTranslate2 gives torch one thread from the start and CTranslate2
+    the job's n: with torch's pool at 2 threads, CTranslate2's own 2 ran a batch-1 beam search at
+    ~40 ms a sentence against ~7 ms (bench/peers.py, 2 threads; setting torch to 1 later did not
+    help). Where the model kind falls back to torch, ct2.for_decoding gives torch its n again."""
+    from kdgrid.decoding_backend import split_options
+
+    _threads(1 if split_options(params)[0]["backend"] == "ctranslate2" else n)
+
+
 def _device():
     from kdgrid.devices import device
 
@@ -153,9 +163,10 @@ def _load_for_decoding(model_path, vocab_path):
 def cmd_distill(a) -> None:
     from kdgrid.distill import distill_shard
 
-    _threads(a.threads)
-    distill_shard(a.model, a.vocab, a.src, a.out, a.shard, a.shards, a.chunk,
-                  _json(a.params, "--params"), _device(), a.threads, ref=a.ref)
+    params = _json(a.params, "--params")
+    _decoding_threads(params, a.threads)
+    distill_shard(a.model, a.vocab, a.src, a.out, a.shard, a.shards, a.chunk, params, _device(), a.threads,
+                  ref=a.ref)
 
 
 def cmd_gather(a) -> None:
@@ -171,8 +182,9 @@ def cmd_evaluate(a) -> None:
     from kdgrid.metrics import bleu
     from kdgrid.translate import translate
 
-    _threads(a.threads)
-    backend, p = split_options(_json(a.params, "--params"))
+    params = _json(a.params, "--params")
+    _decoding_threads(params, a.threads)
+    backend, p = split_options(params)
     _require(p, ("max_tokens",), "--params")
     labels = _json(a.labels, "--labels")
     model, meta, v = _load_for_decoding(a.model, a.vocab)

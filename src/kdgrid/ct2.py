@@ -368,5 +368,6 @@ def for_decoding(model, vocab, backend: str, device, compute_type: str = "defaul
     if not supports(model):
         log(f"decoding.backend ctranslate2: model kind {model.kind!r} decodes with torch "
             "(CTranslate2 takes plain Transformers)")
+        torch.set_num_threads(max(1, threads))  # the CLI gave torch one thread, for CTranslate2
         return model
     return Ct2Decoder(model, vocab, torch.device(device), compute_type, threads, ct2_search)
