@@ -24,7 +24,10 @@ caller with N sentences at hand; the sort is untimed), bare CTranslate2 takes th
 translate_batch call with max_batch_size N examples. --sentences N: the first N lines only.
 --clock cpu times the process's CPU seconds instead of wall seconds: with --threads 1 (one compute
 thread, none spinning) the work done, whatever else loads the machine; with more threads wall
-time is the measure (idle threads spin).
+time is the measure (idle threads spin). With --threads above 1 the CTranslate2 rows run beside a
+torch pool of that size, which slows CTranslate2's own threads several-fold (kdgrid's jobs give
+torch one thread where CTranslate2 decodes: cli._decoding_threads); bench/peers.py decodes each row
+in its own process and shows the backend's multi-thread speed.
 
     .venv/bin/python bench/ct2_backend.py --reload-cost [--size 1024,4096,6,16] [--vocab-size 8000]
 
