@@ -108,3 +108,50 @@ def test_a_job_decoding_with_ctranslate2_gives_torch_one_thread(params, torch_th
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_one_evaluate_job_scores_each_split_as_a_job_of_its_own_would(tmp_path, one_torch_thread):
+    """`evaluate` with two splits (a cell's test and valid, one job in the workflow) writes for each
+    the hypotheses and scores that a call with that split alone writes, its own labels included."""
+    import torch
+
+    from kdgrid import cli, vocab
+    from kdgrid.checkpoint import save_model
+    from kdgrid.models import build
+
+    lines = [f"w{i} w{i + 1} w{(3 * i) % 7}" for i in range(12)]
+    write_lines(tmp_path / "a.src", lines[:7])
+    write_lines(tmp_path / "a.tgt", lines[1:8])
+    write_lines(tmp_path / "b.src", lines[5:])
+    write_lines(tmp_path / "b.tgt", lines[4:11])
+    v = vocab.train([tmp_path / "a.src", tmp_path / "b.tgt"], tmp_path / "spm.model", 40)
+    cfg = {"d_model": 16, "ffn": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, **v.model_ids()}
+    torch.manual_seed(0)
+    save_model(tmp_path / "m.pt", build("transformer", cfg), {"vocab_sha256": v.sha256, "model_config": cfg})
+    common = ["evaluate", "--model", str(tmp_path / "m.pt"), "--vocab", str(tmp_path / "spm.model"),
+              "--params", json.dumps({"method": "greedy", "max_tokens": 64, "max_len_b": 4})]
+
+    def files(split, out):
+        return {"src": tmp_path / f"{split}.src", "ref": tmp_path / f"{split}.tgt",
+                "hyp": tmp_path / out / f"{split}.hyp", "scores": tmp_path / out / f"{split}.json",
+                "labels": json.dumps({"split": split})}
+
+    def run(out, *splits):
+        args = list(common)
+        for key in ("src", "ref", "hyp", "scores", "labels"):
+            args += [f"--{key}", *[str(files(s, out)[key]) for s in splits]]
+        assert cli.main(args) == 0
+
+    run("one", "a")
+    run("one", "b")
+    run("both", "a", "b")
+    for split in ("a", "b"):
+        alone, together = (json.loads((tmp_path / o / f"{split}.json").read_text()) for o in ("one", "both"))
+        for record in (alone, together):  # timings differ from run to run
+            record["decode"] = {k: v for k, v in record["decode"].items() if "second" not in k}
+        assert together == alone and together["split"] == split
+        assert (tmp_path / "both" / f"{split}.hyp").read_text() == (tmp_path / "one" / f"{split}.hyp").read_text()
+    bad = cli.main([*common, "--src", str(tmp_path / "a.src"), str(tmp_path / "b.src"), "--ref",
+                    str(tmp_path / "a.tgt"), "--hyp", str(tmp_path / "h"), "--scores", str(tmp_path / "s1"),
+                    str(tmp_path / "s2"), "--labels", "{}", "{}"])
+    assert bad == 2 and not (tmp_path / "s1").exists()

@@ -22,7 +22,7 @@ from conftest import ROOT, TOY, env, job_counts, snakemake, write_config
 
 TOY_MULTIWAY = ROOT / "tests" / "configs" / "toy_multiway.yaml"
 GPU_RULES = {"train_teacher", "train_ban", "train_student", "distill", "evaluate_teacher", "evaluate_student",
-             "evaluate_student_valid", "evaluate_teacher_test_set", "evaluate_student_test_set"}
+             "evaluate_teacher_test_set", "evaluate_student_test_set"}
 LOCAL_RULES = {"gather", "aggregate"}  # run by Snakemake itself, never queued
 SITE_VARS = ("KDGRID_ACCOUNT", "KDGRID_PARTITION", "KDGRID_GPU_PARTITION", "KDGRID_JOBS", "KDGRID_GPUS",
              "KDGRID_CORES", "KDGRID_MEM_MB")

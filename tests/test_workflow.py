@@ -28,9 +28,9 @@ def expected_jobs(teachers, methods, students, shards=1, multiway=False, columns
     the student cells and nothing else."""
     t, s = len(teachers), len(students) * seeds
     m = t * len(methods) if columns is None else columns  # distilled columns
-    counts = {"prepare": 1, "vocab": 1, "train_teacher": t, "evaluate_teacher": 2 * t, "train_ban": bans,
+    counts = {"prepare": 1, "vocab": 1, "train_teacher": t, "evaluate_teacher": t, "train_ban": bans,
               "distill": m * shards, "gather": m, "encode_distilled": m,
-              "train_student": s * (1 + m), "evaluate_student": s * (1 + m), "evaluate_student_valid": s * (1 + m),
+              "train_student": s * (1 + m), "evaluate_student": s * (1 + m),
               "align_raw": 1, "data_metrics_raw": 1, "align_distilled": m, "data_metrics_distilled": m,
               "align_teacher_valid": t, "teacher_valid_metrics": t, "aggregate": 1, "all": 1}
     if multiway:
@@ -173,8 +173,8 @@ def test_toy_run_cost_table_counts_shared_jobs_once(toy_run):
     assert [r["data"] for r in rows[:3]] == ["raw", "toy.beam", "toy.greedy"]
     assert rows[4]["rules"] == "distill; gather; encode_distilled; align_distilled; data_metrics_distilled"
     total = rows[-1]
-    # every job but aggregate: 25, and each cell's valid-split evaluation
-    assert int(total["jobs"]) == 28 == sum(int(r["jobs"]) for r in rows[:-1])
+    # every job but aggregate: one evaluation per cell and per teacher (its splits in one job)
+    assert int(total["jobs"]) == 24 == sum(int(r["jobs"]) for r in rows[:-1])
     for key in ("wall_seconds", "gpu_hours"):  # the total is the sum of the rows: nothing counted twice
         assert float(total[key]) == pytest.approx(sum(float(r[key]) for r in rows[:-1]), abs=1e-4)
     assert all(float(r["wall_seconds"]) > 0 for r in rows)
@@ -236,8 +236,8 @@ def test_single_cell_rerun_touches_only_that_cell(toy_run):
     # same seed, same data: the retrained cell reproduces its score
     rows = [r for r in csv.DictReader(open(work / "results/toy/grid.csv")) if r["student"] == "nat"]
     again = snakemake(work, "--cores", "2", configfile=TOY)
-    # the cell's valid scores follow its new model; nothing else reruns
-    assert job_counts(again.stdout + again.stderr) == {"evaluate_student_valid": 1, "aggregate": 1, "all": 1}
+    # the cell's valid scores came with its test scores (one evaluate_student job): only the report reruns
+    assert job_counts(again.stdout + again.stderr) == {"aggregate": 1, "all": 1}
     assert [r for r in csv.DictReader(open(work / "results/toy/grid.csv")) if r["student"] == "nat"] == rows
 
 
@@ -357,7 +357,7 @@ def test_a_seeded_grid_plans_each_student_cell_once_per_seed_and_nothing_more(tm
         seed = 1 if "/nat/" in out else int(re.search(r"seed(\d)", out).group(1))
         assert json.loads(shlex.split(cmd)[shlex.split(cmd).index("--train-params") + 1])["seed"] == seed
     # the seed-1 run is the single-seed grid's cell: the very same commands
-    for rule in ("train_student", "evaluate_student", "evaluate_student_valid"):
+    for rule in ("train_student", "evaluate_student"):
         assert set(rule_commands(single)[rule]) <= set(rule_commands(proc.stdout)[rule]), rule
     # seeds without the student's own: every run is a <student>.seed<N> run
     for seeds, own in (([2, 3], 1), ([1, 2], 7)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kdgrid import cli_filter
+from kdgrid import cli_evaluate, cli_filter
 from kdgrid.cli_analysis import cmd_aggregate, cmd_align, cmd_data_metrics, cmd_language_mix
 from kdgrid.errors import KdgridError, all_or_nothing, json_option, write_json
 
@@ -175,78 +175,11 @@ def cmd_gather(a) -> None:
     gather(a.src, a.shards, a.out, a.count)
 
 
-def cmd_evaluate(a) -> None:
-    from kdgrid.corpus import read_lines, read_parallel, write_lines
-    from kdgrid.ct2 import for_decoding
-    from kdgrid.decoding_backend import split_options
-    from kdgrid.metrics import bleu
-    from kdgrid.translate import translate
-
-    params = _json(a.params, "--params")
-    _decoding_threads(params, a.threads)
-    backend, p = split_options(params)
-    _require(p, ("max_tokens",), "--params")
-    labels = _json(a.labels, "--labels")
-    model, meta, v = _load_for_decoding(a.model, a.vocab)
-    decoder = for_decoding(model, v, backend["backend"], _device(), backend["compute_type"], a.threads,
-                           backend["ct2_search"])
-    src = [s for s, _ in read_parallel(a.src, a.ref[0])]
-    refs = [read_lines(r) for r in a.ref]
-    for path, r in zip(a.ref, refs):
-        if len(r) != len(src):
-            raise KdgridError(f"{path}: {len(r)} references but {a.src} has {len(src)} lines")
-    opts = {k: val for k, val in p.items() if k != "max_tokens"}
-    decode = dict(opts)
-    if a.rescorer:
-        decode["rescorer"] = _rescorer(a.rescorer, a.vocab, model, opts, p["max_tokens"])
-        opts["rescorer"] = str(a.rescorer)
-    hyps, stats = translate(decoder, v, src, decode, p["max_tokens"], a.threads, what="evaluate")
-    stats["backend"] = {**backend, "used": "torch" if decoder is model else "ctranslate2"}
-    if model.kind == "moe":  # which expert decoded: the record says it in words
-        stats["moe_expert"] = model.expert_choice(opts.get("method", "beam"), opts.get("expert", "prior"))
-    with all_or_nothing(a.hyp, a.scores):
-        write_lines(a.hyp, hyps)
-        scores = bleu.score(hyps, refs)
-        write_json(a.scores, {**labels, **scores, "references": [str(r) for r in a.ref], "decode": stats,
-                              "decode_options": opts, "parameters": sum(x.numel() for x in model.parameters()),
-                              "updates": meta.get("updates"), "model": a.model, **_wrapper_record(meta)})
-
-
-def _wrapper_record(meta: dict) -> dict:
-    """{"wrapper": how the student learned from its teacher (init, kd: settings and choices)}, or
-    {} for a plain model, whose scores.json stays as it was."""
-    if not meta.get("wrapper"):
-        return {}
-    from kdgrid.kd import cell_record
-
-    return {"wrapper": cell_record(meta["wrapper"])}
-
-
 def cmd_export_ct2(a) -> None:
     from kdgrid import ct2
 
     model, _, v = _load_for_decoding(a.model, a.vocab)
     ct2.export(model, v, a.out, a.quantization)
-
-
-def _rescorer(path, vocab_path, model, options: dict, max_tokens: int):
-    import inspect
-
-    from kdgrid.rescore import Rescorer
-
-    if getattr(model, "autoregressive", False):
-        raise KdgridError("--rescorer: the model is autoregressive (its beam search ranks its own "
-                          "candidates); only nat, inat, cmlm and flowseq candidates can be rescored")
-    if "rescorer" not in inspect.signature(model.generate).parameters:
-        raise KdgridError(f"--rescorer: model kind {model.kind!r} keeps one candidate per sentence, so "
-                          "there is nothing to rescore (nat, inat, cmlm and flowseq can be rescored)")
-    candidates = (options.get("length_beam") or model.cfg.length_beam) * (
-        options.get("samples") or getattr(model.cfg, "samples", 1))
-    if candidates < 2:
-        raise KdgridError("--rescorer: one candidate per sentence (length_beam x samples = 1) leaves "
-                          "nothing to rescore; raise length_beam (or FlowSeq's samples) in --params")
-    at_model, _, _ = _load_for_decoding(path, vocab_path)
-    return Rescorer(at_model, name=str(path), max_tokens=max_tokens)
 
 
 # -- argument parsing -------------------------------------------------------------------------
@@ -318,15 +251,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, help="the number of shards expected (default: as given)")
     p.add_argument("--out", required=True)
 
-    p = verb("evaluate", cmd_evaluate, "decode a test set and score it (BLEU, chrF, speed)")
-    p.add_argument("--gpus", type=int, default=0,
-                   help="GPUs the scheduler gave this job (the rule's gpu resource); 0: any visible")
-    for o in ("--model", "--vocab", "--src", "--hyp", "--scores", "--params"):
-        p.add_argument(o, required=True)
-    p.add_argument("--ref", nargs="+", required=True, help="one file per reference (multi-way: per language)")
-    p.add_argument("--labels", default="{}")
-    p.add_argument("--rescorer", help="an AT model file (same vocabulary) that ranks the candidates "
-                   "of a length beam or of FlowSeq's latent samples (noisy parallel decoding)")
+    cli_evaluate.add_verb(verb)
 
     p = verb("export-ct2", cmd_export_ct2, "write a Transformer (teacher, AT student) as a CTranslate2 model directory")
     for o in ("--model", "--vocab", "--out"):

@@ -163,6 +163,7 @@ BAN_ROUNDS = sorted(c for c, (_, r) in METHOD_OF.items() if r)  # columns a re-t
 THREADS = config["compute"]["threads"]
 SHARDS = config["distill"]["shards"]
 SPLITS = ["train", "valid", "test"]
+SCORED_SPLITS = ["valid", "test"]  # what evaluate_teacher scores a teacher on, in one job
 ENV = str(Path(workflow.basedir) / "envs" / "kdgrid.yaml")  # for `--sdm conda`
 SIDES = ["src", "tgt"]
 
@@ -219,7 +220,6 @@ wildcard_constraints:
     ban=choice(BAN_ROUNDS),
     data=choice(COLUMNS),
     shard=r"\d+",
-    split="valid|test",
     testset=choice(TEST_SETS),
 
 
@@ -358,7 +358,6 @@ COST_SCOPES = {
     "data_metrics_distilled": "data/{teacher}.{method}",
     "train_student": "cell/{student}/{data}",
     "evaluate_student": "cell/{student}/{data}",
-    "evaluate_student_valid": "cell/{student}/{data}",
     "language_mix_student": "cell/{student}/{data}",
     "prepare_test_set": "setup",
     "evaluate_teacher_test_set": "teacher/{teacher}",

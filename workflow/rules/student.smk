@@ -39,16 +39,23 @@ rule train_student:
         " --out {output} --work-dir {params.work} --threads {threads} --gpus {resources.gpu}{params.wrap} 2> {log}"
 
 
+# Each cell is scored on test and on the valid split, in one job (the model loaded once): the
+# answer per student picks its column on the valid scores (mean over seeds) and reports that
+# column's test scores, never the best of the test scores.
 rule evaluate_student:
     input:
         model=f"{R}/students/{{student}}/{{data}}/model.pt",
         vocab=VOCAB,
         src=f"{R}/data/test.src",
         ref=references("test"),
+        valid_src=f"{R}/data/valid.src",
+        valid_ref=references("valid"),
         rescorer=student_rescorer,
     output:
         scores=f"{R}/students/{{student}}/{{data}}/scores.json",
         hyp=f"{R}/students/{{student}}/{{data}}/test.hyp",
+        valid_scores=f"{R}/students/{{student}}/{{data}}/valid.scores.json",
+        valid_hyp=f"{R}/students/{{student}}/{{data}}/valid.hyp",
     log:
         f"{R}/logs/evaluate_student/{{student}}.{{data}}.log",
     benchmark:
@@ -63,43 +70,11 @@ rule evaluate_student:
     params:
         decode=lambda w: q(student_decode(w.student)),
         labels=lambda w: q(data_labels(w.student, w.data)),
+        valid_labels=lambda w: q({**data_labels(w.student, w.data), "split": "valid"}),
         rescorer=lambda w, input: f"--rescorer {input.rescorer}" if input.rescorer else "",
     shell:
-        "kdgrid evaluate --model {input.model} --vocab {input.vocab} --src {input.src}"
-        " --ref {input.ref} --hyp {output.hyp} --scores {output.scores} --params {params.decode}"
-        " --labels {params.labels} {params.rescorer} --threads {threads} --gpus {resources.gpu}"
-        " 2> {log}"
-
-
-# The same cell scored on the valid split: the answer per student picks its column on these
-# scores (mean over seeds) and reports that column's test scores, never the best of the test scores.
-rule evaluate_student_valid:
-    input:
-        model=f"{R}/students/{{student}}/{{data}}/model.pt",
-        vocab=VOCAB,
-        src=f"{R}/data/valid.src",
-        ref=references("valid"),
-        rescorer=student_rescorer,
-    output:
-        scores=f"{R}/students/{{student}}/{{data}}/valid.scores.json",
-        hyp=f"{R}/students/{{student}}/{{data}}/valid.hyp",
-    log:
-        f"{R}/logs/evaluate_student_valid/{{student}}.{{data}}.log",
-    benchmark:
-        f"{R}/benchmarks/evaluate_student_valid/{{student}}.{{data}}.tsv"
-    conda:
-        ENV
-    threads: THREADS
-    resources:
-        mem_mb=mem_mb("evaluate_student"),
-        runtime=runtime("evaluate_student"),
-        gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
-    params:
-        decode=lambda w: q(student_decode(w.student)),
-        labels=lambda w: q({**data_labels(w.student, w.data), "split": "valid"}),
-        rescorer=lambda w, input: f"--rescorer {input.rescorer}" if input.rescorer else "",
-    shell:
-        "kdgrid evaluate --model {input.model} --vocab {input.vocab} --src {input.src}"
-        " --ref {input.ref} --hyp {output.hyp} --scores {output.scores} --params {params.decode}"
-        " --labels {params.labels} {params.rescorer} --threads {threads} --gpus {resources.gpu}"
-        " 2> {log}"
+        "kdgrid evaluate --model {input.model} --vocab {input.vocab} --src {input.src} {input.valid_src}"
+        " --ref {input.ref} {input.valid_ref} --hyp {output.hyp} {output.valid_hyp}"
+        " --scores {output.scores} {output.valid_scores} --params {params.decode}"
+        " --labels {params.labels} {params.valid_labels} {params.rescorer} --threads {threads}"
+        " --gpus {resources.gpu} 2> {log}"

@@ -43,15 +43,15 @@ rule evaluate_teacher:
     input:
         model=f"{R}/teachers/{{teacher}}/model.pt",
         vocab=VOCAB,
-        src=f"{R}/data/{{split}}.src",
-        ref=lambda w: references(w.split),
+        src=[f"{R}/data/{split}.src" for split in SCORED_SPLITS],
+        ref=[ref for split in SCORED_SPLITS for ref in references(split)],
     output:
-        scores=f"{R}/teachers/{{teacher}}/{{split}}.scores.json",
-        hyp=f"{R}/teachers/{{teacher}}/{{split}}.hyp",
+        scores=[f"{R}/teachers/{{teacher}}/{split}.scores.json" for split in SCORED_SPLITS],
+        hyp=[f"{R}/teachers/{{teacher}}/{split}.hyp" for split in SCORED_SPLITS],
     log:
-        f"{R}/logs/evaluate_teacher/{{teacher}}.{{split}}.log",
+        f"{R}/logs/evaluate_teacher/{{teacher}}.log",
     benchmark:
-        f"{R}/benchmarks/evaluate_teacher/{{teacher}}.{{split}}.tsv"
+        f"{R}/benchmarks/evaluate_teacher/{{teacher}}.tsv"
     conda:
         ENV
     threads: THREADS
@@ -61,7 +61,7 @@ rule evaluate_teacher:
         gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
     params:
         decode=lambda w: q(teacher_decode(w.teacher)),
-        labels=lambda w: q({"teacher": w.teacher, "split": w.split}),
+        labels=lambda w: " ".join(q({"teacher": w.teacher, "split": split}) for split in SCORED_SPLITS),
     shell:
         "kdgrid evaluate --model {input.model} --vocab {input.vocab} --src {input.src}"
         " --ref {input.ref} --hyp {output.hyp} --scores {output.scores} --params {params.decode}"
