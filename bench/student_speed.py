@@ -66,7 +66,11 @@ DECODE = {"transformer": [("beam-5", {"method": "beam", "beam": 5}), ("greedy", 
                    ("T=4, 1 length", {"max_iter": 3, "length_beam": 1, "adaptive": False})],
           "levt": [("max_iter 10", {"max_iter": 10})], "inst": [("max_iter 20", {"max_iter": 20})],
           "flowseq": [("argmax z", {"samples": 1}),
-                      ("NPD 5 samples + AT rescoring", {"samples": 5, "rescore": True})]}
+                      ("NPD 5 samples + AT rescoring", {"samples": 5, "rescore": True})],
+          "ctc": [("1 pass, argmax per position", {})]}
+# Kinds decoded by their own generate() in one pass (no refinement loop, no length head): an
+# untrained one's output length is whatever its argmax path collapses to (reported beside the time).
+ONE_PASS = {"ctc"}
 
 
 def sources(n: int):
@@ -125,6 +129,9 @@ class Row:
         if model.kind == "transformer":
             self.opts = dict(opts) if trained else {**opts, "max_len_a": 1.0, "max_len_b": 0}
             return
+        if model.kind in ONE_PASS:
+            self.opts = dict(opts)
+            return
         adaptive = opts.get("adaptive")
         if adaptive is None:
             adaptive = getattr(cfg, "adaptive", True) if trained else adaptive_untrained
@@ -144,11 +151,13 @@ class Row:
     def run(self, src):
         if self.model.kind == "transformer":
             return self.model.generate(src, **self.opts), None
+        if self.model.kind in ONE_PASS:
+            return self.model.generate(src, **self.opts), [1] * len(src)
         return refine(self.model, src, return_steps=True, **self.opts)
 
     def check_generate(self, src, out) -> None:
         """The model's own generate() must decode like this row where it takes the same options."""
-        if self.model.kind == "transformer":
+        if self.model.kind == "transformer" or self.model.kind in ONE_PASS:
             return
         params = inspect.signature(self.model.generate).parameters
         if not self.opts["adaptive"] and self.opts["max_iter"] > 0 and "adaptive" not in params:

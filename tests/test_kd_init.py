@@ -128,13 +128,16 @@ def test_wrap_settings_defaults_and_errors(tmp_path):
     assert defaults() == {"init": {"from": None, "layers": "every_other"},
                           "kd": {"teacher": None, "loss": "fkl", "alpha": 0.5, "temperature": 1.0,
                                  "mix_weight": 0.5, "online": None},
-                          "online": {"rank": 8, "lr": 0.001, "lambda": 1.0}}
-    init, kd = parse_wrap({"init": {"from": "big"}, "kd": {"loss": "mix", "online": {"lambda": 0.5}}})
+                          "online": {"rank": 8, "lr": 0.001, "lambda": 1.0},
+                          "glance": {"p_start": 0.5, "p_end": 0.3, "anneal_updates": 0}}
+    init, kd, glance = parse_wrap({"init": {"from": "big"}, "kd": {"loss": "mix", "online": {"lambda": 0.5}}})
+    assert glance is None and parse_wrap({"glance": {"p_end": 0.1}})[2].p_end == 0.1
     assert init.teacher == "big" and init.layers == "every_other"
     assert kd.loss == "mix" and kd.online.weight == 0.5 and kd.online.rank == 8
     for bad, named in (({"kd": {"alfa": 1}}, "kd.alfa"), ({"kd": {"online": {"rnk": 2}}}, "kd.online.rnk"),
                        ({"init": {"layers": "odd"}}, "init.layers"), ({"kd": {"loss": "js"}}, "kd.loss"),
-                       ({"kd": {"alpha": 2}}, "kd.alpha"), ({"extra": {}}, "extra")):
+                       ({"kd": {"alpha": 2}}, "kd.alpha"), ({"extra": {}}, "extra"),
+                       ({"glance": {"p_start": 2}}, "glance.p_start"), ({"glance": {"p": 1}}, "glance.p")):
         with pytest.raises(KdgridError, match=named.replace(".", r"\.")):
             parse_wrap(bad)
     student = model("transformer", 2)

@@ -371,9 +371,10 @@ def override_profile(directory: Path, monkeypatch) -> Path:
         "set-threads": [f"{entry.split('=')[0]}=1" for entry in parsed["set-threads"]],
         "slurm-status-command": "squeue",
         # the plugin checks again after this many seconds while jobs finish, and 10 s later each time
-        # none has (2 s: checks at 2, 14, 36 s; 5 s, tried: at 5, 20, 45 s, and the test took 308 s
-        # in make test against 240 s with 2, its toy jobs slowed by the other worker's load)
-        "slurm-init-seconds-before-status-checks": 2,
+        # none has: a level of the grid's DAG costs this where its jobs end within it, else 2x + 10 s.
+        # 2 s: every level cost 14 s (no toy job ends within 2 s), the test 131 s in make test; 5 s
+        # cost 20 s a level while the jobs compiled torch's modules at each start (no byte code)
+        "slurm-init-seconds-before-status-checks": 6,
         "slurm-keep-successful-logs": True,
         "retries": 0,
     }

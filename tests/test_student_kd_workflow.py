@@ -20,7 +20,7 @@ from test_workflow import expected_jobs, rule_commands
 sys.path.insert(0, str(ROOT / "workflow"))
 from config_check import ConfigError, check  # noqa: E402
 
-from kdgrid.kd.specs import INIT_KINDS, KD_KINDS  # noqa: E402
+from kdgrid.kd.specs import GLANCE_KINDS, INIT_KINDS, KD_KINDS  # noqa: E402
 
 TOY_KD = ROOT / "tests" / "configs" / "toy_student_kd.yaml"
 TOY_KD_CFG = yaml.safe_load(TOY_KD.read_text())
@@ -164,7 +164,7 @@ def test_init_and_kd_kinds_follow_the_models():
     schema = yaml.safe_load(SCHEMA.read_text())
     kinds = schema["properties"]["students"]["additionalProperties"]["properties"]["kind"]["enum"]
     assert set(INIT_KINDS) == {k for k in kinds if issubclass(MODELS[k], EncoderDecoder)}
-    assert set(KD_KINDS) <= set(kinds)
+    assert set(KD_KINDS) <= set(kinds) and set(GLANCE_KINDS) <= set(kinds)
 
 
 WIDE = {"wide": {"d_model": 64, "ffn": 128, "layers": 2, "heads": 4}}
@@ -210,6 +210,11 @@ BAD = [
     ({"students": {"nat_init": {"model": {"pre_norm": False}}}},
      r"students.nat_init.init.from: the student's pre_norm is False but the teachers' "
      r"\(teacher.architecture.pre_norm\) is True"),
+    ({"students": {"cmlm_glat": {"kind": "cmlm", "model": {}, "glance": {}}}, "grid": {"students": ["cmlm_glat"]}},
+     r"students.cmlm_glat.glance: kind 'cmlm' cannot glance .* glance is for kinds ctc, nat"),
+    ({"students": {"nat_fkl": {"glance": {}}}}, r"students.nat_fkl: glance and kd do not compose"),
+    ({"students": {"glat": {"kind": "nat", "model": {}, "glance": {"p_start": 1.5}}}, "grid": {"students": ["glat"]}},
+     r"students.glat.glance.p_start: 1.5 is greater than the maximum of 1"),
 ]
 
 

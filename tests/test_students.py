@@ -18,7 +18,7 @@ from kdgrid.models.noise import corrupt, random_delete, random_mask
 from kdgrid.refine import State, refine
 from kdgrid.train import TrainConfig, Trainer
 
-KINDS = ["nat", "inat", "cmlm", "levt", "inst", "flowseq"]
+KINDS = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "ctc"]
 EXTRA = {"flowseq": {"latent": 16}}
 # Students decode as the grid decodes them: the decoding options of workflow/defaults.yaml
 # (CMLM: Mask-Predict with a 5-candidate length beam and max_iter 9).

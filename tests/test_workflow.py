@@ -17,8 +17,9 @@ from kdgrid import cli
 
 TOY_MULTIWAY = ROOT / "tests" / "configs" / "toy_multiway.yaml"
 TOY_STUDENTS = ROOT / "tests" / "configs" / "toy_students.yaml"
-ALL_STUDENTS = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "at_student",
-                "nat_init", "cmlm_okd"]  # the last two learn from the teacher (training wrappers)
+ALL_STUDENTS = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "ctc", "at_student",
+                "nat_init", "cmlm_okd", "ctc_glat"]  # training wrappers: the teacher's weights, its
+# distribution (online), glancing at the gold target
 
 
 def expected_jobs(teachers, methods, students, shards=1, multiway=False, columns=None, bans=0, seeds=1):
@@ -181,7 +182,7 @@ def test_toy_run_cost_table_counts_shared_jobs_once(toy_run):
     log = (work / "results/toy/logs/train_student/nat.raw.log").read_text()
     assert re.search(r"kdgrid device: (cpu|cuda:0)$", log, re.MULTILINE)
     md = (work / "results/toy/grid.md").read_text()
-    assert "## Compute cost" in md and "| nat | toy.beam | 3 |" in md and "| teacher toy |" in md
+    assert "## Compute cost" in md and "| nat | toy.beam | 2 |" in md and "| teacher toy |" in md
     # benchmarks and logs are read, not inputs: deleting one reruns nothing
     for path in ("benchmarks/prepare.tsv", "logs/vocab.log"):
         (work / "results/toy" / path).rename(work / "results/toy" / f"{path}.away")
@@ -324,6 +325,16 @@ def test_every_student_kind_runs_through_the_workflow(tmp_path):
     for student in ALL_STUDENTS:
         scores = json.loads((tmp_path / f"results/toy_students/students/{student}/raw/scores.json").read_text())
         assert scores["decode"]["sentences"] == 30
+    # CTC's pairs without an alignment are counted in its record and shown, not hidden
+    ctc = json.loads((tmp_path / "results/toy_students/students/ctc/raw/scores.json").read_text())["infeasible_pairs"]
+    assert ctc["train_pairs"] > 0 and 0 <= ctc["train"] <= ctc["train_pairs"] and "upsample" in ctc["rule"]
+    md = (tmp_path / "results/toy_students/grid.md").read_text()
+    table = md[md.index("Training pairs a student cannot learn from"):].split("\n\n")[1].splitlines()
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| ctc", "| ctc_glat"]
+    share = f"{ctc['train']:,} of {ctc['train_pairs']:,} ({100 * ctc['train'] / ctc['train_pairs']:.1f}%)"
+    assert table[2] == f"| ctc | {share} |"
+    glance = json.loads((tmp_path / "results/toy_students/students/ctc_glat/raw/scores.json").read_text())
+    assert glance["wrapper"]["glance"]["p_start"] == 0.5 and "probability" in glance["wrapper"]["glance"]["sampling"]
     flowseq = json.loads((tmp_path / "results/toy_students/students/flowseq/raw/scores.json").read_text())
     assert flowseq["decode_options"]["rescorer"] == "results/toy_students/teachers/toy/model.pt"
     assert flowseq["decode_options"]["samples"] == 3

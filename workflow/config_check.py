@@ -324,7 +324,8 @@ def _rescore_problems(name: str, st: dict, teacher_sizes: dict) -> list[str]:
 
 # Students that learn from a teacher (training wrappers, kdgrid.kd): `init` copies a teacher's
 # weights before training, `kd` adds word-level KD towards its token distribution (with `online`,
-# through a low-rank adapter on the frozen teacher that learns alongside). The defaults and the
+# through a low-rank adapter on the frozen teacher that learns alongside); `glance` (GLAT) needs
+# no teacher: it glances at the gold target while training. The defaults and the
 # kinds each wrapper takes are kdgrid.kd.specs'; --wrap passes the defaults in full, so a job's
 # command says exactly how its student learned.
 WRAP_DEFAULTS = wrap_specs.wrap_defaults()
@@ -337,6 +338,8 @@ def wrap_spec(st: dict) -> dict:
     spec = {}
     if "init" in st:
         spec["init"] = {**WRAP_DEFAULTS["init"], **st["init"]}
+    if "glance" in st:
+        spec["glance"] = {**WRAP_DEFAULTS["glance"], **st["glance"]}
     if "kd" in st:
         kd = {**WRAP_DEFAULTS["kd"], **st["kd"]}
         if kd["loss"] != "mix":
@@ -367,6 +370,12 @@ def _wrap_problems(name: str, st: dict, teacher_sizes: dict, teacher_pre_norm: b
     if kd is not None and "mix_weight" in kd and loss != "mix":
         problems.append(f"students.{name}.kd.mix_weight: only loss 'mix' weighs forward against reverse KL "
                         f"(this student's loss is {loss!r}); set loss: mix or drop mix_weight")
+    if "glance" in st and kind not in wrap_specs.GLANCE_KINDS:
+        problems.append(f"students.{name}.glance: kind {kind!r} cannot glance (one parallel pass whose decoder "
+                        f"inputs take gold embeddings); glance is for kinds {', '.join(wrap_specs.GLANCE_KINDS)}")
+    if "glance" in st and kd is not None:
+        problems.append(f"students.{name}: glance and kd do not compose (word-level KD scores the plain model's "
+                        "positions; glancing feeds some of them the gold tokens): keep one, e.g. as two students")
     init = st.get("init")
     if init is not None and kind not in wrap_specs.INIT_KINDS:
         problems.append(f"students.{name}.init: kind {kind!r} does not build on the Transformer body a teacher's "

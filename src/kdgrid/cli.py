@@ -150,6 +150,11 @@ def cmd_train(a) -> None:
             raise KdgridError(f"{src_path} has {len(src)} sentences but {tgt_path} has {len(tgt)}; "
                               "rerun the rules that wrote them")
         sides[split] = (src, tgt)
+    student = getattr(model, "student", model)  # a training wrapper's student
+    if hasattr(student, "feasible"):  # CTC: the pairs it has no alignment for are counted, not hidden
+        from kdgrid.models.ctc import infeasible_pairs
+
+        meta["infeasible_pairs"] = infeasible_pairs(student, sides)
     trainer = Trainer(model, sides["train"], sides["valid"], tcfg, a.work_dir, meta)
     trainer.run(a.out)
 

@@ -75,7 +75,8 @@ def cmd_evaluate(a) -> None:
         decode["rescorer"] = _rescorer(a.rescorer, a.vocab, model, opts, p["max_tokens"])
         opts["rescorer"] = str(a.rescorer)
     record = {"decode_options": opts, "parameters": sum(x.numel() for x in model.parameters()),
-              "updates": meta.get("updates"), "model": a.model, **_wrapper_record(meta)}
+              "updates": meta.get("updates"), "model": a.model, **_wrapper_record(meta),
+              **{key: meta[key] for key in ("infeasible_pairs",) if key in meta}}
     results = []
     for (src_path, *_), (src, _) in zip(splits, data):
         hyps, stats = translate(decoder, v, src, decode, p["max_tokens"], a.threads, what=f"evaluate {src_path}")

@@ -240,6 +240,29 @@ def smoothing(metrics: dict | None) -> str | None:
     return f"{f['smoothing']} {value:g}" if value is not None else f["smoothing"]
 
 
+def _infeasible_table(grid: dict, cols: list[str]) -> list[str]:
+    """The training pairs each student had no alignment for (CTC: kdgrid.models.ctc), per column:
+    distilled and raw targets differ in length, so each column may drop a different share."""
+    def record(cell):
+        return (cell.get("replicas") or [cell])[0].get("infeasible_pairs") if cell else None
+
+    rows = {s: [record(grid["cells"][s][c]) for c in cols] for s in grid["students"]}
+    rows = {s: r for s, r in rows.items() if any(r)}
+    if not rows:
+        return []
+    rule = next(x["rule"] for r in rows.values() for x in r if x)
+    lines = ["", f"Training pairs a student cannot learn from ({rule}; they add nothing to its loss):", "",
+             "| student | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+
+    def share(x):
+        if x is None:
+            return "—"
+        return f"{x['train']:,} of {x['train_pairs']:,} ({100 * x['train'] / max(x['train_pairs'], 1):.1f}%)"
+
+    lines += [f"| {s} | " + " | ".join(map(share, r)) + " |" for s, r in rows.items()]
+    return lines
+
+
 def markdown(grid: dict, title: str, answer: dict | None = None) -> str:
     """The grid as Markdown. With the `recommend.answer`: BLEU cells and teachers that do not beat
     copying the source are marked †."""
@@ -287,6 +310,7 @@ def markdown(grid: dict, title: str, answer: dict | None = None) -> str:
         for s in grid["students"]:
             row = grid["cells"][s]
             lines.append(f"| {s} | " + " | ".join(_fmt_cell(row[c], key) for c in cols) + " |")
+    lines += _infeasible_table(grid, cols)
     if any(grid["data"].values()):
         lines += ["", "Training data of each column (eflomal word alignments; see data_metrics.json for "
                   "every choice):", "", "| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]

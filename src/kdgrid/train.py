@@ -353,6 +353,8 @@ class Trainer:
         batches = self._epoch_batches(s["epoch"])
         while s["batch"] < len(batches):
             group = batches[s["batch"]: s["batch"] + c.update_freq]
+            if hasattr(self.model, "set_update"):  # a wrapper with a schedule (GLAT's glancing ratio)
+                self.model.set_update(s["update"], c.max_updates)
             for optim in (self.optim, *(opt for opt, _ in self.extra.values())):
                 optim.zero_grad(set_to_none=True)
             logs_sum, ntok = {}, 0

@@ -3,6 +3,7 @@
   init  copy-weight initialization from a teacher (kdgrid.kd.init_copy)
   kd    word-level KD against a frozen teacher (kdgrid.kd.word), optionally online: the teacher
         carries low-rank adapters trained with the student (kdgrid.kd.online)
+  glance  glancing training, GLAT (kdgrid.kd.glance): no teacher, the gold target glanced at
 
 `prepare` is the one entry: `kdgrid train` calls it after the seeded random initialization and
 before the Trainer, and stores its record in the model file's meta["wrapper"] (`kdgrid evaluate`
@@ -18,13 +19,14 @@ from __future__ import annotations
 import importlib
 
 from kdgrid.errors import KdgridError
-from kdgrid.kd.specs import InitSpec, KDSpec, OnlineSpec, as_dict, defaults, parse_wrap
+from kdgrid.kd.specs import GlanceSpec, InitSpec, KDSpec, OnlineSpec, as_dict, defaults, parse_wrap
 
-__all__ = ["InitSpec", "KDSpec", "OnlineSpec", "OnlineKD", "WordKD", "cell_record", "copy_from_teacher",
-           "defaults", "layer_map", "parse_wrap", "prepare", "token_kl"]
+__all__ = ["GlanceSpec", "Glancing", "InitSpec", "KDSpec", "OnlineSpec", "OnlineKD", "WordKD", "cell_record",
+           "copy_from_teacher", "defaults", "layer_map", "parse_wrap", "prepare", "token_kl"]
 # the names the torch-backed submodules give, by submodule (imported on first use)
 LAZY = {"copy_from_teacher": "init_copy", "layer_map": "init_copy", "token_kl": "losses",
-        "ADAPTER_TARGETS": "online", "OnlineKD": "online", "WordKD": "word", "choices": "word"}
+        "ADAPTER_TARGETS": "online", "OnlineKD": "online", "WordKD": "word", "choices": "word",
+        "Glancing": "glance"}
 
 
 def __getattr__(name: str):
@@ -57,15 +59,19 @@ def prepare(model, wrap: dict | None, init_teacher: str | None, kd_teacher: str 
             vocab_sha256: str | None = None):
     """(the model the Trainer trains, the record for meta["wrapper"] ({} without wrappers)).
 
-    wrap: the --wrap object ({"init": {...}, "kd": {...}}, either optional; see kdgrid.kd.specs).
-    init_teacher / kd_teacher: model files (--init-teacher, --kd-teacher). The init copy happens
-    in place on `model`; kd returns a WordKD/OnlineKD around it. vocab_sha256: the student's
-    vocabulary, which each teacher file must have been trained with (None: not checked)."""
+    wrap: the --wrap object ({"init": {...}, "kd": {...}, "glance": {...}}, each optional; see
+    kdgrid.kd.specs). init_teacher / kd_teacher: model files (--init-teacher, --kd-teacher). The
+    init copy happens in place on `model`; kd returns a WordKD/OnlineKD around it, glance a
+    Glancing (kd and glance do not compose). vocab_sha256: the student's vocabulary, which each
+    teacher file must have been trained with (None: not checked)."""
     from kdgrid.kd.init_copy import copy_from_teacher
     from kdgrid.kd.online import ADAPTER_TARGETS, OnlineKD
     from kdgrid.kd.word import WordKD, choices
 
-    init, kd = parse_wrap(wrap)
+    init, kd, glance = parse_wrap(wrap)
+    if kd is not None and glance is not None:
+        raise KdgridError("--wrap: kd and glance do not compose (word-level KD scores the plain model's "
+                          "positions; glancing feeds some of them the gold tokens): choose one")
     for spec, path, flag, key in ((init, init_teacher, "--init-teacher", "init"),
                                   (kd, kd_teacher, "--kd-teacher", "kd")):
         if spec is not None and not path:
@@ -87,6 +93,11 @@ def prepare(model, wrap: dict | None, init_teacher: str | None, kd_teacher: str 
                         "total_formula": TOTAL_FORMULA, **choices(model.kind, source["kind"]),
                         **({"adapter_objective": ADAPTER_OBJECTIVE, "adapter_targets": ADAPTER_TARGETS}
                            if kd.online is not None else {})}
+    if glance is not None:
+        from kdgrid.kd.glance import Glancing
+
+        model = Glancing(model, glance)  # checks the kind
+        record["glance"] = model.record()
     return model, record
 
 

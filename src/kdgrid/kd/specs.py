@@ -1,11 +1,12 @@
 """The `--wrap` settings of a student: what each key means and its default, in one place.
 
-`--wrap` is a JSON object with two optional parts:
+`--wrap` is a JSON object with three optional parts:
 
-    {"init": {"from": "<teacher name>", "layers": "every_other"},   (or first | last | even)
-     "kd":   {"teacher": "<teacher name>", "loss": "fkl", "alpha": 0.5, "temperature": 1.0,
-              "mix_weight": 0.5,
-              "online": {"rank": 8, "lr": 0.001, "lambda": 1.0}}}
+    {"init":   {"from": "<teacher name>", "layers": "every_other"},   (or first | last | even)
+     "kd":     {"teacher": "<teacher name>", "loss": "fkl", "alpha": 0.5, "temperature": 1.0,
+                "mix_weight": 0.5,
+                "online": {"rank": 8, "lr": 0.001, "lambda": 1.0}},
+     "glance": {"p_start": 0.5, "p_end": 0.3, "anneal_updates": 0}}    (GLAT; 0: the run's max_updates)
 
 This module imports no torch: the workflow's config check fills a student's --wrap from
 `wrap_defaults` and checks its kind against KD_KINDS / INIT_KINDS from here. The outside names
@@ -31,7 +32,11 @@ KD_KINDS = ("cmlm", "nat", "transformer")
 # init copies the Transformer body every one of these kinds builds on (kdgrid.models.layers.
 # EncoderDecoder: embeddings, encoder and decoder stacks); a kind's own parts (length head,
 # FlowSeq's flows, ...) start fresh. tests/test_student_kd_workflow.py checks the models against it.
-INIT_KINDS = ("cmlm", "flowseq", "inat", "inst", "levt", "nat", "transformer")
+INIT_KINDS = ("cmlm", "ctc", "flowseq", "inat", "inst", "levt", "nat", "transformer")
+# Glancing training (GLAT, kdgrid.kd.glance) takes kinds whose model class sets glance_sampling and
+# offers glance_start / glance_first and a loss with a `glance` argument: one parallel pass whose
+# decoder inputs can take gold embeddings. tests/test_glance.py checks the model classes against it.
+GLANCE_KINDS = ("ctc", "nat")
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,23 @@ class KDSpec:
                "a number in [0, 1]", self.mix_weight)
 
 
+@dataclass(frozen=True)
+class GlanceSpec:
+    """Glancing training (Qian et al. 2021): the glancing ratio p falls linearly from p_start to
+    p_end over anneal_updates updates (0: the run's max_updates), then stays at p_end."""
+
+    p_start: float = 0.5
+    p_end: float = 0.3
+    anneal_updates: int = 0
+
+    def __post_init__(self):
+        for key in ("p_start", "p_end"):
+            value = getattr(self, key)
+            _check(_is_number(value) and 0 <= value <= 1, f"glance.{key}", "a number in [0, 1]", value)
+        _check(_is_int(self.anneal_updates) and self.anneal_updates >= 0, "glance.anneal_updates",
+               "an integer >= 0 (0: the run's max_updates)", self.anneal_updates)
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -113,14 +135,14 @@ def _from_dict(cls, value, where: str):
     return {by_key[k]: v for k, v in value.items()}
 
 
-def parse_wrap(wrap: dict | None) -> tuple[InitSpec | None, KDSpec | None]:
-    """The validated specs of a `--wrap` object (either part may be absent)."""
+def parse_wrap(wrap: dict | None) -> tuple[InitSpec | None, KDSpec | None, GlanceSpec | None]:
+    """The validated specs of a `--wrap` object (each part may be absent)."""
     wrap = wrap or {}
     if not isinstance(wrap, dict):
-        raise KdgridError(f"--wrap must be a JSON object with keys init and/or kd, got {type(wrap).__name__}")
-    unknown = sorted(set(wrap) - {"init", "kd"})
+        raise KdgridError(f"--wrap must be a JSON object with keys init, kd and/or glance, got {type(wrap).__name__}")
+    unknown = sorted(set(wrap) - {"init", "kd", "glance"})
     if unknown:
-        raise KdgridError(f"--wrap: unknown key {unknown[0]}; known: init, kd")
+        raise KdgridError(f"--wrap: unknown key {unknown[0]}; known: glance, init, kd")
     init = InitSpec(**_from_dict(InitSpec, wrap["init"], "init")) if "init" in wrap else None
     kd = None
     if "kd" in wrap:
@@ -128,7 +150,8 @@ def parse_wrap(wrap: dict | None) -> tuple[InitSpec | None, KDSpec | None]:
         if fields.get("online") is not None:
             fields["online"] = OnlineSpec(**_from_dict(OnlineSpec, fields["online"], "kd.online"))
         kd = KDSpec(**fields)
-    return init, kd
+    glance = GlanceSpec(**_from_dict(GlanceSpec, wrap["glance"], "glance")) if "glance" in wrap else None
+    return init, kd, glance
 
 
 def as_dict(spec) -> dict:
@@ -141,9 +164,10 @@ def as_dict(spec) -> dict:
 
 
 def defaults() -> dict:
-    """Every default under its outside name:
-    {"init": {...}, "kd": {...}, "online": {...}} ("online" is what kd.online: {} resolves to)."""
-    return {"init": as_dict(InitSpec()), "kd": as_dict(KDSpec()), "online": as_dict(OnlineSpec())}
+    """Every default under its outside name: {"init": {...}, "kd": {...}, "online": {...},
+    "glance": {...}} ("online" is what kd.online: {} resolves to)."""
+    return {"init": as_dict(InitSpec()), "kd": as_dict(KDSpec()), "online": as_dict(OnlineSpec()),
+            "glance": as_dict(GlanceSpec())}
 
 
 def wrap_defaults() -> dict:

@@ -114,6 +114,20 @@ class CMLMConfig(ModelConfig):
 
 
 @dataclass(kw_only=True)
+class CTCConfig(ModelConfig):
+    mask: int  # the blank symbol
+    upsample: int = 2  # lambda: decoder positions per source token (the reference recipes: 2)
+    loss_norm: str = "tokens"  # tokens: summed CTC loss / target tokens | sentences: torch's "mean"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.upsample, bool) or not isinstance(self.upsample, int) or self.upsample < 1:
+            raise ValueError(f"upsample must be a positive integer, got {self.upsample!r}")
+        if self.loss_norm not in ("tokens", "sentences"):
+            raise ValueError(f"loss_norm must be 'tokens' or 'sentences', got {self.loss_norm!r}")
+
+
+@dataclass(kw_only=True)
 class LevTConfig(ModelConfig):
     mask: int
     placeholder_classes: int = 256  # 0 .. 255 placeholders per slot

@@ -23,6 +23,7 @@ FIRST_WORD = 5  # ids below are pad, unk, bos, eos, <mask>
 
 class INAT(NAT):
     kind = "inat"
+    glance_sampling = None  # trains its own refinement steps: glancing (kdgrid.kd.glance) is for one-pass kinds
     config_class = INATConfig
     # Not NAT's: the word loss is a mean over several unrolled passes, each fed the previous pass's
     # argmax (so the output layer runs on every position inside the loop), not one set of states to

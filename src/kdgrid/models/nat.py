@@ -11,7 +11,7 @@ import torch
 
 from kdgrid.models.configs import NATConfig
 from kdgrid.models.layers import EncoderDecoder, LengthHead, init_linear, key_mask
-from kdgrid.models.terms import LossTerms, compose
+from kdgrid.models.terms import Glance, GlanceStart, LossTerms, compose
 from kdgrid.refine import State, refine
 
 
@@ -28,18 +28,35 @@ class NAT(EncoderDecoder):
         init_linear(self)
 
     # -- the two faces every model has ------------------------------------------------------
-    def loss(self, batch: dict, label_smoothing: float = 0.0):
-        return compose(self.loss_terms(batch), label_smoothing)
+    def loss(self, batch: dict, label_smoothing: float = 0.0, glance: Glance | None = None):
+        return compose(self.loss_terms(batch, glance), label_smoothing)
 
-    def loss_terms(self, batch: dict) -> LossTerms:
-        """Every target token from the first pass at the gold length, + the weighted length loss."""
+    def loss_terms(self, batch: dict, glance: Glance | None = None) -> LossTerms:
+        """Every target token from the first pass at the gold length, + the weighted length loss.
+        With `glance` (GLAT, kdgrid.kd.glance): the glanced positions take the gold tokens'
+        embeddings as input and are not scored."""
+        tgt = batch["tgt"]
+        start = self.glance_start(batch) if glance is None else glance.start
+        inputs = start.inputs if glance is None else glance.inputs(self.embed)
+        h = self.states(inputs, start.out_pad, start.memory, start.src_pad)
+        length = self.length.loss(start.memory, start.src_pad, (~start.out_pad).sum(1))
+        target = tgt if glance is None else tgt.masked_fill(glance.mask, self.cfg.pad)
+        return LossTerms(self.embed, h, target, self.cfg.pad, {"length": (length, self.cfg.length_loss_weight)},
+                         word_log="word_ins")
+
+    # -- glancing training (GLAT, kdgrid.kd.glance) ---------------------------------------
+    glance_sampling = "count"  # floor(wrong x p) positions, chosen at random (Qian et al. 2021)
+
+    def glance_start(self, batch: dict) -> GlanceStart:
         src, tgt = batch["src"], batch["tgt"]
         memory, src_pad = self.encode(src)
         tgt_pad = tgt.eq(self.cfg.pad)
-        h = self.states(self.first_input(src, src_pad, tgt_pad), tgt_pad, memory, src_pad)
-        length = self.length.loss(memory, src_pad, (~tgt_pad).sum(1))
-        return LossTerms(self.embed, h, tgt, self.cfg.pad, {"length": (length, self.cfg.length_loss_weight)},
-                         word_log="word_ins")
+        return GlanceStart(self.first_input(src, src_pad, tgt_pad), tgt_pad, memory, src_pad)
+
+    def glance_first(self, start: GlanceStart, batch: dict):
+        """The first pass's argmax per position, the oracle (the target) and which sentences may glance."""
+        logits = self.embed.logits(self.states(start.inputs, start.out_pad, start.memory, start.src_pad))
+        return logits.argmax(-1), batch["tgt"], torch.ones(len(logits), dtype=torch.bool, device=logits.device)
 
     @torch.no_grad()
     def generate(self, src: torch.Tensor, length_beam: int | None = None, rescorer=None,

@@ -41,6 +41,30 @@ class Scored(NamedTuple):
     ntokens: int
 
 
+@dataclass(frozen=True)
+class GlanceStart:
+    """What a glancing kind's first pass starts from (kdgrid.kd.glance): its decoder input
+    embeddings before positions, their padding, and the encoder's output (run once per step)."""
+
+    inputs: torch.Tensor  # (B, L, d)
+    out_pad: torch.Tensor  # (B, L) True at padding
+    memory: torch.Tensor
+    src_pad: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Glance:
+    """The second pass's input: at the glanced positions, the embedding of the oracle's token."""
+
+    start: GlanceStart
+    mask: torch.Tensor  # (B, L) bool: the glanced positions
+    oracle: torch.Tensor  # (B, L) the token each position should emit (NAT: the target; CTC: its best path)
+
+    def inputs(self, embed: Embedding) -> torch.Tensor:
+        return torch.where(self.mask[..., None], embed.tokens(self.oracle).to(self.start.inputs.dtype),
+                           self.start.inputs)
+
+
 def score(terms: LossTerms, label_smoothing: float) -> Scored:
     """The one output-layer projection of a step and the word loss on it (projected_nll's numbers)."""
     positions, logits, gold = scored_logits(terms.embed, terms.h, terms.target, terms.pad)
