@@ -140,8 +140,7 @@ PATTERNS = [  # as the workflow passes them (common.smk: cost_params)
      "benchmark": "r/benchmarks/distill/{teacher}.{method}.{shard}.tsv",
      "log": "r/logs/distill/{teacher}.{method}.{shard}.log"},
     {"rule": "evaluate_teacher", "scope": "teacher/{teacher}",
-     "benchmark": "r/benchmarks/evaluate_teacher/{teacher}.{split}.tsv",
-     "log": "r/logs/e/{teacher}.{split}.log"},
+     "benchmark": "r/benchmarks/evaluate_teacher/{teacher}.tsv", "log": "r/logs/e/{teacher}.log"},
     {"rule": "train_student", "scope": "cell/{student}/{data}",
      "benchmark": "r/benchmarks/train_student/{student}.{data}.tsv", "log": "r/logs/ts/{student}.{data}.log"},
 ]
@@ -150,7 +149,7 @@ PATTERNS = [  # as the workflow passes them (common.smk: cost_params)
 def test_jobs_are_found_by_their_rules_paths_and_only_this_grids(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name in ("prepare", "distill/T.beam.0", "distill/T.beam.1", "distill/T.sample.0", "distill/U.beam.0",
-                 "evaluate_teacher/T.valid", "evaluate_teacher/U.test", "train_student/nat.raw",
+                 "evaluate_teacher/T", "evaluate_teacher/U", "train_student/nat.raw",
                  "train_student/nat.T.beam", "train_student/cmlm.raw", "train_student/nat.T.beam.extra"):
         path = tmp_path / "r" / "benchmarks" / f"{name}.tsv"
         path.parent.mkdir(parents=True, exist_ok=True)

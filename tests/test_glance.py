@@ -112,3 +112,23 @@ def test_a_glancing_student_learns(kind):
         opt.step()
         accuracy.append(float(logs["glance_accuracy"]))
     assert sum(accuracy[-5:]) > sum(accuracy[:5]) + 1.0, accuracy  # the first pass gets more right
+
+
+@pytest.mark.parametrize("kind", ["nat", "ctc"])
+def test_both_passes_draw_the_same_dropout_masks(kind):
+    """At p = 0 nothing is glanced, so the second decoder pass has the first one's inputs: with the
+    random generator rewound between them, its dropout masks and so its states are the first's."""
+    pairs = toy_pairs(6)
+    b = collate([s for s, _ in pairs], [t for _, t in pairs], 0, 2, 3)
+    torch.manual_seed(0)
+    model = build(kind, {**model_config(kind, d=32), "dropout": 0.3, "attention_dropout": 0.2})
+    states = []
+    model.decoder.register_forward_hook(lambda module, args, out: states.append(out.detach()))
+    glancing = Glancing(model, GlanceSpec(p_start=0.0, p_end=0.0))
+    glancing.set_update(0, 10)
+    glancing.loss(b, 0.0)
+    assert len(states) == 2 and torch.equal(states[0], states[1])
+    states.clear()
+    model.loss(b, 0.0)
+    model.loss(b, 0.0)
+    assert not torch.equal(states[0], states[1])  # without the rewind two passes differ

@@ -147,7 +147,7 @@ def test_the_multi30k_section5_grid_reuses_the_other_multi30k_grids_cells(tmp_pa
 
 
 def test_the_paper_grid_with_the_section5_methods_plans_its_jobs(tmp_path):
-    """configs/wmt14.yaml plus interpolate, ban (2 rounds) and moe with a 3-expert base teacher, as
+    """configs/wmt14.yaml (its 9 students) plus interpolate, ban (2 rounds) and moe with a 3-expert base teacher, as
     bench/dryrun_speed.py times it (under 5 s): 4 teachers x 6 columns (beam, greedy, sample,
     sample_topk, interpolate, ban2) + the MoE teacher's 7 (and moe, with expert 0)."""
     sys.path.insert(0, str(ROOT / "bench"))
@@ -160,7 +160,7 @@ def test_the_paper_grid_with_the_section5_methods_plans_its_jobs(tmp_path):
     counts = job_counts(snakemake(tmp_path, "-n", configfile=cfg).stdout)
     teachers = ["tiny", "small", "base", "big", "base_moe"]
     methods = ["beam", "greedy", "sample", "sample_topk", "interpolate", "ban", "moe"]
-    students = ["nat", "inat", "cmlm", "levt", "inst", "flowseq"]
+    students = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "ctc", "glat", "ctc_glat"]
     assert counts == expected_jobs(teachers, methods, students, shards=8, columns=4 * 6 + 7, bans=5)
 
 

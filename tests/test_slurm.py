@@ -372,9 +372,9 @@ def override_profile(directory: Path, monkeypatch) -> Path:
         "slurm-status-command": "squeue",
         # the plugin checks again after this many seconds while jobs finish, and 10 s later each time
         # none has: a level of the grid's DAG costs this where its jobs end within it, else 2x + 10 s.
-        # 2 s: every level cost 14 s (no toy job ends within 2 s), the test 131 s in make test; 5 s
-        # cost 20 s a level while the jobs compiled torch's modules at each start (no byte code)
-        "slurm-init-seconds-before-status-checks": 6,
+        # 2 s: ~14 s a level, the test 131 s in make test; 6 s, tried: 163 s; 5 s (jobs without
+        # byte code, slower): 308 s against 240 s with 2
+        "slurm-init-seconds-before-status-checks": 2,
         "slurm-keep-successful-logs": True,
         "retries": 0,
     }

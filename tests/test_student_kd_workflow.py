@@ -215,6 +215,10 @@ BAD = [
     ({"students": {"nat_fkl": {"glance": {}}}}, r"students.nat_fkl: glance and kd do not compose"),
     ({"students": {"glat": {"kind": "nat", "model": {}, "glance": {"p_start": 1.5}}}, "grid": {"students": ["glat"]}},
      r"students.glat.glance.p_start: 1.5 is greater than the maximum of 1"),
+    ({"students": {"glat": {"kind": "nat", "model": {}, "glance": {}, "train": {"max_updates": 0, "max_epochs": 2}}},
+      "grid": {"students": ["glat"]}}, r"students.glat.glance.anneal_updates: the student's training stops by epochs"),
+    ({"students": {"glat": {"kind": "nat", "model": {}, "glance": {}}}, "grid": {"students": ["glat"]},
+      "compute": {"compile": True}}, r"students.glat.glance: compute.compile does not go with glancing"),
 ]
 
 

@@ -132,6 +132,13 @@ def _semantic_problems(c: dict) -> list[str]:
             continue
         problems += _rescore_problems(name, st, c["teacher_sizes"])
         problems += _wrap_problems(name, st, c["teacher_sizes"], c["teacher"]["architecture"].get("pre_norm", True))
+        train = {**c["student"]["train"], **st.get("train", {})}
+        if "glance" in st and not st["glance"].get("anneal_updates") and not train.get("max_updates"):
+            problems.append(f"students.{name}.glance.anneal_updates: the student's training stops by epochs "
+                            "(max_updates 0), so give the updates over which the glancing ratio falls")
+        if "glance" in st and c["compute"].get("compile"):
+            problems.append(f"students.{name}.glance: compute.compile does not go with glancing (its ratio "
+                            "changes every update and its two passes rewind the random generator); switch one off")
         if "adaptive" in st.get("decode", {}) and st["kind"] not in ITERATIVE:
             problems.append(f"students.{name}.decode.adaptive: kind {st['kind']!r} does not iterate; "
                             f"only {', '.join(sorted(ITERATIVE))} stop adaptively")

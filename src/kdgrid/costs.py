@@ -88,7 +88,7 @@ def job(label: str, benchmark, log) -> dict:
 
 
 # What a wildcard of a benchmark path may hold (names cannot contain dots: config_check).
-_WILDCARDS = {"shard": r"\d+", "split": "valid|test", "data": r"raw|[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
+_WILDCARDS = {"shard": r"\d+", "data": r"raw|[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
               "student": r"[A-Za-z0-9_-]+(?:\.seed\d+)?"}  # a student run: <student> or <student>.seed<N>
 
 
