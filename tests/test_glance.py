@@ -75,12 +75,16 @@ def test_the_glanceable_kinds_are_the_spec_s():
         Glancing(build("cmlm", model_config("cmlm")), GlanceSpec())
 
 
+def batch_and_model(kind: str, pairs: int = 6, **extra):
+    """A batch of toy pairs and an untrained d32 student of `kind` (seed 0)."""
+    toy = toy_pairs(pairs)
+    torch.manual_seed(0)
+    return collate([s for s, _ in toy], [t for _, t in toy], 0, 2, 3), build(kind, model_config(kind, d=32, **extra))
+
+
 @pytest.mark.parametrize("kind", ["nat", "ctc"])
 def test_at_p_zero_glancing_is_the_plain_loss_and_at_p_one_it_glances(kind):
-    pairs = toy_pairs(6)
-    b = collate([s for s, _ in pairs], [t for _, t in pairs], 0, 2, 3)
-    torch.manual_seed(0)
-    model = build(kind, model_config(kind, d=32))
+    b, model = batch_and_model(kind)
     never = Glancing(model, GlanceSpec(p_start=0.0, p_end=0.0))
     never.set_update(0, 10)
     loss, logs = never.loss(b, 0.0)
@@ -97,10 +101,7 @@ def test_at_p_zero_glancing_is_the_plain_loss_and_at_p_one_it_glances(kind):
 
 @pytest.mark.parametrize("kind", ["nat", "ctc"])
 def test_a_glancing_student_learns(kind):
-    pairs = toy_pairs(8)
-    b = collate([s for s, _ in pairs], [t for _, t in pairs], 0, 2, 3)
-    torch.manual_seed(0)
-    model = build(kind, model_config(kind, d=32))
+    b, model = batch_and_model(kind, pairs=8)
     glancing = Glancing(model, GlanceSpec(anneal_updates=60))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     accuracy = []
@@ -118,10 +119,7 @@ def test_a_glancing_student_learns(kind):
 def test_both_passes_draw_the_same_dropout_masks(kind):
     """At p = 0 nothing is glanced, so the second decoder pass has the first one's inputs: with the
     random generator rewound between them, its dropout masks and so its states are the first's."""
-    pairs = toy_pairs(6)
-    b = collate([s for s, _ in pairs], [t for _, t in pairs], 0, 2, 3)
-    torch.manual_seed(0)
-    model = build(kind, {**model_config(kind, d=32), "dropout": 0.3, "attention_dropout": 0.2})
+    b, model = batch_and_model(kind, dropout=0.3, attention_dropout=0.2)
     states = []
     model.decoder.register_forward_hook(lambda module, args, out: states.append(out.detach()))
     glancing = Glancing(model, GlanceSpec(p_start=0.0, p_end=0.0))
