@@ -77,3 +77,20 @@ def test_decoding_never_emits_specials_and_follows_the_argmax_path():
         assert not {0, 2, 3, BLANK} & set(row)
         assert row == collapse(lp[~pad].argmax(-1).tolist(), BLANK)
         assert len(row) <= 3 * 4
+
+
+def test_the_infeasible_count_is_feasible_pair_by_pair():
+    """kdgrid train's count (vectorized over a whole split) against CTC.feasible on each pair."""
+    import random
+
+    from kdgrid.batching import Ids
+    from kdgrid.models.ctc import infeasible_pairs, needed_positions_of
+
+    rng = random.Random(0)
+    src = [[rng.randint(5, 9) for _ in range(rng.randint(0, 4))] for _ in range(300)]
+    tgt = [[rng.randint(5, 7) for _ in range(rng.randint(0, 12))] for _ in range(300)]
+    model = tiny()
+    assert needed_positions_of(Ids.from_lists(tgt)).tolist() == [needed_positions(t) for t in tgt]
+    record = infeasible_pairs(model, {"train": (Ids.from_lists(src), Ids.from_lists(tgt))})
+    expected = sum(not model.feasible(len(s) + 1, t) for s, t in zip(src, tgt))
+    assert record["train"] == expected and 0 < expected < 300 and record["train_pairs"] == 300
