@@ -15,13 +15,17 @@ sentencepiece pieces straight to Translator.translate_batch (max_batch_size --ma
 patience 1, one length limit from the longest source), decoded back to text by sentencepiece: what a
 user of CTranslate2 alone would run; for beam search also bare CTranslate2 with patience 2, the
 stopping rule of `ct2_search: exact` (what exact pays for its closeness to torch, apart from the
-backend). Each is timed --repeats times, alternating, the median printed. The CTranslate2 models
-are built once before timing.
+backend; the column "vs bare, same stopping rule" sets exact beam rows against it, every other
+CTranslate2 row against patience 1). Each is timed --repeats times, alternating, the median
+printed. The CTranslate2 models are built once before timing.
 
 --batch N decodes in batches of exactly N sentences, as bench/peers.py's decoding rows do (batch 64
 for speed, 1 for latency): kdgrid's rows call translate() once per N length-sorted sentences (a
-caller with N sentences at hand; the sort is untimed), bare CTranslate2 takes them all in one
-translate_batch call with max_batch_size N examples. --sentences N: the first N lines only.
+caller with N sentences at hand; the sort is untimed), and so do the bare CTranslate2 rows (one
+translate_batch call per N sentences: the reference the ratios take); the row "all batches in one
+call" gives bare CTranslate2 every sentence in one translate_batch call with max_batch_size N
+examples, which spares it the per-call costs that a caller with N sentences at hand pays (at batch
+1, ~10% of a short sentence's time on this teacher). --sentences N: the first N lines only.
 --clock cpu times the process's CPU seconds instead of wall seconds: with --threads 1 (one compute
 thread, none spinning) the work done, whatever else loads the machine; with more threads wall
 time is the measure (idle threads spin). With --threads above 1 the CTranslate2 rows run beside a
@@ -79,10 +83,23 @@ def timed(model, vocab, src, options, max_tokens, threads, chunks=None):
     return clock() - begin, hyps
 
 
-def bare_ct2(translator, vocab, src, options, max_tokens, batch=0, patience=1):
-    """CTranslate2 alone on the exported weights (kdgrid's sources end with eos: the pieces get it)."""
+def bare_ct2(translator, vocab, src, options, max_tokens, batch=0, patience=1, chunks=None):
+    """CTranslate2 alone on the exported weights (kdgrid's sources end with eos: the pieces get it):
+    all sentences in one translate_batch call, or (chunks) one call per chunk, as kdgrid's rows are
+    called with --batch."""
+    if chunks is not None:
+        hyps = [None] * len(src)
+        seconds = 0.0
+        for chunk in chunks:
+            spent, out = bare_ct2(translator, vocab, [src[i] for i in chunk], options, max_tokens, batch, patience)
+            seconds += spent
+            for i, hyp in zip(chunk, out):
+                hyps[i] = hyp
+        return seconds, hyps
     begin = clock()
-    pieces = [p + [vocab.sp.id_to_piece(EOS)] for p in vocab.sp.encode(src, out_type=str)]
+    eos = vocab.sp.id_to_piece(EOS)
+    pieces = [vocab.sp.encode(line, out_type=str) + [eos] for line in src] if len(src) <= 16 else \
+        [p + [eos] for p in vocab.sp.encode(src, out_type=str)]
     limit = int(max(map(len, pieces)) * LENGTH["max_len_a"]) + LENGTH["max_len_b"]
     beam = options.get("beam", 5) if options["method"] == "beam" else 1
     size, kind = (batch, "examples") if batch else (max_tokens, "tokens")
@@ -90,7 +107,8 @@ def bare_ct2(translator, vocab, src, options, max_tokens, batch=0, patience=1):
                                          patience=patience, length_penalty=options.get("lenpen", 1.0),
                                          max_decoding_length=limit, max_input_length=0, min_decoding_length=0,
                                          disable_unk=True)
-    hyps = vocab.sp.decode([[p for p in r.hypotheses[0] if p != vocab.sp.id_to_piece(EOS)] for r in results])
+    outs = [[p for p in r.hypotheses[0] if p != eos] for r in results]
+    hyps = [vocab.sp.decode(o) for o in outs] if len(outs) <= 16 else vocab.sp.decode(outs)
     return clock() - begin, hyps
 
 
@@ -180,20 +198,23 @@ def main(argv=None) -> int:
     print(f"# {a.model}: {len(src)} sentences, {a.threads} thread(s), {batching}, {a.clock} seconds, "
           f"median of {a.repeats} alternating runs")
     print("| decoding | backend | seconds | sent/s | speed vs torch | speed vs bare CTranslate2 "
-          "| lines differing from torch | BLEU | chrF |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| vs bare, same stopping rule | lines differing from torch | BLEU | chrF |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for method, opts in METHODS.items():
         opts = {**opts, **LENGTH}
         bare, patient = "bare CTranslate2, same weights", "bare CTranslate2, same weights, patience 2"
+        whole = "bare CTranslate2, same weights, all batches in one call"
         # greedy is one call per batch whatever ct2_search says: its fast row would repeat the exact one
         names = [n for n in decoders if opts["method"] == "beam" or "fast" not in n]
-        times = {name: [] for name in ["torch", *names, bare, *([patient] if opts["method"] == "beam" else [])]}
+        times = {name: [] for name in ["torch", *names, bare, *([patient] if opts["method"] == "beam" else []),
+                                       *([whole] if chunks else [])]}
         outputs = {}
         for repeat in range(a.repeats):
             for name in times if repeat % 2 == 0 else list(times)[::-1]:  # each side first in turn
-                if name in (bare, patient):
+                if name in (bare, patient, whole):
                     seconds, outputs[name] = bare_ct2(decoders["CT2 float32, fast"].translator, vocab, src, opts,
-                                                      a.max_tokens, a.batch, 2 if name == patient else 1)
+                                                      a.max_tokens, a.batch, 2 if name == patient else 1,
+                                                      None if name == whole else chunks)
                 else:
                     seconds, outputs[name] = timed(model if name == "torch" else decoders[name], vocab, src, opts,
                                                    a.max_tokens, a.threads, chunks)
@@ -203,8 +224,12 @@ def main(argv=None) -> int:
             t = statistics.median(runs)
             differ = sum(x != y for x, y in zip(outputs[name], outputs["torch"]))
             score = bleu.score(outputs[name], refs)
+            # exact beam search stops as bare CTranslate2 with patience 2 does; every other
+            # CTranslate2 row (greedy, fast beam) as bare CTranslate2 with patience 1
+            same = patient if name in times and "exact" in name and opts["method"] == "beam" else bare
+            same = f"{statistics.median(times[same]) / t:.2f}x" if name.startswith("CT2") else ""
             print(f"| {method} | {name} | {t:.2f} | {len(src) / t:.0f} | {base / t:.2f}x | {bare_s / t:.2f}x "
-                  f"| {differ} | {score['bleu']:.2f} | {score['chrf']:.2f} |")
+                  f"| {same} | {differ} | {score['bleu']:.2f} | {score['chrf']:.2f} |")
     return 0
 
 

@@ -67,10 +67,12 @@ DECODE = {"transformer": [("beam-5", {"method": "beam", "beam": 5}), ("greedy", 
           "levt": [("max_iter 10", {"max_iter": 10})], "inst": [("max_iter 20", {"max_iter": 20})],
           "flowseq": [("argmax z", {"samples": 1}),
                       ("NPD 5 samples + AT rescoring", {"samples": 5, "rescore": True})],
-          "ctc": [("1 pass, argmax per position", {})]}
+          "ctc": [("1 pass, argmax per position", {})],
+          "dat": [("1 pass, lookahead", {"method": "lookahead"}),
+                  ("1 pass, joint-Viterbi", {"method": "joint_viterbi"})]}
 # Kinds decoded by their own generate() in one pass (no refinement loop, no length head): an
 # untrained one's output length is whatever its argmax path collapses to (reported beside the time).
-ONE_PASS = {"ctc"}
+ONE_PASS = {"ctc", "dat"}
 
 
 def sources(n: int):

@@ -111,6 +111,18 @@ def test_a_source_without_pieces_decodes_as_torch_does(pair, method):
     assert translate(decoder, vocab, lines, opts)[0] == translate(model, vocab, lines, opts)[0]
 
 
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_id_lists_decode_as_the_padded_tensor_does(pair, method):
+    """translate() hands the decoder unpadded id lists (no tensor built to be read back); a padded
+    tensor, what every other caller passes, gives the same outputs, an empty source included."""
+    _, decoder, vocab, src = pair
+    rows = [ids + [EOS] for ids in vocab.encode(["", *src[:12]])]
+    opts = {"method": method, "beam": 3, **LENGTH}
+    as_lists = decoder.generate(rows, **opts)
+    assert as_lists == decoder.generate(pad_stack(rows, PAD), **opts)
+    assert all(hyp is not None for hyp in as_lists) and len(as_lists) == 13
+
+
 def test_greedy_equals_at_every_batch_size(pair):
     """Length-sorted batches of 1 and of many sentences, and per-sentence length limits, give the
     same lines (a sentence's limit does not depend on its batch neighbours)."""
@@ -440,3 +452,20 @@ def test_the_decoder_keeps_no_torch_model_alive_and_still_decodes_an_empty_sourc
     gc.collect()
     assert alive() is None
     assert translate(decoder, vocab, lines, opts)[0] == want  # rebuilt from the decoder's own copy
+
+
+def test_exact_beam_search_at_one_length_limit_is_one_plain_call(trained, monkeypatch):
+    """A batch whose sentences share one length limit (always at batch 1) is one call at that
+    limit, asking no extra hypotheses for _beam_once's proof; each output is the one it gets in a
+    batch of many limits."""
+    _, decoder, vocab, d = trained
+    ids = vocab.encode(read_lines(d / "train.src")[:60])
+    many = decoder.generate(pad_stack(ids, PAD, suffix=EOS), "beam", beam=4, **LENGTH)
+    calls = []
+    real_translate = decoder._translate
+    monkeypatch.setattr(decoder, "_translate", lambda *a: calls.append(a[3]) or real_translate(*a))
+    monkeypatch.setattr(decoder, "_beam_once", lambda *a: pytest.fail("one limit needs no proof"))
+    for i in (0, 7, 31):
+        calls.clear()
+        assert decoder.generate(pad_stack([ids[i]], PAD, suffix=EOS), "beam", beam=4, **LENGTH) == [many[i]]
+        assert len(calls) == 1 and calls[0]["num_hypotheses"] == 1

@@ -84,7 +84,8 @@ def test_the_infeasible_count_is_feasible_pair_by_pair():
     import random
 
     from kdgrid.batching import Ids
-    from kdgrid.models.ctc import infeasible_pairs, needed_positions_of
+    from kdgrid.models.ctc import needed_positions_of
+    from kdgrid.models.feasibility import infeasible_pairs
 
     rng = random.Random(0)
     src = [[rng.randint(5, 9) for _ in range(rng.randint(0, 4))] for _ in range(300)]

@@ -82,7 +82,7 @@ def batch_and_model(kind: str, pairs: int = 6, **extra):
     return collate([s for s, _ in toy], [t for _, t in toy], 0, 2, 3), build(kind, model_config(kind, d=32, **extra))
 
 
-@pytest.mark.parametrize("kind", ["nat", "ctc"])
+@pytest.mark.parametrize("kind", ["nat", "ctc", "dat"])
 def test_at_p_zero_glancing_is_the_plain_loss_and_at_p_one_it_glances(kind):
     b, model = batch_and_model(kind)
     never = Glancing(model, GlanceSpec(p_start=0.0, p_end=0.0))
@@ -99,7 +99,7 @@ def test_at_p_zero_glancing_is_the_plain_loss_and_at_p_one_it_glances(kind):
     assert always.loss(b, 0.0)[0].item() == pytest.approx(model.loss(b, 0.0)[0].item())  # validation: plain
 
 
-@pytest.mark.parametrize("kind", ["nat", "ctc"])
+@pytest.mark.parametrize("kind", ["nat", "ctc", "dat"])
 def test_a_glancing_student_learns(kind):
     b, model = batch_and_model(kind, pairs=8)
     glancing = Glancing(model, GlanceSpec(anneal_updates=60))
@@ -115,7 +115,7 @@ def test_a_glancing_student_learns(kind):
     assert sum(accuracy[-5:]) > sum(accuracy[:5]) + 1.0, accuracy  # the first pass gets more right
 
 
-@pytest.mark.parametrize("kind", ["nat", "ctc"])
+@pytest.mark.parametrize("kind", ["nat", "ctc", "dat"])
 def test_both_passes_draw_the_same_dropout_masks(kind):
     """At p = 0 nothing is glanced, so the second decoder pass has the first one's inputs: with the
     random generator rewound between them, its dropout masks and so its states are the first's."""

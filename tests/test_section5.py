@@ -160,7 +160,7 @@ def test_the_paper_grid_with_the_section5_methods_plans_its_jobs(tmp_path):
     counts = job_counts(snakemake(tmp_path, "-n", configfile=cfg).stdout)
     teachers = ["tiny", "small", "base", "big", "base_moe"]
     methods = ["beam", "greedy", "sample", "sample_topk", "interpolate", "ban", "moe"]
-    students = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "ctc", "glat", "ctc_glat"]
+    students = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "ctc", "glat", "ctc_glat", "dat"]
     assert counts == expected_jobs(teachers, methods, students, shards=8, columns=4 * 6 + 7, bans=5)
 
 

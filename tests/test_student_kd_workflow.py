@@ -211,7 +211,7 @@ BAD = [
      r"students.nat_init.init.from: the student's pre_norm is False but the teachers' "
      r"\(teacher.architecture.pre_norm\) is True"),
     ({"students": {"cmlm_glat": {"kind": "cmlm", "model": {}, "glance": {}}}, "grid": {"students": ["cmlm_glat"]}},
-     r"students.cmlm_glat.glance: kind 'cmlm' cannot glance .* glance is for kinds ctc, nat"),
+     r"students.cmlm_glat.glance: kind 'cmlm' cannot glance .* glance is for kinds ctc, dat, nat"),
     ({"students": {"nat_fkl": {"glance": {}}}}, r"students.nat_fkl: glance and kd do not compose"),
     ({"students": {"glat": {"kind": "nat", "model": {}, "glance": {"p_start": 1.5}}}, "grid": {"students": ["glat"]}},
      r"students.glat.glance.p_start: 1.5 is greater than the maximum of 1"),

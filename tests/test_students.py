@@ -18,7 +18,7 @@ from kdgrid.models.noise import corrupt, random_delete, random_mask
 from kdgrid.refine import State, refine
 from kdgrid.train import TrainConfig, Trainer
 
-KINDS = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "ctc"]
+KINDS = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "ctc", "dat"]
 EXTRA = {"flowseq": {"latent": 16}}
 # Students decode as the grid decodes them: the decoding options of workflow/defaults.yaml
 # (CMLM: Mask-Predict with a 5-candidate length beam and max_iter 9).
@@ -34,7 +34,7 @@ DECODE = {"cmlm": GRID_DECODE["cmlm"]["decode"]}
 # or thread count; the test below checks what the model did learn.
 CMLM_LENGTH_TIES = ("Mask-Predict ranks length candidates by mean token log-probability only: on "
                     "memorized pairs L+1 (a repeated last word) or L-1 ties with the true length")
-UPDATES = {"nat": 300, "flowseq": 400}
+UPDATES = {"nat": 300, "flowseq": 400, "dat": 300}
 PAIRS = toy_pairs(8)
 SRC, TGT = [p[0] for p in PAIRS], [p[1] for p in PAIRS]
 

@@ -17,7 +17,7 @@ from kdgrid import cli
 
 TOY_MULTIWAY = ROOT / "tests" / "configs" / "toy_multiway.yaml"
 TOY_STUDENTS = ROOT / "tests" / "configs" / "toy_students.yaml"
-ALL_STUDENTS = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "ctc", "at_student",
+ALL_STUDENTS = ["nat", "inat", "cmlm", "levt", "inst", "flowseq", "ctc", "dat", "at_student",
                 "nat_init", "cmlm_okd", "ctc_glat"]  # training wrappers: the teacher's weights, its
 # distribution (online), glancing at the gold target
 
@@ -330,11 +330,14 @@ def test_every_student_kind_runs_through_the_workflow(tmp_path):
     assert ctc["train_pairs"] > 0 and 0 <= ctc["train"] <= ctc["train_pairs"] and "upsample" in ctc["rule"]
     md = (tmp_path / "results/toy_students/grid.md").read_text()
     table = md[md.index("Training pairs a student cannot learn from"):].split("\n\n")[1].splitlines()
-    assert [row.split(" | ")[0] for row in table[2:]] == ["| ctc", "| ctc_glat"]
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| ctc", "| dat", "| ctc_glat"]
     share = f"{ctc['train']:,} of {ctc['train_pairs']:,} ({100 * ctc['train'] / ctc['train_pairs']:.1f}%)"
     assert table[2] == f"| ctc | {share} |"
     glance = json.loads((tmp_path / "results/toy_students/students/ctc_glat/raw/scores.json").read_text())
     assert glance["wrapper"]["glance"]["p_start"] == 0.5 and "probability" in glance["wrapper"]["glance"]["sampling"]
+    dat = json.loads((tmp_path / "results/toy_students/students/dat/raw/scores.json").read_text())
+    assert "bos and eos" in dat["infeasible_pairs"]["rule"] and dat["wrapper"]["glance"]["p_end"] == 0.1
+    assert "best path" in dat["wrapper"]["glance"]["sampling"] and dat["decode_options"]["method"] == "lookahead"
     flowseq = json.loads((tmp_path / "results/toy_students/students/flowseq/raw/scores.json").read_text())
     assert flowseq["decode_options"]["rescorer"] == "results/toy_students/teachers/toy/model.pt"
     assert flowseq["decode_options"]["samples"] == 3

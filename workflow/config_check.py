@@ -139,6 +139,7 @@ def _semantic_problems(c: dict) -> list[str]:
         if "glance" in st and c["compute"].get("compile"):
             problems.append(f"students.{name}.glance: compute.compile does not go with glancing (its ratio "
                             "changes every update and its two passes rewind the random generator); switch one off")
+        problems += _decode_problems(name, st)
         if "adaptive" in st.get("decode", {}) and st["kind"] not in ITERATIVE:
             problems.append(f"students.{name}.decode.adaptive: kind {st['kind']!r} does not iterate; "
                             f"only {', '.join(sorted(ITERATIVE))} stop adaptively")
@@ -355,6 +356,21 @@ def wrap_spec(st: dict) -> dict:
             kd["online"] = {**WRAP_DEFAULTS["online"], **kd["online"]}
         spec["kd"] = kd
     return spec
+
+
+def _decode_problems(name: str, st: dict) -> list[str]:
+    """decode.method and the DA-Transformer's decode options, for the kinds that take them."""
+    kind, decode, problems = st["kind"], st.get("decode", {}), []
+    methods = model_configs.DECODE_METHODS.get(kind)
+    if "method" in decode and decode["method"] not in (methods or ()):
+        problems.append(f"students.{name}.decode.method: kind {kind!r} " + (
+            f"decodes by {', '.join(methods)}, not {decode['method']!r}" if methods else
+            f"has one way to decode; decode.method is for kinds {', '.join(model_configs.DECODE_METHODS)}"))
+    for key in model_configs.DAT_DECODE_KEYS:
+        if key in decode and kind != "dat":
+            problems.append(f"students.{name}.decode.{key}: a DA-Transformer option (kind dat); kind {kind!r} "
+                            "does not take it")
+    return problems
 
 
 def wrap_teachers(st: dict) -> list[str]:

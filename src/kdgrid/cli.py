@@ -151,9 +151,9 @@ def cmd_train(a) -> None:
                               "rerun the rules that wrote them")
         sides[split] = (src, tgt)
     student = getattr(model, "student", model)  # a training wrapper's student
-    if hasattr(student, "feasible"):  # CTC: the pairs it has no alignment for are counted, not hidden
-        from kdgrid.models.ctc import infeasible_pairs
+    from kdgrid.models.feasibility import has_limit, infeasible_pairs
 
+    if has_limit(student):  # CTC, DAT: the pairs they cannot fit are counted, not hidden
         meta["infeasible_pairs"] = infeasible_pairs(student, sides)
     trainer = Trainer(model, sides["train"], sides["valid"], tcfg, a.work_dir, meta)
     trainer.run(a.out)

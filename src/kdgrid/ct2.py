@@ -50,6 +50,7 @@ from pathlib import Path
 
 import torch
 
+from kdgrid.batching import pad_stack
 from kdgrid.decoding_backend import BACKENDS, COMPUTE_TYPES, SEARCHES
 from kdgrid.errors import KdgridError
 from kdgrid.models.layers import sinusoidal_positions
@@ -166,6 +167,7 @@ class Ct2Decoder:
     torch model: once the caller drops it, only CTranslate2's copy of the weights stays in memory."""
 
     kind = "transformer"
+    takes_rows = True  # generate() also takes the sources as lists of ids (eos ended, unpadded)
 
     def __init__(self, model, vocab, device: torch.device, compute_type: str = "default", threads: int = 1,
                  search: str = "exact"):
@@ -272,7 +274,7 @@ class Ct2Decoder:
                 proven[i] = result
         return proven
 
-    def generate(self, src: torch.Tensor, method: str = "beam", *, beam: int = 5, lenpen: float = 1.0,
+    def generate(self, src: torch.Tensor | list[list[int]], method: str = "beam", *, beam: int = 5, lenpen: float = 1.0,
                  temperature: float = 1.0, topk: int = 10, max_len_a: float = 1.2, max_len_b: int = 10,
                  seed: int | None = None, use_cache: bool = True, nbest: int = 0):
         if method not in METHODS:
@@ -287,10 +289,12 @@ class Ct2Decoder:
             raise KdgridError(f"topk must be positive, got {topk}")
         # the source as kdgrid has it, eos included (the decoder's export does not append it)
         pieces, pad = self.pieces, self.cfg.pad
-        tokens = [[pieces[i] for i in row if i != pad] for row in src.tolist()]
+        rows = src.tolist() if torch.is_tensor(src) else src
+        tokens = [[pieces[i] for i in row if i != pad] for row in rows]
         limits = self._length_limits(tokens, max_len_a, max_len_b)
-        if max(max(limits, default=0), src.size(1)) >= POSITIONS:
-            raise KdgridError(f"CTranslate2 backend: a source of {src.size(1)} tokens or a length limit of "
+        width = max(map(len, tokens), default=0)
+        if max(max(limits, default=0), width) >= POSITIONS:
+            raise KdgridError(f"CTranslate2 backend: a source of {width} tokens or a length limit of "
                               f"{max(limits)} exceeds the exported position table ({POSITIONS}); lower "
                               "decoding.max_len_a/b or use decoding.backend torch")
         options = {"beam_size": beam if method == "beam" else 1, "length_penalty": lenpen,
@@ -312,8 +316,8 @@ class Ct2Decoder:
             model = self._torch_model()
             opts = dict(beam=beam, lenpen=lenpen, temperature=temperature, topk=topk, max_len_a=max_len_a,
                         max_len_b=max_len_b, seed=seed, nbest=nbest)
-            rows = src[empty].to(next(model.parameters()).device)
-            for i, hyp in zip(empty, torch_generate(model, rows, method, **opts)):
+            batch = pad_stack([[t for t in rows[i] if t != pad] for i in empty], pad)
+            for i, hyp in zip(empty, torch_generate(model, batch.to(next(model.parameters()).device), method, **opts)):
                 out[i] = hyp
         todo = [i for i in range(len(tokens)) if out[i] is None]
         seed = 0 if seed is None else int(seed)
@@ -330,7 +334,9 @@ class Ct2Decoder:
         if sampled:
             self._seed(seed)
             self._next_seed = None  # until this call has drawn all it draws
-        if grouped and lenpen == 0:  # CTranslate2 then stops once its best beam ends: _beam_once's proof fails
+        if grouped and (lenpen == 0 or len({limits[i] for i in todo}) == 1):
+            # one limit (always at batch 1): one call at it is each sentence's own; lenpen 0:
+            # CTranslate2 then stops once its best beam ends, and _beam_once's proof fails
             again = todo
         elif grouped:
             proven = self._beam_once(tokens, todo, limits, options, beam)
@@ -347,8 +353,8 @@ class Ct2Decoder:
                 else:
                     out[i] = hyp[:limits[i]]  # greedy and sampled: the prefix the limit would give
         for limit in sorted({limits[i] for i in again}):
-            rows = [i for i in again if limits[i] == limit]
-            for i, result in zip(rows, self._translate(tokens, rows, limit, options)):
+            group = [i for i in again if limits[i] == limit]
+            for i, result in zip(group, self._translate(tokens, group, limit, options)):
                 out[i] = decoded(result, limit)
         if sampled:
             self._next_seed = seed + 1

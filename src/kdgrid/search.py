@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 
 from kdgrid.errors import KdgridError
+from kdgrid.models.configs import DECODE_METHODS
 from kdgrid.vocab import BOS, EOS, MASK, PAD, UNK
 
-METHODS = ("beam", "greedy", "sample", "sample_topk")
+METHODS = DECODE_METHODS["transformer"]
 
 
 def generate(model, src, method: str, *, beam: int = 5, lenpen: float = 1.0,

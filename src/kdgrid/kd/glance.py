@@ -2,18 +2,22 @@
 
 Each training step decodes twice from one encoder pass. The first decoder pass (no gradient) is
 compared with an oracle per position: the target itself (NAT) or each position's token on the gold
-target's best CTC path (CTC: kdgrid.models.ctc.best_alignment). Some positions then take the
-oracle token's embedding as decoder input, and the second pass is trained:
+target's best path (CTC: kdgrid.models.ctc.best_alignment; DAT: the graph's, kdgrid.models.dag.
+best_path). Some positions then take the oracle token's embedding as decoder input, and the second
+pass is trained:
   - NAT (`glance_sampling = "count"`, the paper): N = floor(wrong x p) positions chosen at random,
     the loss on the other positions;
   - CTC (`"bernoulli"`, the GLAT reference's rule as the CTC recipes use it): each position with
-    probability (wrong / positions) x p, the CTC loss on the whole target.
+    probability (wrong / positions) x p, the CTC loss on the whole target;
+  - DAT (`"count_rounded"`, the DA-Transformer scripts' "number-random"): N = floor(wrong x p + 0.5)
+    of the best path's vertices, the loss over every path of the whole target.
 p falls linearly from p_start to p_end over anneal_updates (GlanceSpec; the reference: 0.5 -> 0.3
 over the whole run). Both decoder passes draw the same dropout masks (the RNG is rewound between
 them); the random choice of positions is drawn before the first pass, so a step's draws are those
 of the plain model's step plus one uniform number per position. Validation (eval mode) scores the
-plain model's loss. The wrapper knows no model kind: a kind offers glance_start, glance_first,
-glance_sampling (None: it cannot glance) and a loss that takes `glance` (kdgrid.models.terms.Glance).
+plain model's loss. The wrapper knows no model kind: a kind offers glance_start, glance_first
+(the first pass's argmax, the oracle and the positions that may be glanced), glance_sampling
+(None: it cannot glance) and a loss that takes `glance` (kdgrid.models.terms.Glance).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from kdgrid.kd.specs import GLANCE_KINDS, GlanceSpec, as_dict
 from kdgrid.models.terms import Glance
 
 RULES = {"count": "N = floor(wrong x p) positions chosen at random; loss on the other positions",
-         "bernoulli": "each position with probability (wrong / positions) x p; loss on the whole target"}
+         "bernoulli": "each position with probability (wrong / positions) x p; loss on the whole target",
+         "count_rounded": "N = floor(wrong x p + 0.5) of the best path's vertices chosen at random; "
+                          "loss on the whole target"}
 
 
 def ratio(spec: GlanceSpec, update: int, max_updates: int) -> float:
@@ -41,9 +47,9 @@ def ratio(spec: GlanceSpec, update: int, max_updates: int) -> float:
 def glanced_positions(sampling: str, uniform: torch.Tensor, wrong: torch.Tensor, real: torch.Tensor,
                       p: float) -> torch.Tensor:
     """(B, L) bool: the glanced positions, from one uniform number per position. wrong: (B,) the
-    first pass's wrong positions among `real` (B, L)."""
-    if sampling == "count":
-        n = torch.floor(wrong.double() * p).long()
+    first pass's wrong positions among `real` (B, L), the positions that may be glanced."""
+    if sampling in ("count", "count_rounded"):
+        n = torch.floor(wrong.double() * p + (0.5 if sampling == "count_rounded" else 0.0)).long()
         rank = uniform.masked_fill(~real, 2.0).argsort(1).argsort(1)  # a random order of the real positions
         return rank < n[:, None]
     if sampling == "bernoulli":
@@ -83,14 +89,13 @@ class Glancing(nn.Module):
         device = start.out_pad.device
         rng = torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         with torch.no_grad():
-            predicted, oracle, found = model.glance_first(start, batch)
+            predicted, oracle, real = model.glance_first(start, batch)
         torch.set_rng_state(rng[0])  # the second pass draws the first pass's dropout masks
         if rng[1] is not None:
             torch.cuda.set_rng_state(rng[1], device)
-        real = ~start.out_pad & found[:, None]  # a CTC pair without a path glances nowhere
-        wrong = (predicted.ne(oracle) & real).sum(1)
+        wrong = (predicted.ne(oracle) & real).sum(1)  # a pair without a path (CTC, DAT) has no real position
         mask = glanced_positions(model.glance_sampling, uniform, wrong, real, p)
-        total, logs = model.loss(batch, label_smoothing, glance=Glance(start, mask, oracle))
+        total, logs = model.loss(batch, label_smoothing, glance=Glance(start, mask, oracle, real))
         positions = real.sum().clamp(min=1)
         logs.update(glance_accuracy=(1 - wrong.sum() / positions).detach(), glance_p=torch.tensor(p),
                     glanced=(mask.sum() / positions).detach())

@@ -32,11 +32,11 @@ KD_KINDS = ("cmlm", "nat", "transformer")
 # init copies the Transformer body every one of these kinds builds on (kdgrid.models.layers.
 # EncoderDecoder: embeddings, encoder and decoder stacks); a kind's own parts (length head,
 # FlowSeq's flows, ...) start fresh. tests/test_student_kd_workflow.py checks the models against it.
-INIT_KINDS = ("cmlm", "ctc", "flowseq", "inat", "inst", "levt", "nat", "transformer")
+INIT_KINDS = ("cmlm", "ctc", "dat", "flowseq", "inat", "inst", "levt", "nat", "transformer")
 # Glancing training (GLAT, kdgrid.kd.glance) takes kinds whose model class sets glance_sampling and
 # offers glance_start / glance_first and a loss with a `glance` argument: one parallel pass whose
 # decoder inputs can take gold embeddings. tests/test_glance.py checks the model classes against it.
-GLANCE_KINDS = ("ctc", "nat")
+GLANCE_KINDS = ("ctc", "dat", "nat")
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,29 @@ class CTCConfig(ModelConfig):
 
 
 @dataclass(kw_only=True)
+class DATConfig(ModelConfig):
+    mask: int
+    upsample: int = 4  # lambda: graph vertices per source token, eos included (the paper: 8)
+    link_heads: int = 0  # heads of the transition scores; 0: the body's heads (the reference)
+    loss_norm: str = "sentences"  # sentences: mean of -log P(y|x) / (target + bos + eos) (the reference) | tokens
+    # glancing: where a glanced vertex emits its token with probability 1 and every path passes
+    # it (the reference's code today) or the plain loss over every path (the paper, its scripts)
+    force_emit: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("upsample", "link_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (name == "upsample"):
+                raise ValueError(f"{name} must be a {'positive' if name == 'upsample' else 'non-negative'} "
+                                 f"integer, got {value!r}")
+        if self.d_model % (self.link_heads or self.heads):
+            raise ValueError(f"d_model {self.d_model} is not divisible by link_heads {self.link_heads}")
+        if self.loss_norm not in ("tokens", "sentences"):
+            raise ValueError(f"loss_norm must be 'tokens' or 'sentences', got {self.loss_norm!r}")
+
+
+@dataclass(kw_only=True)
 class LevTConfig(ModelConfig):
     mask: int
     placeholder_classes: int = 256  # 0 .. 255 placeholders per slot
@@ -185,6 +208,12 @@ class FlowSeqConfig(ModelConfig):
 
 # Kinds that decode several candidates per sentence for an AT to rescore (their generate() takes a
 # rescorer), with the config fields whose product is the number of candidates.
+# A student's decode.method, per kind that has several (the others have one way to decode).
+DECODE_METHODS = {"transformer": ("beam", "greedy", "sample", "sample_topk"),
+                  "dat": ("lookahead", "greedy", "joint_viterbi", "sample")}
+# decode options only the DA-Transformer takes (kdgrid.models.dat.DAT.generate)
+DAT_DECODE_KEYS = ("beta", "viterbi_beta", "temperature", "top_cand", "top_p")
+
 RESCORABLE = {"nat": (NATConfig, ("length_beam",)), "inat": (INATConfig, ("length_beam",)),
               "cmlm": (CMLMConfig, ("length_beam",)), "flowseq": (FlowSeqConfig, ("length_beam", "samples"))}
 

@@ -10,7 +10,7 @@ repeated word survives only where a blank separates its copies. The blank is the
 
 A target that needs more positions than the source gives (its length plus one blank between each
 pair of equal neighbours) has no alignment: `feasible` says which, ctc_loss's zero_infinity drops
-them from the gradient, and the training job counts them (kdgrid.train: meta "infeasible_pairs").
+them from the gradient, and the training job counts them (kdgrid.models.feasibility: meta "infeasible_pairs").
 
 Choice (the references differ): the loss is summed over sentences and divided by the batch's
 target tokens, as the other kinds' token means (`loss_norm: tokens`); `sentences` is torch's
@@ -75,6 +75,13 @@ class CTC(EncoderDecoder):
         """Whether a target fits the positions of a source of `src_tokens` tokens (eos included)."""
         return needed_positions(target) <= self.cfg.upsample * src_tokens
 
+    @staticmethod
+    def needed_positions_of(tgt):
+        return needed_positions_of(tgt)
+
+    def positions_of(self, src_tokens):
+        return self.cfg.upsample * src_tokens
+
     # -- glancing training (GLAT, kdgrid.kd.glance) ---------------------------------------
     glance_sampling = "bernoulli"  # each position with probability (wrong / positions) x p
 
@@ -86,10 +93,11 @@ class CTC(EncoderDecoder):
 
     def glance_first(self, start: GlanceStart, batch: dict):
         """The first pass's argmax per position, the oracle (each position's token on the gold
-        target's best path, best_alignment) and which sentences have such a path."""
+        target's best path, best_alignment) and the positions that may be glanced (every position
+        of a sentence whose target has such a path)."""
         log_probs = self._log_probs(start.inputs, start)
         oracle, found = best_alignment(log_probs, start.out_pad, batch["tgt"], self.cfg.pad, self.cfg.mask)
-        return log_probs.argmax(-1), oracle, found
+        return log_probs.argmax(-1), oracle, ~start.out_pad & found[:, None]
 
     # -- pieces ----------------------------------------------------------------------------
     def _log_probs(self, inputs: torch.Tensor, start: GlanceStart, never_special: bool = False):
@@ -158,21 +166,6 @@ def needed_positions_of(tgt) -> np.ndarray:
     same[starts[starts < len(same)]] = False  # a sentence's first token repeats nothing
     counted = np.concatenate([[0], np.cumsum(same)])
     return tgt.lengths + counted[tgt.offsets[1:]] - counted[tgt.offsets[:-1]]
-
-
-def infeasible_pairs(model, sides: dict) -> dict:
-    """The pairs of each split ({split: (source Ids, target Ids)}) that `model.feasible` refuses
-    (vectorized here: source tokens + eos against needed_positions_of the targets): logged, and
-    returned for the model file's record (scores.json and grid.md carry it)."""
-    from kdgrid.progress import log
-
-    record = {"rule": model.feasibility_rule}
-    for split, (src, tgt) in sides.items():
-        bad = int((needed_positions_of(tgt) > model.cfg.upsample * (src.lengths + 1)).sum())
-        record[split], record[f"{split}_pairs"] = bad, len(src)
-        log(f"{model.kind}: {bad} of {len(src)} {split} pairs have no alignment (they add nothing to the loss; "
-            f"{model.feasibility_rule})")
-    return record
 
 
 def collapse(path: list[int], blank: int) -> list[int]:

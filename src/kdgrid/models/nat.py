@@ -54,9 +54,10 @@ class NAT(EncoderDecoder):
         return GlanceStart(self.first_input(src, src_pad, tgt_pad), tgt_pad, memory, src_pad)
 
     def glance_first(self, start: GlanceStart, batch: dict):
-        """The first pass's argmax per position, the oracle (the target) and which sentences may glance."""
+        """The first pass's argmax per position, the oracle (the target) and the positions that may
+        be glanced (every target position)."""
         logits = self.embed.logits(self.states(start.inputs, start.out_pad, start.memory, start.src_pad))
-        return logits.argmax(-1), batch["tgt"], torch.ones(len(logits), dtype=torch.bool, device=logits.device)
+        return logits.argmax(-1), batch["tgt"], ~start.out_pad
 
     @torch.no_grad()
     def generate(self, src: torch.Tensor, length_beam: int | None = None, rescorer=None,

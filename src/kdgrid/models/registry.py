@@ -7,6 +7,7 @@ import dataclasses
 from kdgrid.errors import KdgridError
 from kdgrid.models.cmlm import CMLM
 from kdgrid.models.ctc import CTC
+from kdgrid.models.dat import DAT
 from kdgrid.models.flowseq import FlowSeq
 from kdgrid.models.inat import INAT
 from kdgrid.models.inst import InsertionTransformer
@@ -15,7 +16,7 @@ from kdgrid.models.moe import MoE
 from kdgrid.models.nat import NAT
 from kdgrid.models.transformer import Transformer
 
-MODELS = {cls.kind: cls for cls in (Transformer, MoE, NAT, INAT, CMLM, LevT, InsertionTransformer, FlowSeq, CTC)}
+MODELS = {cls.kind: cls for cls in (Transformer, MoE, NAT, INAT, CMLM, LevT, InsertionTransformer, FlowSeq, CTC, DAT)}
 
 
 def build(kind: str, config: dict):

@@ -58,7 +58,8 @@ class Glance:
 
     start: GlanceStart
     mask: torch.Tensor  # (B, L) bool: the glanced positions
-    oracle: torch.Tensor  # (B, L) the token each position should emit (NAT: the target; CTC: its best path)
+    oracle: torch.Tensor  # (B, L) the token each position should emit (NAT: the target; CTC, DAT: its best path)
+    eligible: torch.Tensor  # (B, L) bool: the positions that could be glanced (DAT: the best path's vertices)
 
     def inputs(self, embed: Embedding) -> torch.Tensor:
         return torch.where(self.mask[..., None], embed.tokens(self.oracle).to(self.start.inputs.dtype),
