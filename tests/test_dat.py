@@ -19,7 +19,7 @@ from kdgrid.models.dat import forced_positions
 from kdgrid.models.feasibility import infeasible_pairs
 from kdgrid.models.terms import Glance
 
-SPECIALS = {0, 2, 3, 4}  # pad, bos, eos, mask in model_config
+SPECIALS = {0, 1, 2, 3, 4}  # pad, unk, bos, eos, mask in model_config
 
 
 def paths(length: int, steps: int):
@@ -64,6 +64,31 @@ def test_the_loss_and_its_gradient_equal_a_sum_over_every_path(seed):
     want = torch.autograd.grad(brute.sum(), [emit_logits, q])
     for got, expected in zip(grads, want):
         assert torch.isfinite(got).all() and torch.allclose(got, expected, atol=1e-5)
+
+
+def test_a_live_vertex_far_below_a_dead_end_neither_underflows_nor_breaks_the_gradient():
+    """Step 1's best vertex (the last: it can go nowhere) sits 120 nats above the two live ones,
+    which a matrix product in probability space with one shift per row would round to zero."""
+    emit = torch.full((1, 4, 3), -120.0)
+    emit[0, 3, 1] = emit[0, 0, 0] = emit[0, 3, 2] = 0.0
+    emit.requires_grad_(True)
+    prob = torch.tensor([[0.0, 0.3, 0.3, 0.4], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0], [0.0] * 4])
+    links = prob.clamp(min=1e-30).log().masked_fill(prob == 0, dag.NEG)[None]
+    value = dag.log_likelihood(emit, links, torch.tensor([3]), torch.tensor([4]))
+    brute = torch.logsumexp(torch.stack([path_score(emit[0], links[0], p) for p in paths(4, 3)]), 0)
+    assert value.item() == pytest.approx(brute.item(), abs=1e-4) and brute.item() == pytest.approx(-120 + math.log(0.6))
+    (grad,) = torch.autograd.grad(value.sum(), [emit])
+    assert torch.isfinite(grad).all() and grad[0, 1, 1].item() == pytest.approx(0.5, abs=1e-5)
+
+
+def test_the_graph_stays_in_float32_under_bf16_autocast():
+    emit_logits, q, (k, gate, graph_len, tgt_len) = random_graph(seed=9)
+    emit = emit_logits.detach().log_softmax(1)
+    plain = dag.log_likelihood(emit, dag.links_from_heads(q, k, gate, graph_len), tgt_len, graph_len)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        links = dag.links_from_heads(q, k, gate, graph_len)
+        mixed = dag.log_likelihood(emit, links, tgt_len, graph_len)
+    assert links.dtype == mixed.dtype == torch.float32 and torch.allclose(mixed, plain, atol=1e-6)
 
 
 def test_a_target_longer_than_its_graph_has_no_path_and_a_finite_gradient():
@@ -185,13 +210,15 @@ def test_the_model_loss_is_the_mean_path_sum_per_target_token_with_bos_and_eos()
     model, b = tiny(upsample=2), toy_batch()
     loss, logs = model.loss(b)
     start = model.glance_start(b)
-    log_probs, links, graph_len = model._graph(start.inputs, start)
+    logits, links, graph_len = model._graph(start.inputs, start)
     target, tgt_len = model._target(b["tgt"])
+    emit = logits.log_softmax(-1).gather(2, target[:, None, :].expand(-1, logits.size(1), -1))
+    assert torch.allclose(model._emissions(logits, target), emit, atol=1e-6)
     assert (target[:, 0] == 2).all() and tgt_len.tolist() == (b["tgt"].ne(0).sum(1) + 2).tolist()
-    per = [-torch.logsumexp(torch.stack([path_score(model._emissions(log_probs, target)[i], links[i], p)
+    per = [-torch.logsumexp(torch.stack([path_score(emit[i], links[i], p)
                                          for p in paths(int(graph_len[i]), int(tgt_len[i]))]), 0) / tgt_len[i]
            for i in range(len(target)) if tgt_len[i] <= graph_len[i]]
-    assert logs["infeasible"] == len(target) - len(per)
+    assert logs["infeasible_share"] == (len(target) - len(per)) / len(target)
     assert loss.item() == pytest.approx(torch.stack(per).sum().item() / len(target), rel=1e-5)
 
 
@@ -241,8 +268,8 @@ def test_glance_first_marks_the_best_path_s_vertices_with_their_gold_tokens():
     start = model.glance_start(b)
     predicted, oracle, eligible = model.glance_first(start, b)
     target, tgt_len = model._target(b["tgt"])
-    log_probs, links, graph_len = model._graph(start.inputs, start)
-    path, found = dag.best_path(model._emissions(log_probs, target), links, tgt_len, graph_len)
+    logits, links, graph_len = model._graph(start.inputs, start)
+    path, found = dag.best_path(model._emissions(logits, target), links, tgt_len, graph_len)
     for i in range(3):
         on = path[i, :int(tgt_len[i])]
         assert found[i] and eligible[i].nonzero()[:, 0].tolist() == on.tolist()
@@ -254,8 +281,24 @@ def test_pairs_without_a_path_add_nothing_and_leave_the_gradient_finite():
     short = collate([[10, 11, 12, 13]], [[14, 15]], 0, 2, 3)  # 4 vertices, 4 tokens with bos and eos: a path
     model.train()
     loss, logs = model.loss(b)
-    assert loss.item() == 0 and logs["infeasible"] == len(b["src"])
+    assert loss.item() == 0 and logs["infeasible_share"] == 1
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert all(torch.isfinite(g).all() and g.abs().sum() == 0 for g in grads)
-    assert model.loss(short)[1]["infeasible"] == 0 and model.loss(short)[0].item() > 0
+    assert model.loss(short)[1]["infeasible_share"] == 0 and model.loss(short)[0].item() > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (make gpu-check)")
+@pytest.mark.parametrize("method", ["lookahead", "greedy", "joint_viterbi", "sample"])
+def test_every_decoder_runs_on_cuda_as_on_the_cpu(method, briefly_trained):
+    """The deterministic decoders give the CPU's outputs; sampling draws from the device's own
+    generator (other numbers), so it is held to its rules only."""
+    import copy
+
+    model, b = briefly_trained
+    on_gpu = copy.deepcopy(model).cuda()
+    out = on_gpu.generate(b["src"].cuda(), method=method, seed=4)
+    assert not SPECIALS & {t for row in out for t in row}
+    if method != "sample":
+        assert out == model.generate(b["src"], method=method, seed=4)

@@ -132,7 +132,7 @@ def compare_steps(kind: str, device) -> None:
 
 @pytest.mark.cuda
 @needs_cuda
-@pytest.mark.parametrize("kind", ["transformer", "nat"])
+@pytest.mark.parametrize("kind", ["transformer", "nat", "ctc", "dat"])
 def test_a_training_step_on_cuda_matches_the_cpu(kind):
     compare_steps(kind, "cuda")
 

@@ -338,6 +338,7 @@ def test_every_student_kind_runs_through_the_workflow(tmp_path):
     dat = json.loads((tmp_path / "results/toy_students/students/dat/raw/scores.json").read_text())
     assert "bos and eos" in dat["infeasible_pairs"]["rule"] and dat["wrapper"]["glance"]["p_end"] == 0.1
     assert "best path" in dat["wrapper"]["glance"]["sampling"] and dat["decode_options"]["method"] == "lookahead"
+    assert "the reference's" in dat["choices"]["loss_norm"] and "off" in dat["choices"]["force_emit"]
     flowseq = json.loads((tmp_path / "results/toy_students/students/flowseq/raw/scores.json").read_text())
     assert flowseq["decode_options"]["rescorer"] == "results/toy_students/teachers/toy/model.pt"
     assert flowseq["decode_options"]["samples"] == 3

@@ -366,8 +366,19 @@ def _decode_problems(name: str, st: dict) -> list[str]:
         problems.append(f"students.{name}.decode.method: kind {kind!r} " + (
             f"decodes by {', '.join(methods)}, not {decode['method']!r}" if methods else
             f"has one way to decode; decode.method is for kinds {', '.join(model_configs.DECODE_METHODS)}"))
-    for key in model_configs.DAT_DECODE_KEYS:
-        if key in decode and kind != "dat":
+    dat_keys = model_configs.DAT_DECODE_KEYS
+    if kind == "dat":
+        method = decode.get("method", methods[0])
+        for key in decode:
+            if key not in dat_keys:
+                problems.append(f"students.{name}.decode.{key}: kind 'dat' does not take it; its decode options are "
+                                f"{', '.join(dat_keys)}")
+            elif dat_keys[key] and method not in dat_keys[key]:
+                problems.append(f"students.{name}.decode.{key}: applies to method {' or '.join(dat_keys[key])}; "
+                                f"this student decodes by {method}")
+    shared = {"method", "temperature"} if kind == "transformer" else {"method"}  # method: checked above
+    for key in dat_keys:
+        if kind != "dat" and key in decode and key not in shared:
             problems.append(f"students.{name}.decode.{key}: a DA-Transformer option (kind dat); kind {kind!r} "
                             "does not take it")
     return problems

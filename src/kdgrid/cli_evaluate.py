@@ -76,7 +76,8 @@ def cmd_evaluate(a) -> None:
         opts["rescorer"] = str(a.rescorer)
     record = {"decode_options": opts, "parameters": sum(x.numel() for x in model.parameters()),
               "updates": meta.get("updates"), "model": a.model, **_wrapper_record(meta),
-              **{key: meta[key] for key in ("infeasible_pairs",) if key in meta}}
+              **{key: meta[key] for key in ("infeasible_pairs",) if key in meta},
+              **({"choices": model.choices()} if hasattr(model, "choices") else {})}
     results = []
     for (src_path, *_), (src, _) in zip(splits, data):
         hyps, stats = translate(decoder, v, src, decode, p["max_tokens"], a.threads, what=f"evaluate {src_path}")

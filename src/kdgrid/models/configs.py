@@ -132,7 +132,9 @@ class DATConfig(ModelConfig):
     mask: int
     upsample: int = 4  # lambda: graph vertices per source token, eos included (the paper: 8)
     link_heads: int = 0  # heads of the transition scores; 0: the body's heads (the reference)
-    loss_norm: str = "sentences"  # sentences: mean of -log P(y|x) / (target + bos + eos) (the reference) | tokens
+    # sentences: mean of -log P(y|x) / (target + bos + eos) (the reference) | tokens: the batch's
+    # summed -log P(y|x) / its target + bos + eos tokens
+    loss_norm: str = "sentences"
     # glancing: where a glanced vertex emits its token with probability 1 and every path passes
     # it (the reference's code today) or the plain loss over every path (the paper, its scripts)
     force_emit: bool = False
@@ -211,8 +213,10 @@ class FlowSeqConfig(ModelConfig):
 # A student's decode.method, per kind that has several (the others have one way to decode).
 DECODE_METHODS = {"transformer": ("beam", "greedy", "sample", "sample_topk"),
                   "dat": ("lookahead", "greedy", "joint_viterbi", "sample")}
-# decode options only the DA-Transformer takes (kdgrid.models.dat.DAT.generate)
-DAT_DECODE_KEYS = ("beta", "viterbi_beta", "temperature", "top_cand", "top_p")
+# The DA-Transformer's decode options (kdgrid.models.dat.DAT.generate), each with the methods it
+# applies to (None: every method); it takes no other. `temperature` is also the AT's (sampling).
+DAT_DECODE_KEYS = {"method": None, "beta": ("lookahead", "sample"), "viterbi_beta": ("joint_viterbi",),
+                   "temperature": ("sample",), "top_cand": ("sample",), "top_p": ("sample",)}
 
 RESCORABLE = {"nat": (NATConfig, ("length_beam",)), "inat": (INATConfig, ("length_beam",)),
               "cmlm": (CMLMConfig, ("length_beam",)), "flowseq": (FlowSeqConfig, ("length_beam", "samples"))}

@@ -75,6 +75,14 @@ class CTC(EncoderDecoder):
         """Whether a target fits the positions of a source of `src_tokens` tokens (eos included)."""
         return needed_positions(target) <= self.cfg.upsample * src_tokens
 
+    def choices(self) -> dict:
+        """The readings of the references this model was trained with, for scores.json."""
+        norms = {"tokens": "summed CTC loss / target tokens of the batch",
+                 "sentences": "torch's mean: each sentence's loss / its length, averaged"}
+        return {"loss_norm": norms[self.cfg.loss_norm],
+                "positions": f"{self.cfg.upsample} x source tokens (eos included), the repeated encoder states",
+                "label_smoothing": "not applied (the reference recipes train CTC without it)"}
+
     @staticmethod
     def needed_positions_of(tgt):
         return needed_positions_of(tgt)

@@ -29,10 +29,11 @@ def links_from_heads(q: torch.Tensor, k: torch.Tensor, gate: torch.Tensor, graph
     gate's softmax per vertex (the reference's gated multi-head links)."""
     length, d_h = q.size(1), q.size(-1)
     allowed = edges(length, graph_len)  # (B, L, L)
-    scores = torch.einsum("bihd,bjhd->bhij", q.float(), k.float()) / math.sqrt(d_h)
-    per_head = scores.masked_fill(~allowed[:, None], NEG).log_softmax(-1)  # a row without edges: finite
-    weights = gate.float().log_softmax(-1).transpose(1, 2)[..., None]  # (B, H, L, 1)
-    return torch.logsumexp(per_head + weights, dim=1).masked_fill(~allowed, NEG)
+    with torch.autocast(q.device.type, enabled=False):  # float32 even inside bf16 training
+        scores = torch.einsum("bihd,bjhd->bhij", q.float(), k.float()) / math.sqrt(d_h)
+        per_head = scores.masked_fill(~allowed[:, None], NEG).log_softmax(-1)  # a row without edges: finite
+        weights = gate.float().log_softmax(-1).transpose(1, 2)[..., None]  # (B, H, L, 1)
+        return torch.logsumexp(per_head + weights, dim=1).masked_fill(~allowed, NEG)
 
 
 def edges(length: int, graph_len: torch.Tensor) -> torch.Tensor:
@@ -49,25 +50,24 @@ def log_likelihood(emit: torch.Tensor, links: torch.Tensor, tgt_len: torch.Tenso
     its value is about NEG (the caller drops it). forced (force_emit): (B, T) the vertex target
     position t must take, -1 where free; that vertex then emits y_t with probability 1.
 
-    Each step is one batched matrix product in probability space, shifted by the row's best score
-    (exact: log sum_i exp(f_i + l_ij) = m + log sum_i exp(f_i - m) P_ij), so the backward pass keeps
-    (B, L) vectors per step, not a (B, L, L) table."""
+    Each step is a log-sum-exp over the source vertices of each destination (its own maximum as the
+    shift: a matrix product in probability space with one shift per row underflows where a live
+    vertex sits ~87 nats below the row's best, as trained models' do). The backward pass keeps a
+    (B, L, L) table per target position."""
     batch, length, steps = emit.shape
     vertex = torch.arange(length, device=emit.device)
-    if forced is not None:  # a forced vertex emits its token surely; no other vertex may take that position
-        at = forced.clamp(min=0)[:, None, :] == vertex[None, :, None]  # (B, L, T)
-        free = forced.lt(0)[:, None, :]
-        emit = torch.where(at & ~free, 0.0, torch.where(at | free, emit, NEG))
-    prob = links.exp()  # NEG -> exactly 0
-    f = torch.where(vertex[None] == 0, emit[:, :, 0], NEG)
-    history = [f]
-    for t in range(1, steps):
-        shift = f.max(1, keepdim=True).values.detach()
-        total = torch.bmm((f - shift).exp()[:, None, :], prob)[:, 0]
-        reached = total > 0
-        f = torch.where(reached, torch.log(torch.where(reached, total, 1.0)) + shift, NEG) + emit[:, :, t]
-        history.append(f)
-    table = torch.stack(history, 1)  # (B, T, L)
+    with torch.autocast(emit.device.type, enabled=False):
+        emit, links = emit.float(), links.float()
+        if forced is not None:  # a forced vertex emits its token surely; no other vertex may take that position
+            at = forced.clamp(min=0)[:, None, :] == vertex[None, :, None]  # (B, L, T)
+            free = forced.lt(0)[:, None, :]
+            emit = torch.where(at & ~free, 0.0, torch.where(at | free, emit, NEG))
+        f = torch.where(vertex[None] == 0, emit[:, :, 0], NEG)
+        history = [f]
+        for t in range(1, steps):
+            f = torch.logsumexp(f[:, :, None] + links, dim=1).clamp(min=NEG) + emit[:, :, t]
+            history.append(f)
+        table = torch.stack(history, 1)  # (B, T, L)
     rows = torch.arange(batch, device=emit.device)
     return table[rows, (tgt_len - 1).clamp(min=0), (graph_len - 1).clamp(min=0)]
 
@@ -78,11 +78,12 @@ def best_path(emit: torch.Tensor, links: torch.Tensor, tgt_len: torch.Tensor, gr
     the vertex each target position takes, -1 beyond the target; found (B,): whether a path exists)."""
     batch, length, steps = emit.shape
     vertex = torch.arange(length, device=emit.device)
+    emit, links = emit.float(), links.float()
     f = torch.where(vertex[None] == 0, emit[:, :, 0], NEG)
     history, back = [f], []
     for t in range(1, steps):
         best, arg = (f[:, :, None] + links).max(1)
-        f = best + emit[:, :, t]
+        f = best.clamp(min=NEG) + emit[:, :, t]
         history.append(f)
         back.append(arg)
     rows = torch.arange(batch, device=emit.device)
@@ -100,8 +101,9 @@ def best_path(emit: torch.Tensor, links: torch.Tensor, tgt_len: torch.Tensor, gr
 
 
 def vertex_tokens(log_probs: torch.Tensor, graph_len: torch.Tensor, never: list[int], bos: int, eos: int):
-    """Each vertex's best token and its log-probability (B, L): bos at vertex 0, eos at the last
-    vertex, elsewhere the best token that is not in `never` (specials are never emitted)."""
+    """Each vertex's best token and its log-probability (B, L): the last vertex's eos, elsewhere
+    the best token that is not in `never` (specials are never emitted); vertex 0 (never output)
+    bos, scored by its best token of all (the reference's m_0 in joint-Viterbi)."""
     inner = log_probs.clone()
     inner[..., never] = NEG
     score, token = inner.max(-1)
@@ -109,7 +111,7 @@ def vertex_tokens(log_probs: torch.Tensor, graph_len: torch.Tensor, never: list[
     last = vertex == (graph_len - 1)[:, None]
     first = (vertex == 0) & ~last
     token = torch.where(first, bos, torch.where(last, eos, token))
-    score = torch.where(first, log_probs[..., bos], torch.where(last, log_probs[..., eos], score))
+    score = torch.where(first, log_probs.max(-1).values, torch.where(last, log_probs[..., eos], score))
     return score, token
 
 
@@ -178,8 +180,10 @@ def sample(links: torch.Tensor, graph_len: torch.Tensor, log_probs: torch.Tensor
     """Sampling (the reference's): at each vertex i, the (next vertex j, token y) pairs scored by
     log_softmax_j(links[i, j] / temperature) + beta * log P(y | j); the top_cand best pairs, the
     previous token's pairs down-weighted 1e-5 (no repeated token), cut to the smallest set whose
-    probability reaches top_p, renormalized, one drawn. The last vertex offers eos only. Returns
-    (vertices, tokens): (B, S) each, -1 once a path has ended."""
+    probability reaches top_p, renormalized, one drawn (where every candidate repeats the previous
+    token, a repeat it is). The last vertex offers eos only. The draws come from one generator for
+    the batch, so a sampled sentence depends on its batch's rows. Returns (vertices, tokens):
+    (B, S) each, -1 once a path has ended."""
     batch, length, _ = links.shape
     rows = torch.arange(batch, device=links.device)
     inner = log_probs.clone()
@@ -220,18 +224,19 @@ def sample(links: torch.Tensor, graph_len: torch.Tensor, log_probs: torch.Tensor
     return torch.stack(path, 1), torch.stack(emitted, 1)
 
 
-def read_out(path: torch.Tensor, token: torch.Tensor, graph_len: torch.Tensor, dedup: bool = True) -> list[list[int]]:
+def read_out(path: torch.Tensor, token: torch.Tensor, graph_len: torch.Tensor, dedup: bool = True,
+             per_step: bool = False) -> list[list[int]]:
     """The output of each path: the tokens of its vertices before the last (vertex 0 is never in a
     path here), consecutive repeats merged where `dedup` (the reference's greedy, lookahead and
-    Viterbi outputs). token: (B, L) a token per vertex, or (B, S) one per step of the path."""
-    per_step = token.shape == path.shape
+    Viterbi outputs). token: (B, L) a token per vertex, or (per_step) (B, S) one per step of the path."""
+    tokens = token.tolist()  # one device-to-host copy, not one per word
     out = []
     for b, (steps, last) in enumerate(zip(path.tolist(), graph_len.tolist())):
         words = []
         for s, v in enumerate(steps):
             if v < 0 or v == last - 1:
                 break
-            word = int(token[b, s] if per_step else token[b, v])
+            word = tokens[b][s if per_step else v]
             if not (dedup and words and words[-1] == word):
                 words.append(word)
         out.append(words)

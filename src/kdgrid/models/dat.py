@@ -31,7 +31,7 @@ from torch import nn
 from kdgrid.errors import KdgridError
 from kdgrid.models import dag
 from kdgrid.models.configs import DECODE_METHODS, DATConfig
-from kdgrid.models.layers import EncoderDecoder, init_linear, key_mask, sinusoidal_positions
+from kdgrid.models.layers import EncoderDecoder, init_linear, key_mask
 from kdgrid.models.terms import Glance, GlanceStart
 from kdgrid.vocab import UNK
 
@@ -57,12 +57,12 @@ class DAT(EncoderDecoder):
         vertices take their gold token's embedding as input."""
         start = self.glance_start(batch) if glance is None else glance.start
         inputs = start.inputs if glance is None else glance.inputs(self.embed)
-        log_probs, links, graph_len = self._graph(inputs, start)
+        logits, links, graph_len = self._graph(inputs, start)
         target, tgt_len = self._target(batch["tgt"])
         forced = None
         if glance is not None and self.cfg.force_emit:
             forced = forced_positions(glance, target.size(1))
-        log_lik = dag.log_likelihood(self._emissions(log_probs, target), links, tgt_len, graph_len, forced)
+        log_lik = dag.log_likelihood(self._emissions(logits, target), links, tgt_len, graph_len, forced)
         feasible = tgt_len <= graph_len
         per_sentence = -torch.where(feasible, log_lik, 0.0)
         if self.cfg.loss_norm == "sentences":
@@ -71,7 +71,7 @@ class DAT(EncoderDecoder):
             total = per_sentence.sum() / tgt_len.sum()
         ntokens = int(batch["tgt"].ne(self.cfg.pad).sum())
         return total, {"loss": total.detach(), "nll": total.detach(), "dag": total.detach(),
-                       "infeasible": (~feasible).sum().detach(), "ntokens": ntokens}
+                       "infeasible_share": (~feasible).float().mean().detach(), "ntokens": ntokens}
 
     @torch.no_grad()
     def generate(self, src: torch.Tensor, method: str = "lookahead", beta: float = 1.0, viterbi_beta: float = 1.0,
@@ -81,20 +81,33 @@ class DAT(EncoderDecoder):
         if method not in METHODS:
             raise KdgridError(f"decode.method {method!r}: kind dat decodes by {', '.join(METHODS)}")
         start = self.glance_start({"src": src})
-        log_probs, links, graph_len = self._graph(start.inputs, start)
-        c = self.cfg
-        never = [c.pad, c.bos, c.eos, c.mask]
+        logits, links, graph_len = self._graph(start.inputs, start)
+        log_probs, c = logits.log_softmax(-1), self.cfg
+        never = [c.pad, UNK, c.bos, c.eos, c.mask]  # unk as the AT search bans it (every input is unk)
         if method == "sample":
             generator = torch.Generator(device=src.device).manual_seed(0 if seed is None else int(seed))
             path, tokens = dag.sample(links, graph_len, log_probs, never, c.eos, generator, temperature, beta,
                                       top_cand, top_p)
-            return dag.read_out(path, tokens, graph_len, dedup=False)
+            return dag.read_out(path, tokens, graph_len, dedup=False, per_step=True)
         score, token = dag.vertex_tokens(log_probs, graph_len, never, c.bos, c.eos)
         if method == "joint_viterbi":
             path = dag.joint_viterbi(links, graph_len, score, c.upsample, viterbi_beta)
         else:
             path = dag.walk(links, graph_len, score if method == "lookahead" else None, beta)
         return dag.read_out(path, token, graph_len)
+
+    def choices(self) -> dict:
+        """The readings of the paper this model was trained with, for scores.json."""
+        c = self.cfg
+        return {"loss_norm": {"sentences": "mean over sentences of -log P(y|x) / (target + bos + eos), "
+                                           "the reference's", "tokens": "summed -log P(y|x) / (target + bos + eos) "
+                                           "tokens of the batch"}[c.loss_norm],
+                "force_emit": "glanced vertices emit surely, every path passes them (the reference's code)"
+                if c.force_emit else "off: the plain loss over every path (the paper, the reference's scripts)",
+                "graph": f"max(2, {c.upsample} x source tokens (eos included)) vertices; inputs bos, unk ... unk, eos",
+                "links": f"{self.link_heads} gated heads on [state; sinusoidal position] (the reference learns "
+                         "its link positions)",
+                "label_smoothing": "not applied (the reference refuses it)"}
 
     # -- the pairs it can learn from (kdgrid.models.feasibility) ----------------------------
     def feasible(self, src_tokens: int, target: list[int]) -> bool:
@@ -124,16 +137,16 @@ class DAT(EncoderDecoder):
     def glance_first(self, start: GlanceStart, batch: dict):
         """The first pass's argmax per vertex, the oracle (each vertex's token on the gold target's
         best path, unk off it) and the vertices on that path (none where the target has no path)."""
-        log_probs, links, graph_len = self._graph(start.inputs, start)
+        logits, links, graph_len = self._graph(start.inputs, start)
         target, tgt_len = self._target(batch["tgt"])
-        path, found = dag.best_path(self._emissions(log_probs, target), links, tgt_len, graph_len)
+        path, found = dag.best_path(self._emissions(logits, target), links, tgt_len, graph_len)
         on_path = path >= 0
         rows = torch.arange(len(path), device=path.device)[:, None].expand_as(path)
         oracle = torch.full(start.out_pad.shape, UNK, dtype=torch.long, device=path.device)
         eligible = torch.zeros(start.out_pad.shape, dtype=torch.bool, device=path.device)
         oracle[rows[on_path], path[on_path]] = target[on_path]
         eligible[rows[on_path], path[on_path]] = True
-        return log_probs.argmax(-1), oracle, eligible
+        return logits.argmax(-1), oracle, eligible
 
     # -- pieces ----------------------------------------------------------------------------
     def _target(self, tgt: torch.Tensor):
@@ -146,22 +159,25 @@ class DAT(EncoderDecoder):
         return body.masked_fill(column >= tgt_len[:, None], c.pad), tgt_len
 
     @staticmethod
-    def _emissions(log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(B, L, T) log P(target token t | vertex j)."""
-        return log_probs.gather(2, target[:, None, :].expand(-1, log_probs.size(1), -1))
+    def _emissions(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B, L, T) log P(target token t | vertex j): the gathered logits less their log-sum-exp,
+        so no (B, L, V) table of log-probabilities is kept for the backward pass."""
+        gathered = logits.gather(2, target[:, None, :].expand(-1, logits.size(1), -1))
+        return gathered - torch.logsumexp(logits, -1, keepdim=True)
 
     def _graph(self, inputs: torch.Tensor, start: GlanceStart):
-        """Float32 token log-probabilities per vertex (B, L, V), the links (B, L, L) and each graph's size."""
+        """Float32 token logits per vertex (B, L, V), the links (B, L, L) and each graph's size."""
         out_pad = start.out_pad
         h = self.decoder(self.embed.add_positions(inputs), key_mask(out_pad), start.memory, key_mask(start.src_pad))
-        log_probs = torch.log_softmax(self.embed.logits(h).float(), -1)
+        logits = self.embed.logits(h).float()
         batch, length, d = h.shape
-        features = torch.cat([h, sinusoidal_positions(length, d).to(h)[None].expand(batch, -1, -1)], -1)
+        positions = self.embed.positions[:length].to(h.dtype)  # grown to the graph by add_positions above
+        features = torch.cat([h, positions[None].expand(batch, -1, -1)], -1)
         heads = (batch, length, self.link_heads, d // self.link_heads)
         graph_len = (~out_pad).sum(1)
         links = dag.links_from_heads(self.link_query(features).view(heads), self.link_key(features).view(heads),
                                      self.link_gate(features), graph_len)
-        return log_probs, links, graph_len
+        return logits, links, graph_len
 
 
 def forced_positions(glance: Glance, steps: int) -> torch.Tensor:
@@ -169,6 +185,6 @@ def forced_positions(glance: Glance, steps: int) -> torch.Tensor:
     vertex's target position is its rank among the path's vertices, which increase)."""
     position = glance.eligible.long().cumsum(1) - 1
     forced = torch.full((glance.mask.size(0), steps), -1, dtype=torch.long, device=glance.mask.device)
-    rows, vertices = glance.mask.nonzero(as_tuple=True)
+    rows, vertices = (glance.mask & glance.eligible).nonzero(as_tuple=True)  # glances are on the path
     forced[rows, position[rows, vertices]] = vertices
     return forced
