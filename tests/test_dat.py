@@ -261,6 +261,10 @@ def test_the_infeasible_count_is_feasible_pair_by_pair():
     record = infeasible_pairs(model, {"train": (Ids.from_lists(src), Ids.from_lists(tgt))})
     expected = sum(not model.feasible(len(s) + 1, t) for s, t in zip(src, tgt))
     assert record["train"] == expected and 0 < expected < 300 and "bos and eos" in record["rule"]
+    kept = [(s, t) for s, t in zip(src, tgt) if 0 < len(s) <= 3 and 0 < len(t) <= 3]  # as training keeps them
+    record = infeasible_pairs(model, {"train": (Ids.from_lists(src), Ids.from_lists(tgt))}, max_len=3)
+    assert record["train_pairs"] == len(kept) < 300 and "max_len 3" in record["counted_over"]
+    assert record["train"] == sum(not model.feasible(len(s) + 1, t) for s, t in kept)
 
 
 def test_glance_first_marks_the_best_path_s_vertices_with_their_gold_tokens():

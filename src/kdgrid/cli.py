@@ -154,7 +154,7 @@ def cmd_train(a) -> None:
     from kdgrid.models.feasibility import has_limit, infeasible_pairs
 
     if has_limit(student):  # CTC, DAT: the pairs they cannot fit are counted, not hidden
-        meta["infeasible_pairs"] = infeasible_pairs(student, sides)
+        meta["infeasible_pairs"] = infeasible_pairs(student, sides, tcfg.max_len)
     trainer = Trainer(model, sides["train"], sides["valid"], tcfg, a.work_dir, meta)
     trainer.run(a.out)
 
