@@ -10,6 +10,7 @@ from conftest import model_config
 
 from kdgrid.batching import pad_stack
 from kdgrid.models import build
+from kdgrid.models import layers
 from kdgrid.models.layers import CAUSAL, Dropout, causal_mask, key_mask
 
 
@@ -64,6 +65,35 @@ def test_causal_flag_after_a_cached_prefix_aligns_the_new_queries_at_the_end():
     model.decoder(model.embed_target(prev[:, :3]), CAUSAL, memory, key_mask(src_pad), cache)
     rest = model.decoder(model.embed_target(prev[:, 3:], start=3), CAUSAL, memory, key_mask(src_pad), cache)
     assert torch.allclose(rest, model.states(prev, memory, src_pad)[:, 3:], atol=1e-5)
+
+
+@pytest.mark.parametrize("self_mask", ["causal", "padding"])
+def test_cpu_training_attention_path_equals_the_fused_kernel(monkeypatch, self_mask):
+    """A CPU training step takes torch's plain attention path for short sentences (forward and
+    backward), decoding the fused kernel: the states and every gradient agree either way, causal
+    (the AT's decoder) or with a padding mask (encoder, cross-attention, NAT decoders)."""
+    model = at_model()
+    src, prev = torch.randint(5, 20, (3, 6)), torch.randint(5, 20, (3, 5))
+    src[0, 4:] = model.cfg.pad
+    mask = CAUSAL if self_mask == "causal" else key_mask(prev.eq(model.cfg.pad))
+
+    def run():
+        model.zero_grad()
+        memory, src_pad = model.encode(src)
+        h = model.decoder(model.embed_target(prev), mask, memory, key_mask(src_pad))
+        h.square().sum().backward()
+        return h.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    plain = run()
+    monkeypatch.setattr(layers, "CPU_PLAIN_ATTENTION_KEYS", 0)  # every call takes the fused kernel
+    fused = run()
+    assert torch.allclose(plain[0], fused[0], atol=1e-5)
+    assert len(plain[1]) == len(fused[1]) > 0
+    assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(plain[1], fused[1]))
+    with torch.no_grad():  # and decoding (no autograd) agrees with both
+        memory, src_pad = model.encode(src)
+        h = model.decoder(model.embed_target(prev), mask, memory, key_mask(src_pad))
+    assert torch.allclose(h, plain[0], atol=1e-5)
 
 
 def naive_pad_stack(seqs, pad, prefix=None, suffix=None):

@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from kdgrid.models.configs import ModelConfig
 
@@ -41,6 +42,12 @@ def causal_mask(length: int, device) -> torch.Tensor:
 # diagonal. Where queries follow a cached prefix, Attention builds the mask (is_causal would align
 # the triangle at the top left).
 CAUSAL = "causal"
+
+# On a CPU, torch's fused (flash) attention kernel is slower than its plain matrix-product path for
+# the short sentences of a training batch, forward and backward: 1.2-2x for 10-50 keys, 4 heads of
+# 64 (bench: python bench/attention_kernels.py), and ~0.9x from ~100 keys on. CPU training steps
+# with at most this many keys take the plain path; decoding (no autograd) and CUDA keep torch's choice.
+CPU_PLAIN_ATTENTION_KEYS = 64
 
 
 class Dropout(nn.Dropout):
@@ -111,10 +118,17 @@ class Attention(nn.Module):
         if causal and q.size(2) != k.size(2):
             mask, causal = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril(
                 k.size(2) - q.size(2)), False
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if causal else mask, dropout_p=drop,
-                                           is_causal=causal)
+        y = _attention(q, k, v, None if causal else mask, drop, causal)
         b, h, t, d = y.shape
         return self.out(y.transpose(1, 2).reshape(b, t, h * d))
+
+
+def _attention(q, k, v, mask, dropout: float, causal: bool) -> torch.Tensor:
+    if (q.device.type == "cpu" and k.size(2) <= CPU_PLAIN_ATTENTION_KEYS and torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()):
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
 
 
 class FeedForward(nn.Module):
