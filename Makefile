@@ -63,7 +63,7 @@ test-fast: setup
 # Python (ruff), the Snakefile's formatting (snakefmt, settings in pyproject.toml) and Snakemake's
 # own best-practice lints; `make test` runs it first.
 lint: setup
-	$(BIN)/ruff check src tests bench workflow/config_check.py workflow/filter_check.py
+	$(BIN)/ruff check src tests bench workflow/config_check.py workflow/filter_check.py workflow/teacher_check.py
 	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint
 

@@ -82,6 +82,9 @@ def toy_config():
 
 
 def model_config(kind: str, vocab_size: int = 40, d: int = 64, layers: int = 2, **extra) -> dict:
+    if kind == "ensemble":  # of one Transformer of these sizes
+        member = model_config("transformer", vocab_size, d, layers, **extra)
+        return dict(vocab_size=vocab_size, pad=0, bos=2, eos=3, members=[{"kind": "transformer", "config": member}])
     cfg = dict(vocab_size=vocab_size, pad=0, bos=2, eos=3, d_model=d, ffn=2 * d, encoder_layers=layers,
                decoder_layers=layers, heads=4, dropout=0.0)
     if kind != "transformer":

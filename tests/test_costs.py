@@ -195,6 +195,26 @@ def test_a_columns_cost_is_the_jobs_that_make_it(tmp_path, monkeypatch):
     assert cost("raw") == 0.0 and cost("U.beam") is None
 
 
+def test_an_ensemble_columns_cost_is_its_members_training_and_the_join(tmp_path, monkeypatch):
+    """teacher E = ensemble of A and B: E.beam costs A's and B's training, the job that joins them
+    and its distillation; A.beam (A also a grid teacher) costs A's training only."""
+    monkeypatch.chdir(tmp_path)
+    rules = {"train_teacher": "teacher/{teacher}", "ensemble_teacher": "teacher/{teacher}",
+             "distill": "data/{teacher}.{method}"}
+    patterns = [{"rule": r, "scope": scope, "benchmark": f"r/benchmarks/{r}/" + scope.split("/")[1] + ".tsv",
+                 "log": f"r/logs/{r}/x.log"} for r, scope in rules.items()]
+    for name, cpu in (("train_teacher/A", 3600), ("train_teacher/B", 7200), ("ensemble_teacher/E", 36),
+                      ("distill/E.beam", 1800), ("distill/A.beam", 900)):
+        path = tmp_path / "r" / "benchmarks" / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(HEADER + f"1\t0:00:01\t10\t1\t1\t1\t0\t0\t0\t{cpu}\n")
+    found = costs.discover(patterns, students=["nat"], columns=["raw", "E.beam", "A.beam"], teachers=["A", "B", "E"])
+    job_list = costs.jobs(*map(list, zip(*found)))
+    cost = costs.column_cost(job_list, {"E": ["A", "B"]})
+    assert cost("E.beam") == pytest.approx(3.51) and cost("A.beam") == pytest.approx(1.25)
+    assert costs.column_cost(job_list)("E.beam") == pytest.approx(0.51)  # without the map: the join only
+
+
 # filter.smk's benchmark paths (under r/benchmarks/, logs alike under r/logs/)
 FILTER_PATHS = {"train_filter_teacher": "train_filter_teacher", "filter_labels": "filter_labels",
                 "filter_teacher": "filter_teacher", "filter_student": "filter_student/{label_set}.{classifier}.{seed}",

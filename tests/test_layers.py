@@ -9,8 +9,7 @@ import torch
 from conftest import model_config
 
 from kdgrid.batching import pad_stack
-from kdgrid.models import build
-from kdgrid.models import layers
+from kdgrid.models import build, layers
 from kdgrid.models.layers import CAUSAL, Dropout, causal_mask, key_mask
 
 

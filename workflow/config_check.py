@@ -14,6 +14,7 @@ from pathlib import Path
 
 import filter_check
 import jsonschema
+import teacher_check
 import yaml
 
 # kdgrid from this checkout, as the jobs import it (common.smk's PYTHONPATH): the Snakemake that
@@ -113,10 +114,11 @@ def _semantic_problems(c: dict) -> list[str]:
     method_problems, ban_sizes = _method_problems(c)
     problems += method_problems
     wrapped = [t for s in grid["students"] if s in c["students"] for t in wrap_teachers(c["students"][s])]
+    problems += teacher_check.problems(c)
     trained = [*grid["teachers"], *filter(None, rescorers), *wrapped, *ban_sizes]
-    for name in dict.fromkeys(trained):  # the ATs trained
+    for name in teacher_check.trained(trained, c):  # the ATs trained (an ensemble's members)
         size = c["teacher_sizes"].get(name)
-        if size is None:
+        if size is None or teacher_check.KEY in size:  # undefined or nested: teacher_check says so
             continue
         if size["d_model"] % size["heads"]:
             problems.append(f"teacher_sizes.{name}.heads: d_model {size['d_model']} is not divisible "
@@ -426,6 +428,8 @@ def _wrap_problems(name: str, st: dict, teacher_sizes: dict, teacher_pre_norm: b
 def _init_fit_problems(name: str, model: dict, teacher: str, size: dict) -> list[str]:
     """Copying weights needs the teacher's width (d_model, ffn, heads) and at most its depth."""
     where = f"students.{name}.init.from"
+    if teacher_check.KEY in size:  # an ensemble has no one body to copy: teacher_check says so
+        return []
     theirs = {**{k: size[k] for k in WIDTH},
               **{f"{s}_layers": size.get(f"{s}_layers", size.get("layers")) for s in ("encoder", "decoder")}}
     unset = [k for k in theirs if k not in model]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kdgrid import cli_evaluate, cli_filter
+from kdgrid import cli_evaluate, cli_filter, cli_teachers
 from kdgrid.cli_analysis import cmd_aggregate, cmd_align, cmd_data_metrics, cmd_language_mix
 from kdgrid.errors import KdgridError, all_or_nothing, json_option, write_json
 
@@ -123,6 +123,9 @@ def cmd_train(a) -> None:
     from kdgrid.train import Trainer, train_config
     from kdgrid.vocab import MASK, Vocab
 
+    if a.kind == "ensemble":
+        raise KdgridError("--kind ensemble: an ensemble is not trained; train its members, then join them "
+                          "with `kdgrid ensemble`")
     _threads(a.threads)
     init_distributed()  # torchrun workers (a job with --gpus > 1, or gloo on CPUs)
     v = Vocab.load(a.vocab)
@@ -306,12 +309,13 @@ def parser() -> argparse.ArgumentParser:
               "--complexity-png"):
         p.add_argument(o, required=True)
 
+    cli_teachers.add_verbs(verb)  # ensemble
     cli_filter.add_verbs(verb)  # filter_labels, filter_teacher, filter_student, filter_report, filter_apply
     return ap
 
 
 VERBS = ("prepare", "prepare_test_set", "vocab", "encode", "train", "distill", "gather", "evaluate", "align",
-         "data_metrics", "language_mix", "aggregate", *cli_filter.VERBS)
+         "data_metrics", "language_mix", "aggregate", *cli_teachers.VERBS, *cli_filter.VERBS)
 
 
 def _place(args, argv: list[str]) -> int | None:

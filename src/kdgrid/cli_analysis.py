@@ -114,8 +114,10 @@ def cmd_aggregate(a) -> None:
         return selection.analyse(g_, refs, p.get("select_metric", "bleu"), sig.get("alpha", selection.ALPHA),
                                  sig.get("resamples", selection.RESAMPLES), sig.get("test", "bs"))
 
+    column_cost = costs.column_cost(job_list, p.get("costs", {}).get("ensembles"))
+
     def answer(g_, chosen_):
-        return recommend.answer(g_, p.get("tie_bleu", recommend.TIE_BLEU), chosen_, costs.column_cost(job_list),
+        return recommend.answer(g_, p.get("tie_bleu", recommend.TIE_BLEU), chosen_, column_cost,
                                 p.get("c_tolerance", recommend.C_TOLERANCE))
 
     chosen = choose(g, [read_lines(r) for r in a.test_refs]) if a.test_refs and a.hyps else None

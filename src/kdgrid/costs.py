@@ -163,14 +163,17 @@ def table(jobs: list[dict]) -> list[dict]:
     return rows + [{**_group("total", jobs), "rules": "every job above, once"}]
 
 
-MAKING = ("train_teacher", "train_ban", "distill", "gather", "encode_distilled")  # jobs that make a training set
+# jobs that make a training set
+MAKING = ("train_teacher", "ensemble_teacher", "train_ban", "distill", "gather", "encode_distilled")
 
 
-def column_cost(jobs: list[dict]):
+def column_cost(jobs: list[dict], ensembles: dict | None = None):
     """column -> core-hours of making its training data: the jobs in MAKING of the data column
     (its distillation, a Born-Again round's AT) and, for a distilled column, its teacher's training
-    (CPU seconds, else wall seconds; the alignments and metrics measure, they make nothing). A
-    Born-Again round r counts its own AT only, not the rounds before it. None where no job is known."""
+    (CPU seconds, else wall seconds; the alignments and metrics measure, they make nothing); an
+    ensemble teacher's (`ensembles`: {teacher: members}) is its members' training and the job that
+    joins them. A Born-Again round r counts its own AT only, not the rounds before it. None where
+    no job is known."""
     hours: dict = {}
     for j in jobs:
         if j["scope"] in ("data", "teacher") and j["rule"] in MAKING:
@@ -184,7 +187,8 @@ def column_cost(jobs: list[dict]):
             return None
         own = own or 0.0  # raw: nothing to make
         teacher = None if column == "raw" else column.partition(".")[0]
-        return own + (hours.get(("teacher", teacher), 0.0) if teacher else 0.0)
+        makers = [teacher, *(ensembles or {}).get(teacher, [])] if teacher else []
+        return own + sum(hours.get(("teacher", t), 0.0) for t in makers)
 
     return cost
 

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 import config_check  # noqa: E402
 import filter_check  # noqa: E402
+import teacher_check  # noqa: E402
 from kdgrid import decoding_backend  # noqa: E402
 from kdgrid.methods import kinds as method_kinds  # noqa: E402
 from resources import per_attempt  # noqa: E402
@@ -181,6 +182,10 @@ def student_teachers():
 
 
 STUDENT_TEACHERS = student_teachers()
+# Ensemble teachers (teacher_sizes.<name>.ensemble): made from their members' model files, not
+# trained; members outside grid.teachers are trained all the same (not evaluated, no columns).
+ENSEMBLES = {t: m for t, m in teacher_check.ensembles(config).items() if t in TEACHERS}
+ENSEMBLE_MEMBERS = [m for m in teacher_check.trained(TEACHERS, config) if m not in TEACHERS]
 
 
 def target_languages():
@@ -215,7 +220,7 @@ def choice(names):
 
 
 wildcard_constraints:
-    teacher=choice(sorted({*TEACHERS, *STUDENT_TEACHERS})),
+    teacher=choice(sorted({*TEACHERS, *STUDENT_TEACHERS, *ENSEMBLE_MEMBERS})),
     method=choice(sorted(METHOD_OF)),
     ban=choice(BAN_ROUNDS),
     data=choice(COLUMNS),
@@ -230,6 +235,8 @@ def q(obj):
 
 def teacher_model(name):
     size, arch = config["teacher_sizes"][name], config["teacher"]["architecture"]
+    if name in ENSEMBLES:  # what grid.md's teacher table shows for it
+        return {"ensemble": ENSEMBLES[name], "combine": ensemble_combine(name)}
     return {
         "d_model": size["d_model"],
         "ffn": size["ffn"],
@@ -245,8 +252,20 @@ def teacher_model(name):
 
 
 def teacher_kind(name):
-    """The model kind of a teacher size: moe where it declares experts, else transformer."""
+    """The model kind of a teacher size: moe where it declares experts, ensemble where it joins
+    other sizes, else transformer."""
+    if name in ENSEMBLES:
+        return "ensemble"
     return "moe" if "experts" in config["teacher_sizes"][name] else "transformer"
+
+
+def ensemble_combine(name):
+    return config["teacher_sizes"][name].get("combine", "logprob_mean")
+
+
+def torch_only(name):
+    """Teachers CTranslate2 cannot run (an MoE's expert start tokens, an ensemble's members)."""
+    return teacher_kind(name) in ("moe", "ensemble")
 
 
 def accelerator():
@@ -261,17 +280,20 @@ def teacher_train(name):
 def teacher_decode(name=None):
     """A teacher's evaluation decoding; an MoE teacher's with the prior's expert (kdgrid.models.moe:
     per sentence p(k|x)'s argmax, expert 0 under a uniform prior), as its beam column distills."""
-    moe = name is not None and teacher_kind(name) == "moe"
-    return {**(TORCH_DECODING if moe else DECODING), **config["teacher"]["evaluate"]}
+    torch_ = name is not None and torch_only(name)
+    return {**(TORCH_DECODING if torch_ else DECODING), **config["teacher"]["evaluate"]}
 
 
-def method_params(column):
+def method_params(column, teacher=None):
     """A distilled column's decoding options: its method's, with the kind's defaults; a ban round's
-    without rounds, from and size, so its jobs do not change with the round count."""
+    without rounds, from and size, so its jobs do not change with the round count. An ensemble
+    teacher's with torch."""
     method = METHOD_OF[column][0]
     spec = config["methods"][method]
+    ban_round = METHOD_OF[column][1] is not None  # a Born-Again AT decodes, not the teacher
+    torch_ = spec["kind"] == "moe" or (teacher is not None and not ban_round and torch_only(teacher))
     return {
-        **(TORCH_DECODING if spec["kind"] == "moe" else DECODING),
+        **(TORCH_DECODING if torch_ else DECODING),
         **method_kinds.distill_options(spec, method, column),
     }
 
@@ -344,6 +366,7 @@ COST_SCOPES = {
     "prepare": "setup",
     "vocab": "setup",
     "train_teacher": "teacher/{teacher}",
+    "ensemble_teacher": "teacher/{teacher}",
     "evaluate_teacher": "teacher/{teacher}",
     "align_teacher_valid": "teacher/{teacher}",
     "teacher_valid_metrics": "teacher/{teacher}",
@@ -383,4 +406,8 @@ def cost_params():
         for name, scope in COST_SCOPES.items()
         if name in {r.name for r in workflow.rules}  # language_mix_* only for multi-way corpora
     ]
-    return {"patterns": patterns, "teachers": list(dict.fromkeys([*TEACHERS, *STUDENT_TEACHERS]))}
+    return {
+        "patterns": patterns,
+        "teachers": list(dict.fromkeys([*TEACHERS, *STUDENT_TEACHERS, *ENSEMBLE_MEMBERS])),
+        "ensembles": ENSEMBLES,  # an ensemble's column is charged its members' training too
+    }

@@ -39,6 +39,36 @@ rule train_teacher:
         " --out {output} --work-dir {params.work} --threads {threads} --gpus {resources.gpu} 2> {log}"
 
 
+# An ensemble teacher's model file: its members' weights in one file (kdgrid.models.ensemble).
+ruleorder: ensemble_teacher > train_teacher
+
+
+rule ensemble_teacher:
+    input:
+        members=lambda w: [f"{R}/teachers/{m}/model.pt" for m in ENSEMBLES[w.teacher]],
+        vocab=VOCAB,
+    output:
+        f"{R}/teachers/{{teacher}}/model.pt",
+    log:
+        f"{R}/logs/ensemble_teacher/{{teacher}}.log",
+    benchmark:
+        f"{R}/benchmarks/ensemble_teacher/{{teacher}}.tsv"
+    wildcard_constraints:
+        teacher=choice(sorted(ENSEMBLES)),
+    priority: 10  # the critical path: teachers, then their distilled sets
+    conda:
+        ENV
+    resources:
+        mem_mb=mem_mb("ensemble_teacher"),
+        runtime=runtime("ensemble_teacher"),
+    params:
+        ensemble=lambda w: q({"combine": ensemble_combine(w.teacher)}),
+        labels=lambda w: q({"role": "teacher", "teacher": w.teacher}),
+    shell:
+        "kdgrid ensemble --members {input.members} --vocab {input.vocab} --params {params.ensemble}"
+        " --labels {params.labels} --out {output} 2> {log}"
+
+
 rule evaluate_teacher:
     input:
         model=f"{R}/teachers/{{teacher}}/model.pt",
@@ -89,7 +119,7 @@ rule distill:
         runtime=runtime("distill"),
         gpu=0,  # GPUs per job: set by the profile (slurm/, profiles/workstation/)
     params:
-        method=lambda w: q(method_params(w.method)),
+        method=lambda w: q(method_params(w.method, w.teacher)),
         shards=SHARDS,
         chunk=config["distill"]["chunk_sentences"],
         ref=lambda w, input: f"--ref {input.ref}" if input.ref else "",

@@ -208,6 +208,40 @@ class FlowSeqConfig(ModelConfig):
             raise ValueError(f"posterior_dropword must be in [0, 1), got {self.posterior_dropword}")
 
 
+# How an ensemble of teachers (kdgrid.models.ensemble) combines its members' next-token distributions:
+# `logprob_mean` averages their log-probabilities (a renormalized geometric mean; the reading of the
+# issue that asked for ensembles, and Marian's log-linear ensembles with equal weights), `prob_mean`
+# their probabilities (fairseq's EnsembleModel: log of the mean probability).
+ENSEMBLE_COMBINES = ("logprob_mean", "prob_mean")
+ENSEMBLE_MEMBER_KINDS = ("transformer",)  # members decode with kdgrid.search, one cache each
+
+
+@dataclass(kw_only=True)
+class EnsembleConfig:
+    """Members as saved model kinds and configs ({"kind", "config"}), all of one vocabulary."""
+
+    vocab_size: int
+    pad: int
+    bos: int
+    eos: int
+    members: list
+    combine: str = "logprob_mean"
+
+    def __post_init__(self):
+        if not self.members:
+            raise ValueError("an ensemble needs at least one member")
+        if self.combine not in ENSEMBLE_COMBINES:
+            raise ValueError(f"combine must be one of {', '.join(ENSEMBLE_COMBINES)}, got {self.combine!r}")
+        for i, member in enumerate(self.members):
+            if member.get("kind") not in ENSEMBLE_MEMBER_KINDS:
+                raise ValueError(f"member {i} is of kind {member.get('kind')!r}; an ensemble takes "
+                                 f"{', '.join(ENSEMBLE_MEMBER_KINDS)} members")
+            ids = {k: member["config"].get(k) for k in ("vocab_size", "pad", "bos", "eos")}
+            if ids != {"vocab_size": self.vocab_size, "pad": self.pad, "bos": self.bos, "eos": self.eos}:
+                raise ValueError(f"member {i} has vocabulary ids {ids}, the ensemble "
+                                 f"{self.vocab_size, self.pad, self.bos, self.eos}: members share one vocabulary")
+
+
 # Kinds that decode several candidates per sentence for an AT to rescore (their generate() takes a
 # rescorer), with the config fields whose product is the number of candidates.
 # A student's decode.method, per kind that has several (the others have one way to decode).

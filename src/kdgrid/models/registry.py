@@ -8,6 +8,7 @@ from kdgrid.errors import KdgridError
 from kdgrid.models.cmlm import CMLM
 from kdgrid.models.ctc import CTC
 from kdgrid.models.dat import DAT
+from kdgrid.models.ensemble import Ensemble
 from kdgrid.models.flowseq import FlowSeq
 from kdgrid.models.inat import INAT
 from kdgrid.models.inst import InsertionTransformer
@@ -16,7 +17,8 @@ from kdgrid.models.moe import MoE
 from kdgrid.models.nat import NAT
 from kdgrid.models.transformer import Transformer
 
-MODELS = {cls.kind: cls for cls in (Transformer, MoE, NAT, INAT, CMLM, LevT, InsertionTransformer, FlowSeq, CTC, DAT)}
+MODELS = {cls.kind: cls for cls in (Transformer, MoE, NAT, INAT, CMLM, LevT, InsertionTransformer, FlowSeq, CTC, DAT,
+                                    Ensemble)}
 
 
 def build(kind: str, config: dict):

@@ -1,0 +1,115 @@
+"""Teachers this grid does not train itself, through the workflow: an ensemble of trained sizes
+(teacher_sizes.<name>.ensemble) is made from its members' files, decodes with torch, distils and
+is scored like any teacher, and its column is charged its members' training."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import pytest
+import yaml
+from conftest import ROOT, TOY, job_counts, snakemake, write_config
+
+sys.path.insert(0, str(ROOT / "workflow"))
+from config_check import ConfigError, check  # noqa: E402
+
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+TOY2 = {"d_model": 32, "ffn": 64, "layers": 1, "heads": 2, "train": {"seed": 2}}
+
+
+def ensemble_config(tmp_path, teachers, **extra):
+    return write_config(tmp_path / "ens.yaml", TOY,
+                        teacher_sizes={"toy2": TOY2, "both": {"ensemble": ["toy", "toy2"], "combine": "prob_mean"}},
+                        grid={"teachers": teachers, "methods": ["beam"], "students": ["nat"]}, **extra)
+
+
+def test_an_ensemble_plans_its_members_and_decodes_with_torch(tmp_path):
+    cfg = ensemble_config(tmp_path, ["toy", "both"], decoding={"backend": "ctranslate2"})
+    proc = snakemake(tmp_path, "-n", "-p", configfile=cfg)
+    counts = job_counts(proc.stdout)
+    # toy2 is trained for the ensemble only: not evaluated, no column of its own
+    assert counts["train_teacher"] == 2 and counts["ensemble_teacher"] == 1
+    assert counts["evaluate_teacher"] == 2 and counts["distill"] == 2 and counts["train_student"] == 3
+    lines = proc.stdout.splitlines()
+    ensemble = next(line for line in lines if "kdgrid ensemble" in line)
+    assert "--members results/toy/teachers/toy/model.pt results/toy/teachers/toy2/model.pt" in ensemble
+    assert '"combine":"prob_mean"' in ensemble
+    distills = {t: next(line for line in lines if "kdgrid distill" in line and f"teachers/{t}/model.pt" in line)
+                for t in ("toy", "both")}
+    # the ensemble's options name no backend: torch, the verbs' default
+    assert '"backend":"ctranslate2"' in distills["toy"] and '"backend"' not in distills["both"]
+
+
+@pytest.mark.slow
+def test_an_ensemble_teacher_runs_through_the_grid(tmp_path):
+    cfg = ensemble_config(tmp_path, ["both"])
+    snakemake(tmp_path, "--cores", "2", configfile=cfg)
+    out = tmp_path / "results" / "toy"
+    teachers = {r["teacher"]: r for r in csv.DictReader((out / "teachers.csv").open())}
+    assert list(teachers) == ["both"] and teachers["both"]["ensemble"] == "toy + toy2 (prob_mean)"
+    scores = json.loads((out / "teachers" / "both" / "test.scores.json").read_text())
+    assert scores["decode"]["backend"]["used"] == "torch" and scores["bleu"] >= 0
+    from kdgrid.checkpoint import load_model
+
+    models = [load_model(out / "teachers" / t / "model.pt")[0] for t in ("toy", "toy2")]
+    members = sum(p.numel() for m in models for p in m.parameters())
+    assert json.loads((out / "teachers" / "both" / "valid.scores.json").read_text())["parameters"] == members
+    grid = {r["student"]: r for r in csv.DictReader((out / "grid.csv").open())}
+    assert float(grid["nat"]["both.beam"]) >= 0 and (out / "distill" / "both.beam" / "train.tgt").exists()
+    costs = {(r["scope"], r["teacher"]): r for r in csv.DictReader((out / "costs.csv").open())}
+    for t in ("toy", "toy2", "both"):  # both members' training and the ensemble's own jobs are charged
+        assert float(costs[("teacher", t)]["wall_seconds"]) > 0, t
+    assert costs[("teacher", "toy")]["rules"] == "train_teacher"  # a member only: trained, not evaluated
+    assert costs[("teacher", "both")]["rules"].startswith("ensemble_teacher; evaluate_teacher")
+
+
+def merged(override: dict) -> dict:
+    from test_config import TOY_CFG
+    from test_config import merged as merge
+
+    return merge(TOY_CFG, {"teacher_sizes": {"toy2": TOY2}}, override)
+
+
+BAD = [
+    ({"teacher_sizes": {"both": {"ensemble": ["toy", "nope"]}}, "grid": {"teachers": ["both"]}},
+     r"teacher_sizes.both.ensemble\[1\]: 'nope' is not defined under teacher_sizes"),
+    ({"teacher_sizes": {"a": {"ensemble": ["toy"]}, "b": {"ensemble": ["a", "toy2"]}}, "grid": {"teachers": ["b"]}},
+     r"teacher_sizes.b.ensemble\[0\]: 'a' is itself an ensemble"),
+    ({"teacher_sizes": {"m": {"d_model": 32, "ffn": 64, "layers": 1, "heads": 2, "experts": 2},
+                        "b": {"ensemble": ["toy", "m"]}}},
+     r"teacher_sizes.b.ensemble\[1\]: 'm' is a mixture-of-experts teacher"),
+    ({"teacher_sizes": {"b": {"ensemble": ["toy", "toy"]}}}, r"teacher_sizes.b.ensemble: lists toy more than once"),
+    ({"teacher_sizes": {"b": {"ensemble": ["toy", "toy2"], "combine": "max"}}},
+     r"teacher_sizes.b.combine: 'max' is not one of"),
+    ({"teacher_sizes": {"b": {"ensemble": ["toy", "toy2"]}},
+      "students": {"nat": {"kd": {"teacher": "b"}}}},
+     r"students.nat.kd.teacher: 'b' is an ensemble teacher .* name one of its members \(toy, toy2\)"),
+    ({"teacher_sizes": {"b": {"ensemble": ["toy", "toy2"]}},
+      "students": {"nat": {"init": {"from": "b"}}}}, r"students.nat.init.from: 'b' is an ensemble teacher"),
+    ({"teacher_sizes": {"b": {"ensemble": ["toy", "toy2"]}},
+      "students": {"nat": {"decode": {"length_beam": 3, "rescore": "b"}}}},
+     r"students.nat.decode.rescore: 'b' is an ensemble teacher"),
+    ({"teacher_sizes": {"b": {"ensemble": ["toy", "toy2"]}},
+      "methods": {"ban": {"kind": "ban", "size": "teacher"}}, "grid": {"teachers": ["b"], "methods": ["beam", "ban"]}},
+     r"methods.ban.size: 'b' is an ensemble teacher"),
+    ({"teacher_sizes": {"b": {"ensemble": ["toy", "toy2"]}}, "grid": {"teachers": ["b"], "teacher_seeds": [1, 2]}},
+     r"grid.teacher_seeds: teacher 'b' is an ensemble"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD)
+def test_bad_ensembles_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        check(merged(override), SCHEMA, ["toy.yaml"])
+
+
+def test_a_typo_in_a_trained_size_still_names_the_key():
+    """teacher_sizes takes a trained size or an ensemble: a misspelt key of a trained size is
+    reported as that size's, not as 'not valid under any of the given schemas'."""
+    with pytest.raises(ConfigError, match=r"teacher_sizes.toy2: unknown keys .*'layer'"):
+        check(merged({"teacher_sizes": {"toy2": {"layer": 2}}}), SCHEMA, ["toy.yaml"])
+    ok = merged({"teacher_sizes": {"b": {"ensemble": ["toy", "toy2"]}}, "grid": {"teachers": ["toy", "b"]}})
+    check(ok, SCHEMA, ["toy.yaml"])
+    assert yaml.safe_dump(ok)
