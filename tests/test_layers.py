@@ -74,6 +74,7 @@ def test_cpu_training_attention_path_equals_the_fused_kernel(monkeypatch, self_m
     model = at_model()
     src, prev = torch.randint(5, 20, (3, 6)), torch.randint(5, 20, (3, 5))
     src[0, 4:] = model.cfg.pad
+    prev[1, 3:] = model.cfg.pad  # a padded target: the padding mask masks something
     mask = CAUSAL if self_mask == "causal" else key_mask(prev.eq(model.cfg.pad))
 
     def run():

@@ -96,6 +96,9 @@ BAD = [
      r"methods.ban.size: 'b' is an ensemble teacher"),
     ({"teacher_sizes": {"b": {"ensemble": ["toy", "toy2"]}}, "grid": {"teachers": ["b"], "teacher_seeds": [1, 2]}},
      r"grid.teacher_seeds: teacher 'b' is an ensemble"),
+    # a size of defaults.yaml's name: the user's keys merge into it
+    ({"teacher_sizes": {"tiny": {"ensemble": ["toy", "toy2"]}}},
+     r"teacher_sizes.tiny: an ensemble under the name of a trained size .* give the ensemble a name of its own"),
 ]
 
 
@@ -103,6 +106,14 @@ BAD = [
 def test_bad_ensembles_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         check(merged(override), SCHEMA, ["toy.yaml"])
+
+
+def test_an_ensemble_as_the_filters_teacher_is_refused_by_name():
+    from test_filter_workflow import SMALL_FILTER
+
+    with pytest.raises(ConfigError, match=r"filter.teacher: 'b' is an ensemble teacher .* embed sentence pairs"):
+        cfg = {"teacher_sizes": {"b": {"ensemble": ["toy", "toy2"]}}, "filter": {**SMALL_FILTER, "teacher": "b"}}
+        check(merged(cfg), SCHEMA, ["toy.yaml"])
 
 
 def test_a_typo_in_a_trained_size_still_names_the_key():

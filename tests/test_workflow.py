@@ -4,6 +4,7 @@ grid runs end to end, after which one cell can be rerun alone."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -86,19 +87,22 @@ def test_multiway_dry_run_adds_language_mix_jobs(tmp_path):
 
 @pytest.mark.parametrize("multiway", [False, True])
 def test_every_rule_runs_an_existing_cli_verb_with_valid_arguments(tmp_path, multiway):
-    # every rule planned: the section-5 methods too (train_ban; distill with --ref), an ensemble teacher
+    # every rule planned: the section-5 methods too (train_ban; distill with --ref), an ensemble teacher, a file
     # the single-target grid reads files, with a second test set (the rules of corpus.files.tests)
     stand_in = tmp_path / "stand_in.txt"
     stand_in.write_text("a\n")
     side = {"src": str(stand_in), "tgt": str(stand_in)}
     corpus = {} if multiway else {"source": "files", "files": {"train": side, "valid": side, "test": side,
                                                                "tests": {"extra": side}}}
-    # an ensemble teacher too (ensemble_teacher), of one member in the multi-way grid
+    # an ensemble teacher too (ensemble_teacher), of one member in the multi-way grid, and an imported set
     base = TOY_MULTIWAY if multiway else shaped_config(tmp_path, *SHAPES[3])
     teachers = ["toy"] if multiway else SHAPES[3][0]
+    released = {"kind": "file", "tgt": str(stand_in), "sha256": hashlib.sha256(b"a\n").hexdigest(),
+                "src": str(stand_in)}
     cfg = write_config(tmp_path / "every_rule.yaml", base, teacher_sizes={"joint": {"ensemble": teachers}},
-                       grid={"teachers": [*teachers, "joint"], "methods": ["beam", "sample_topk", "interpolate", "ban"]},
-                       corpus=corpus)
+                       methods={"released": released}, corpus=corpus,
+                       grid={"teachers": [*teachers, "joint"],
+                             "methods": ["beam", "sample_topk", "interpolate", "ban", "released"]})
     proc = snakemake(tmp_path, "-n", "-p", configfile=cfg)
     commands = rule_commands(proc.stdout)
     all_rules = set(snakemake(tmp_path, "--list-rules", configfile=cfg).stdout.split())

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import filter_check
 import jsonschema
-import teacher_check
 import yaml
 
 # kdgrid from this checkout, as the jobs import it (common.smk's PYTHONPATH): the Snakemake that
@@ -22,6 +21,8 @@ import yaml
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
+import teacher_check  # noqa: E402  (imports kdgrid)
+
 from kdgrid.kd import specs as wrap_specs  # noqa: E402
 from kdgrid.methods import kinds as method_kinds  # noqa: E402
 from kdgrid.models import configs as model_configs  # noqa: E402
@@ -79,6 +80,12 @@ def _schema_problems(config: dict, schema_path) -> list[str]:
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
         err = _closest(err)
         where = key_path(err.absolute_path)
+        size = err.instance if len(err.absolute_path) == 2 and err.absolute_path[0] == "teacher_sizes" else None
+        if isinstance(size, dict) and teacher_check.KEY in size and set(size) - {teacher_check.KEY, "combine"}:
+            problems.append(f"{where}: an ensemble under the name of a trained size (workflow/defaults.yaml "
+                            f"defines {err.absolute_path[1]!r}, and your keys merge into it); give the ensemble a "
+                            "name of its own")
+            continue
         if err.validator == "additionalProperties":
             where = key_path(err.absolute_path) if err.absolute_path else "(top level)"
             moved = [f"{where}.{k}: {hint}" for k, hint in MOVED.get(where, {}).items() if k in err.instance]
@@ -106,15 +113,16 @@ def _semantic_problems(c: dict) -> list[str]:
             if name not in defined:
                 problems.append(f"grid.{key}[{i}]: {name!r} is not defined under {where} "
                                 f"(defined: {', '.join(sorted(defined))})")
-    if grid["methods"] and not grid["teachers"]:
-        problems.append("grid.methods: methods are listed but grid.teachers is empty")
+    decoded = [m for m in grid["methods"] if c["methods"].get(m, {}).get("kind") != method_kinds.FILE_KIND]
+    if decoded and not grid["teachers"]:  # a file method's set needs no teacher
+        problems.append(f"grid.methods: {', '.join(decoded)} decode with a teacher, but grid.teachers is empty")
     problems += _teacher_seed_problems(c)
     rescorers = [c["students"][s].get("decode", {}).get("rescore") for s in grid["students"]
                  if s in c["students"]]
     method_problems, ban_sizes = _method_problems(c)
     problems += method_problems
     wrapped = [t for s in grid["students"] if s in c["students"] for t in wrap_teachers(c["students"][s])]
-    problems += teacher_check.problems(c)
+    problems += teacher_check.problems(c) + teacher_check.file_method_problems(c)
     trained = [*grid["teachers"], *filter(None, rescorers), *wrapped, *ban_sizes]
     for name in teacher_check.trained(trained, c):  # the ATs trained (an ensemble's members)
         size = c["teacher_sizes"].get(name)

@@ -141,7 +141,7 @@ def problems(c: dict) -> list[str]:
     student = spec["student"]
     if student["d_model"] % student["heads"]:
         out.append(f"filter.student.heads: d_model {student['d_model']} is not divisible by heads {student['heads']}")
-    if teacher in sizes and spec["lelp"]["S"] > 2 * sizes[teacher]["d_model"]:
+    if teacher in sizes and "d_model" in sizes[teacher] and spec["lelp"]["S"] > 2 * sizes[teacher]["d_model"]:
         out.append(f"filter.lelp.S: {spec['lelp']['S']} subclasses but the teacher's pair embedding has "
                    f"{2 * sizes[teacher]['d_model']} dimensions; use at most that many")
     if clean is not None:

@@ -1,9 +1,15 @@
-"""Teacher sizes this grid does not train itself (torch-free: planning reads it): an ensemble of
-trained sizes, `teacher_sizes.<name>: {ensemble: [a, b, ...], combine: ...}` (kdgrid.models.ensemble).
-An ensemble decodes and distils like any teacher, with torch (CTranslate2 has no ensembles); it is
-no single network, so nothing that copies, rescores with or retrains a teacher's network takes one."""
+"""Teachers and distilled sets this grid does not make itself (torch-free: planning reads it).
+
+An ensemble of trained sizes, `teacher_sizes.<name>: {ensemble: [a, b, ...], combine: ...}`
+(kdgrid.models.ensemble), decodes and distils like any teacher, with torch (CTranslate2 has no
+ensembles); it is no single network, so nothing that copies, rescores with or retrains a teacher's
+network takes one. A `file` method imports a distilled set (kdgrid.cli_teachers): one column,
+imported.<name>, checked against the training sources by one stated check.
+"""
 
 from __future__ import annotations
+
+from kdgrid.methods import kinds as method_kinds
 
 KEY = "ensemble"
 
@@ -64,4 +70,30 @@ def problems(c: dict) -> list[str]:
             if t in groups:
                 out.append(f"grid.teacher_seeds: teacher {t!r} is an ensemble; seed replicas are of trained "
                            "teachers (list its members in grid.teachers to replicate them, or drop teacher_seeds)")
+    return out
+
+
+def file_method_problems(c: dict) -> list[str]:
+    """The grid's file methods: their targets pinned (a path by sha256, a URL side by its own), one
+    alignment check, no `teachers` (the column is no teacher's), and the column's teacher part free."""
+    out = []
+    files = [m for m in c["grid"]["methods"] if c["methods"].get(m, {}).get("kind") == method_kinds.FILE_KIND]
+    for m in files:
+        spec, where = c["methods"][m], f"methods.{m}"
+        if "tgt" not in spec:
+            out.append(f"{where}: kind 'file' needs tgt, the distilled targets (a path with sha256, or "
+                       "{url, sha256})")
+        elif isinstance(spec["tgt"], str) and "sha256" not in spec:
+            out.append(f"{where}.sha256: tgt is a local path; pin it with its sha256 (sha256sum {spec['tgt']})")
+        elif not isinstance(spec.get("tgt"), str) and "sha256" in spec:
+            out.append(f"{where}.sha256: tgt is {{url, sha256}}, which carries its own checksum; drop this one")
+        if ("src" in spec) == ("src_sha256" in spec):
+            out.append(f"{where}: give one alignment check: src (the set's own sources, matched to the training "
+                       "sources line by line) or src_sha256 (the sha256 of the data/train.src it was made from)")
+        if "teachers" in spec:
+            out.append(f"{where}.teachers: a file method makes one column ({method_kinds.IMPORTED}.{m}), of no teacher "
+                       "of this grid; drop teachers")
+    if files and method_kinds.IMPORTED in c["teacher_sizes"]:
+        out.append(f"teacher_sizes: {method_kinds.IMPORTED!r} names the file methods' columns "
+                   f"({method_kinds.IMPORTED}.<method>); rename that size")
     return out

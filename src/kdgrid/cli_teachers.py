@@ -1,11 +1,13 @@
-"""Teachers made from other models (issue: teachers from anywhere): `ensemble` joins trained
-teachers into one decoder whose model file holds them all (kdgrid.models.ensemble)."""
+"""Teachers and distilled sets from elsewhere: `ensemble` joins trained teachers into one decoder
+whose model file holds them all (kdgrid.models.ensemble); `import_distilled` takes a distilled set
+made elsewhere (a released one, another grid's) as a column of this grid, after checking that it
+translates this grid's training sources."""
 
 from __future__ import annotations
 
 from kdgrid.errors import KdgridError, json_option
 
-VERBS = ("ensemble",)
+VERBS = ("ensemble", "import_distilled")
 
 
 def cmd_ensemble(a) -> None:
@@ -43,6 +45,72 @@ def cmd_ensemble(a) -> None:
     save_model(a.out, ensemble, meta)
 
 
+def _matched_by_source(grid_src: list[str], released_src: list[str], targets: list[str], where: str):
+    """Each grid training source's target from the released (source, target) pairs, matched by the
+    source text (the released set's own source side echoes what it translated): the grid's cleaning
+    may have dropped or reordered lines. A source the released set lacks is an error; a source it
+    holds twice with different targets takes the first (counted)."""
+    table: dict = {}
+    conflicts = 0
+    for s, t in zip(released_src, targets):
+        if s in table:
+            conflicts += table[s] != t
+        else:
+            table[s] = t
+    missing = [i for i, s in enumerate(grid_src) if s not in table]
+    if missing:
+        first = missing[0]
+        raise KdgridError(f"{where}: {len(missing)} of {len(grid_src)} training sources have no line in the released "
+                          f"sources (first: line {first + 1}, {grid_src[first][:60]!r}); the set was made from other "
+                          "sources or another cleaning of them")
+    used = set(grid_src)
+    return [table[s] for s in grid_src], {"kind": "source_echo", "released_pairs": len(targets),
+                                          "released_sources_unused": sum(1 for s in table if s not in used),
+                                          "conflicting_duplicates": conflicts}
+
+
+def cmd_import_distilled(a) -> None:
+    from kdgrid.corpus import read_lines, write_lines
+    from kdgrid.errors import all_or_nothing, write_json
+    from kdgrid.importers import normalize, sha256_of, side_path
+
+    p = json_option(a.params, "--params")
+    name, form = p.get("method", "?"), p.get("normalize", "NFC")
+    where = f"methods.{name}"
+    if "tgt" not in p or ("src" in p) == ("src_sha256" in p):
+        raise KdgridError(f"--params ({where}): give tgt and one alignment check, src (the set's own sources) or "
+                          "src_sha256 (the sha256 of the training sources it was made from)")
+    tgt = side_path(p["tgt"], a.download_dir)
+    if isinstance(p["tgt"], str):  # a local path: pinned by the method's sha256 (a URL side by its own)
+        got = sha256_of(tgt)
+        if got != p.get("sha256"):
+            raise KdgridError(f"{tgt}: sha256 {got}, but {where}.sha256 is {p.get('sha256')}; the file changed, or "
+                              "set sha256 to the file's")
+    targets = [normalize(t, form) for t in read_lines(tgt)]
+    grid_src = read_lines(a.src)
+    if "src" in p:
+        src = side_path(p["src"], a.download_dir)
+        released = [normalize(s, form) for s in read_lines(src)]
+        if len(released) != len(targets):
+            raise KdgridError(f"{src} has {len(released)} lines but {tgt} has {len(targets)}; {where}.src must be the "
+                              "sources the set translates, line by line")
+        out, check = _matched_by_source(grid_src, released, targets, f"{where} ({src})")
+    else:
+        got = sha256_of(a.src)
+        if got != p["src_sha256"]:
+            raise KdgridError(f"{a.src}: the grid's training sources have sha256 {got}, but {where}.src_sha256 says "
+                              f"the set was made from {p['src_sha256']}; give the set's own sources as {where}.src "
+                              "instead")
+        if len(targets) != len(grid_src):
+            raise KdgridError(f"{tgt} has {len(targets)} lines but {a.src} has {len(grid_src)}")
+        out, check = targets, {"kind": "source_sha256", "src_sha256": got}
+    record = {"method": name, "tgt": str(p["tgt"]), "tgt_sha256": sha256_of(tgt), "sentences": len(out),
+              "empty_targets": sum(1 for t in out if not t), "alignment_check": check, "normalize": form}
+    with all_or_nothing(a.out, a.record):
+        write_lines(a.out, out)
+        write_json(a.record, record)
+
+
 def add_verbs(verb) -> None:
     """Register the verbs with kdgrid.cli's `verb(name, fn, help)`."""
     p = verb("ensemble", cmd_ensemble, "one teacher from trained ones: their next-token distributions combined")
@@ -51,3 +119,11 @@ def add_verbs(verb) -> None:
     p.add_argument("--params", default="{}", help='{"combine": "logprob_mean" | "prob_mean"}')
     p.add_argument("--labels", default="{}")
     p.add_argument("--out", required=True)
+
+    p = verb("import_distilled", cmd_import_distilled,
+             "a distilled set made elsewhere, checked against the training sources")
+    p.add_argument("--src", required=True, help="the grid's training sources (data/train.src)")
+    p.add_argument("--params", required=True, help='{"method", "tgt", "sha256", "src" | "src_sha256", "normalize"}')
+    p.add_argument("--download-dir", default="downloads", help="cache for {url, sha256} sides")
+    p.add_argument("--out", required=True, help="the distilled targets, one per training source")
+    p.add_argument("--record", required=True, help="JSON: the file, its sha256 and the alignment check's counts")

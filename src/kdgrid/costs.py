@@ -164,7 +164,8 @@ def table(jobs: list[dict]) -> list[dict]:
 
 
 # jobs that make a training set
-MAKING = ("train_teacher", "ensemble_teacher", "train_ban", "distill", "gather", "encode_distilled")
+MAKING = ("train_teacher", "ensemble_teacher", "train_ban", "distill", "gather", "import_distilled",
+          "encode_distilled")
 
 
 def column_cost(jobs: list[dict], ensembles: dict | None = None):

@@ -19,9 +19,9 @@ from kdgrid.errors import KdgridError
 class Rescorer:
     def __init__(self, model, name: str = "rescorer", max_tokens: int = 4096):
         kind = getattr(model, "kind", type(model).__name__)
-        if not getattr(model, "autoregressive", False):
-            raise KdgridError(f"{name}: rescoring needs an autoregressive model (kind 'transformer' "
-                              f"or 'moe'), got kind {kind!r}")
+        if not getattr(model, "autoregressive", False) or not hasattr(model, "sequence_logprob"):
+            raise KdgridError(f"{name}: rescoring needs an autoregressive model with teacher-forced scores "
+                              f"(kind 'transformer' or 'moe'), got kind {kind!r}")
         self.model, self.name, self.max_tokens = model.eval(), name, max_tokens  # no dropout in scores
 
     @torch.no_grad()

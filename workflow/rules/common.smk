@@ -92,6 +92,8 @@ TEACHERS = [
     for name in [t, *(r for r, (base, _) in TEACHER_REPLICAS.items() if base == t)]
 ]
 METHODS = config["grid"]["methods"]
+FILE_METHODS = [m for m in METHODS if config["methods"][m]["kind"] == method_kinds.FILE_KIND]
+IMPORTED_TEACHER = [method_kinds.IMPORTED] if FILE_METHODS else []  # the teacher part of their columns
 STUDENTS = config["grid"]["students"]
 DECODING = decoding_backend.verb_params(config["decoding"])  # every AT decode's options (backend: kdgrid.ct2)
 TORCH_DECODING = decoding_backend.verb_params(config["decoding"], autoregressive=False)  # NATs', MoE's
@@ -112,6 +114,8 @@ def method_columns():
             cols = method_kinds.columns(m, spec, config["teacher_sizes"][t])
             for r, c in enumerate(cols, 2):  # a ban method's columns are its rounds 2 .. R
                 out[f"{t}.{c}"] = (m, r if spec["kind"] == "ban" else None)
+    for m in FILE_METHODS:  # an imported set: one column of no teacher of this grid
+        out[f"{method_kinds.IMPORTED}.{m}"] = (m, None)
     return out
 
 
@@ -220,7 +224,7 @@ def choice(names):
 
 
 wildcard_constraints:
-    teacher=choice(sorted({*TEACHERS, *STUDENT_TEACHERS, *ENSEMBLE_MEMBERS})),
+    teacher=choice(sorted({*TEACHERS, *STUDENT_TEACHERS, *ENSEMBLE_MEMBERS, *IMPORTED_TEACHER})),
     method=choice(sorted(METHOD_OF)),
     ban=choice(BAN_ROUNDS),
     data=choice(COLUMNS),
@@ -291,7 +295,9 @@ def method_params(column, teacher=None):
     method = METHOD_OF[column][0]
     spec = config["methods"][method]
     ban_round = METHOD_OF[column][1] is not None  # a Born-Again AT decodes, not the teacher
-    torch_ = spec["kind"] == "moe" or (teacher is not None and not ban_round and torch_only(teacher))
+    # (an MoE teacher's plain columns keep the backend key: their jobs, and files, stay as they were)
+    ensemble = teacher is not None and not ban_round and teacher_kind(teacher) == "ensemble"
+    torch_ = spec["kind"] == "moe" or ensemble
     return {
         **(TORCH_DECODING if torch_ else DECODING),
         **method_kinds.distill_options(spec, method, column),
@@ -376,6 +382,7 @@ COST_SCOPES = {
     "train_ban": "data/{teacher}.{ban}",
     "distill": "data/{teacher}.{method}",
     "gather": "data/{teacher}.{method}",
+    "import_distilled": "data/imported.{method}",
     "encode_distilled": "data/{teacher}.{method}",
     "align_distilled": "data/{teacher}.{method}",
     "data_metrics_distilled": "data/{teacher}.{method}",

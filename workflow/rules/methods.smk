@@ -57,3 +57,21 @@ def columns_info():
         elif spec["kind"] in method_kinds.DECODE_KINDS and teacher_kind(teacher) == "moe":
             out[column] = {**about, "expert": "prior"}
     return out
+
+
+def file_method_inputs(method):
+    """A file method's local files (its tgt and src where they are paths)."""
+    spec = config["methods"][method]
+    return [side for side in (spec.get("tgt"), spec.get("src")) if isinstance(side, str)]
+
+
+def import_params(method):
+    """What import_distilled checks and reads: the method's file options and the corpus's
+    normalization (the released lines are normalized as the grid's own were)."""
+    spec = config["methods"][method]
+    keep = method_kinds.KIND_OPTIONS[method_kinds.FILE_KIND]
+    return {
+        "method": method,
+        "normalize": config["corpus"]["clean"]["normalize"],
+        **{k: spec[k] for k in keep if k in spec},
+    }

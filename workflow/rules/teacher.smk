@@ -151,6 +151,37 @@ rule gather:
         "kdgrid gather --src {input.src} --shards {input.shards} --count {params.shards} --out {output} 2> {log}"
 
 
+# A file method's set (methods.<name>.kind: file): imported, checked against the training sources.
+ruleorder: import_distilled > gather
+
+
+rule import_distilled:
+    input:
+        src=TRAIN_SRC,
+        files=lambda w: file_method_inputs(w.method),  # local paths (URLs are fetched by the verb)
+    output:
+        text=f"{R}/distill/{method_kinds.IMPORTED}.{{method}}/train.tgt",
+        record=f"{R}/distill/{method_kinds.IMPORTED}.{{method}}/import.json",
+    log:
+        f"{R}/logs/import_distilled/{{method}}.log",
+    benchmark:
+        f"{R}/benchmarks/import_distilled/{{method}}.tsv"
+    wildcard_constraints:
+        method=choice(FILE_METHODS),
+    priority: 8  # the critical path: teachers, then their distilled sets
+    conda:
+        ENV
+    resources:
+        mem_mb=mem_mb("import_distilled"),
+        runtime=runtime("import_distilled"),
+    params:
+        spec=lambda w: q(import_params(w.method)),
+        downloads=f"{R}/downloads",
+    shell:
+        "kdgrid import_distilled --src {input.src} --params {params.spec} --download-dir {params.downloads}"
+        " --out {output.text} --record {output.record} 2> {log}"
+
+
 rule encode_distilled:
     input:
         vocab=VOCAB,

@@ -7,7 +7,9 @@ The decoding itself lives in the other modules of kdgrid.methods (one per kind);
 the grid: a `ban` method with `rounds: R` and `from: M` (a beam-kind method of grid.methods,
 default `beam`) yields the columns <name>2 .. <name>R: its round 1 IS column M (the teacher's beam
 output; no second copy of it), and round r >= 2 is an AT trained on round r-1's set. A `moe`
-method yields a column only for teachers whose size declares `experts`.
+method yields a column only for teachers whose size declares `experts`. A `file` method imports a
+distilled set made elsewhere (a released one, or another grid's): one column, <IMPORTED>.<name>,
+of no teacher of this grid (kdgrid.cli_teachers.cmd_import_distilled checks it against the sources).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 from kdgrid.models.configs import MIXTURE_BEST
 
 DECODE_KINDS = ("beam", "greedy", "sample", "sample_topk")
-KINDS = (*DECODE_KINDS, "interpolate", "ban", "moe")
+FILE_KIND = "file"  # a distilled set imported from a file, not decoded here
+IMPORTED = "imported"  # the teacher part of a file method's column name: imported.<name>
+KINDS = (*DECODE_KINDS, "interpolate", "ban", "moe", FILE_KIND)
 # Defaults of the section-5 kinds where a method leaves an option out (workflow/defaults.yaml's
 # named methods name only their kind, so that these are the one copy).
 # interpolate's beam defaults to its nbest; ban's size to the student's size (the paper's
@@ -33,8 +37,13 @@ KIND_OPTIONS = {
     "interpolate": ("nbest", "beam", "lenpen", "metric"),
     "ban": ("rounds", "from", "size", "beam", "lenpen"),
     "moe": ("expert", "beam", "lenpen"),
+    # the targets (a path or {url, sha256}), their sha256 for a path; the alignment check: the
+    # released set's own sources (matched line by line to the grid's, source echo) or the sha256 of
+    # the grid's training sources it was made from (data/train.src, line counts equal)
+    FILE_KIND: ("tgt", "sha256", "src", "src_sha256"),
 }
-SECTION5_OPTIONS = ("nbest", "metric", "rounds", "from", "size", "expert")
+# options only the section-5 kinds and the file kind take (a decoding method naming one is an error)
+SECTION5_OPTIONS = ("nbest", "metric", "rounds", "from", "size", "expert", "tgt", "sha256", "src", "src_sha256")
 NEEDS_REFERENCE = ("interpolate",)  # kinds whose distill jobs read data/train.tgt (--ref)
 WORKFLOW_OPTIONS = ("rounds", "from", "size", "teachers")  # shape the grid (columns, BAN models), not the decoding
 GENERAL_OPTIONS = ("teachers",)  # options every kind takes
@@ -88,6 +97,8 @@ def round_column(name: str, spec: dict, r: int) -> str:
 def fits(spec: dict, teacher: str, size: dict) -> bool:
     """Whether a method makes a column for `teacher` (of `size`): only for the teachers it names
     under `teachers` (all when absent), and a moe method only for one with experts."""
+    if spec["kind"] == FILE_KIND:  # one column of its own (imported.<name>), of no teacher
+        return False
     if "teachers" in spec and teacher not in spec["teachers"]:
         return False
     return spec["kind"] != "moe" or bool(size.get("experts"))

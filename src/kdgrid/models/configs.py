@@ -209,9 +209,10 @@ class FlowSeqConfig(ModelConfig):
 
 
 # How an ensemble of teachers (kdgrid.models.ensemble) combines its members' next-token distributions:
-# `logprob_mean` averages their log-probabilities (a renormalized geometric mean; the reading of the
-# issue that asked for ensembles, and Marian's log-linear ensembles with equal weights), `prob_mean`
-# their probabilities (fairseq's EnsembleModel: log of the mean probability).
+# `logprob_mean` averages their log-probabilities and renormalizes (a normalized geometric mean; the
+# reading of the issue that asked for ensembles: Marian's log-linear ensembles with equal weights do
+# the same without renormalizing), `prob_mean` their probabilities (fairseq's EnsembleModel: log of
+# the mean probability).
 ENSEMBLE_COMBINES = ("logprob_mean", "prob_mean")
 ENSEMBLE_MEMBER_KINDS = ("transformer",)  # members decode with kdgrid.search, one cache each
 
