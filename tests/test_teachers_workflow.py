@@ -98,7 +98,7 @@ BAD = [
      r"grid.teacher_seeds: teacher 'b' is an ensemble"),
     # a size of defaults.yaml's name: the user's keys merge into it
     ({"teacher_sizes": {"tiny": {"ensemble": ["toy", "toy2"]}}},
-     r"teacher_sizes.tiny: an ensemble under the name of a trained size .* give the ensemble a name of its own"),
+     r"teacher_sizes.tiny: an ensemble or imported teacher under the name of a trained size .* a name of its own"),
 ]
 
 
@@ -124,3 +124,130 @@ def test_a_typo_in_a_trained_size_still_names_the_key():
     ok = merged({"teacher_sizes": {"b": {"ensemble": ["toy", "toy2"]}}, "grid": {"teachers": ["toy", "b"]}})
     check(ok, SCHEMA, ["toy.yaml"])
     assert yaml.safe_dump(ok)
+
+
+# -- teachers trained elsewhere (teacher_sizes.<name>.import) ----------------------------------
+def run(*args):
+    import subprocess
+
+    from conftest import env
+
+    return subprocess.run([sys.executable, "-m", "kdgrid", *map(str, args)], capture_output=True, text=True, env=env())
+
+
+@pytest.fixture(scope="module")
+def elsewhere(tmp_path_factory):
+    """A teacher trained on another corpus with its own vocabulary (a kdgrid model file)."""
+    from conftest import train_toy_teacher
+
+    return train_toy_teacher(tmp_path_factory.mktemp("elsewhere"), run, layers=1, updates=40)
+
+
+def sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_verb_imports_a_kdgrid_teacher_with_its_own_vocabulary(elsewhere, tmp_path):
+    from kdgrid.checkpoint import load_for_decoding, load_model
+
+    model = elsewhere / "model.pt"
+    out, vocab = tmp_path / "t" / "model.pt", tmp_path / "t" / "spm.model"
+    spec = {"teacher": "prev", "model": str(model), "sha256": sha(model)}
+    proc = run("import_teacher", "--params", json.dumps(spec), "--out", out, "--vocab-out", vocab,
+               "--labels", '{"teacher": "prev"}')
+    assert proc.returncode == 0, proc.stderr
+    assert vocab.read_bytes() == (elsewhere / "spm.model").read_bytes()  # the vocabulary it was trained with
+    imported, meta, _ = load_for_decoding(out, vocab)
+    original, _ = load_model(model)
+    assert meta["teacher"] == "prev" and meta["imported"]["sha256"] == sha(model)
+    assert all(torch_equal(a, b) for a, b in zip(imported.state_dict().values(), original.state_dict().values()))
+    # a changed file, and a model that is no teacher, are errors that say so; nothing is written
+    bad = {**spec, "sha256": "0" * 64}
+    proc = run("import_teacher", "--params", json.dumps(bad), "--out", tmp_path / "x.pt", "--vocab-out", tmp_path / "x")
+    assert proc.returncode == 2 and "but teacher_sizes.prev.import.sha256 is 000" in proc.stderr
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "x").exists()
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
+
+
+def test_a_model_that_is_no_teacher_or_carries_no_vocabulary_is_refused(elsewhere, tmp_path):
+    import torch
+
+    from kdgrid.checkpoint import load_model, save_model
+    from kdgrid.models import build
+
+    _, meta = load_model(elsewhere / "model.pt")
+    nat = tmp_path / "nat.pt"
+    save_model(nat, build("nat", {"vocab_size": 80, "pad": 0, "bos": 2, "eos": 3, "mask": 4, "d_model": 16, "ffn": 16,
+                                  "encoder_layers": 1, "decoder_layers": 1, "heads": 2}), meta)
+    proc = run("import_teacher", "--params", json.dumps({"model": str(nat), "sha256": sha(nat), "teacher": "p"}),
+               "--out", tmp_path / "a.pt", "--vocab-out", tmp_path / "a.model")
+    assert proc.returncode == 2 and "a model of kind 'nat'; a teacher is one of transformer, moe" in proc.stderr
+    bare = tmp_path / "bare.pt"
+    model, _ = load_model(elsewhere / "model.pt")
+    save_model(bare, model, {k: v for k, v in meta.items() if k != "vocab_model"})
+    proc = run("import_teacher", "--params", json.dumps({"model": str(bare), "sha256": sha(bare), "teacher": "p"}),
+               "--out", tmp_path / "a.pt", "--vocab-out", tmp_path / "a.model")
+    assert proc.returncode == 2 and "carries no vocabulary" in proc.stderr
+    assert torch.__version__  # torch imported by the helpers above
+
+
+def imported_config(tmp_path, model, teachers=("toy", "prev"), **extra):
+    return write_config(tmp_path / "imp.yaml", TOY,
+                        teacher_sizes={"prev": {"import": {"model": str(model), "sha256": sha(model)}}},
+                        grid={"teachers": list(teachers), "methods": ["beam"], "students": ["nat"]}, **extra)
+
+
+def test_an_imported_teacher_plans_with_its_own_vocabulary(elsewhere, tmp_path):
+    proc = snakemake(tmp_path, "-n", "-p", configfile=imported_config(tmp_path, elsewhere / "model.pt"))
+    counts = job_counts(proc.stdout)
+    assert counts["import_teacher"] == 1 and counts["train_teacher"] == 1 and counts["distill"] == 2
+    lines = proc.stdout.splitlines()
+    for verb in ("kdgrid evaluate", "kdgrid distill"):
+        mine = next(line for line in lines if verb in line and "teachers/prev/model.pt" in line)
+        assert "--vocab results/toy/teachers/prev/spm.model" in mine
+        theirs = next(line for line in lines if verb in line and "teachers/toy/model.pt" in line)
+        assert "--vocab results/toy/vocab/spm.model" in theirs
+
+
+@pytest.mark.slow
+def test_an_imported_teacher_runs_through_the_grid(elsewhere, tmp_path):
+    snakemake(tmp_path, "--cores", "2", configfile=imported_config(tmp_path, elsewhere / "model.pt", ["prev"]))
+    out = tmp_path / "results" / "toy"
+    teachers = {r["teacher"]: r for r in csv.DictReader((out / "teachers.csv").open())}
+    assert teachers["prev"]["imported"] == str(elsewhere / "model.pt") and float(teachers["prev"]["test_bleu"]) >= 0
+    distilled = (out / "distill" / "prev.beam" / "train.tgt").read_text().splitlines()
+    assert len(distilled) == len((out / "data" / "train.src").read_text().splitlines())
+    grid = {r["student"]: r for r in csv.DictReader((out / "grid.csv").open())}
+    assert float(grid["nat"]["prev.beam"]) >= 0
+    costs = {(r["scope"], r["teacher"]): r for r in csv.DictReader((out / "costs.csv").open())}
+    assert costs[("teacher", "prev")]["rules"].startswith("import_teacher; evaluate_teacher")
+
+
+IMPORT = {"import": {"model": "m.pt", "sha256": "a" * 64}}
+BAD_IMPORTS = [
+    ({"teacher_sizes": {"p": {"import": {"model": "m.pt"}}}}, r"teacher_sizes.p.import.sha256: model is a local path"),
+    ({"teacher_sizes": {"p": {"import": {"model": {"url": "https://x.org/m.pt", "sha256": "b" * 64},
+                                         "sha256": "a" * 64}}}},
+     r"teacher_sizes.p.import.sha256: model is \{url, sha256\}"),
+    ({"teacher_sizes": {"p": IMPORT}, "students": {"nat": {"kd": {"teacher": "p"}}}},
+     r"students.nat.kd.teacher: 'p' is an imported teacher .* not usable here"),
+    ({"teacher_sizes": {"p": IMPORT, "b": {"ensemble": ["toy", "p"]}}},
+     r"teacher_sizes.b.ensemble\[1\]: 'p' is an imported teacher"),
+    ({"teacher_sizes": {"p": IMPORT}, "grid": {"teachers": ["p"], "teacher_seeds": [1, 2]}},
+     r"grid.teacher_seeds: teacher 'p' is imported"),
+    ({"teacher_sizes": {"p": {"import": {"model": "m.pt", "sha256": "a" * 64, "format": "fairseq"}}}},
+     r"teacher_sizes.p.import.format: 'fairseq' is not one of \['kdgrid'\]"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD_IMPORTS)
+def test_bad_imports_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        check(merged(override), SCHEMA, ["toy.yaml"])

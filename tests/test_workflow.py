@@ -87,7 +87,8 @@ def test_multiway_dry_run_adds_language_mix_jobs(tmp_path):
 
 @pytest.mark.parametrize("multiway", [False, True])
 def test_every_rule_runs_an_existing_cli_verb_with_valid_arguments(tmp_path, multiway):
-    # every rule planned: the section-5 methods too (train_ban; distill with --ref), an ensemble teacher, a file
+    # every rule planned: the section-5 methods too (train_ban; distill with --ref), an ensemble teacher, an
+    # imported teacher and a file method
     # the single-target grid reads files, with a second test set (the rules of corpus.files.tests)
     stand_in = tmp_path / "stand_in.txt"
     stand_in.write_text("a\n")
@@ -99,9 +100,10 @@ def test_every_rule_runs_an_existing_cli_verb_with_valid_arguments(tmp_path, mul
     teachers = ["toy"] if multiway else SHAPES[3][0]
     released = {"kind": "file", "tgt": str(stand_in), "sha256": hashlib.sha256(b"a\n").hexdigest(),
                 "src": str(stand_in)}
-    cfg = write_config(tmp_path / "every_rule.yaml", base, teacher_sizes={"joint": {"ensemble": teachers}},
-                       methods={"released": released}, corpus=corpus,
-                       grid={"teachers": [*teachers, "joint"],
+    imported = {"import": {"model": str(stand_in), "sha256": released["sha256"]}}  # (a dry run reads no file)
+    cfg = write_config(tmp_path / "every_rule.yaml", base, methods={"released": released}, corpus=corpus,
+                       teacher_sizes={"joint": {"ensemble": teachers}, "prev": imported},
+                       grid={"teachers": [*teachers, "joint", "prev"],
                              "methods": ["beam", "sample_topk", "interpolate", "ban", "released"]})
     proc = snakemake(tmp_path, "-n", "-p", configfile=cfg)
     commands = rule_commands(proc.stdout)

@@ -81,10 +81,11 @@ def _schema_problems(config: dict, schema_path) -> list[str]:
         err = _closest(err)
         where = key_path(err.absolute_path)
         size = err.instance if len(err.absolute_path) == 2 and err.absolute_path[0] == "teacher_sizes" else None
-        if isinstance(size, dict) and teacher_check.KEY in size and set(size) - {teacher_check.KEY, "combine"}:
-            problems.append(f"{where}: an ensemble under the name of a trained size (workflow/defaults.yaml "
-                            f"defines {err.absolute_path[1]!r}, and your keys merge into it); give the ensemble a "
-                            "name of its own")
+        made = {teacher_check.KEY, "combine", teacher_check.IMPORT}  # an ensemble's or an import's keys
+        if isinstance(size, dict) and made & set(size) and set(size) - made:
+            problems.append(f"{where}: an ensemble or imported teacher under the name of a trained size "
+                            f"(workflow/defaults.yaml defines {err.absolute_path[1]!r}, and your keys merge into "
+                            "it); give it a name of its own")
             continue
         if err.validator == "additionalProperties":
             where = key_path(err.absolute_path) if err.absolute_path else "(top level)"
@@ -126,7 +127,7 @@ def _semantic_problems(c: dict) -> list[str]:
     trained = [*grid["teachers"], *filter(None, rescorers), *wrapped, *ban_sizes]
     for name in teacher_check.trained(trained, c):  # the ATs trained (an ensemble's members)
         size = c["teacher_sizes"].get(name)
-        if size is None or teacher_check.KEY in size:  # undefined or nested: teacher_check says so
+        if size is None or teacher_check.KEY in size or teacher_check.IMPORT in size:  # teacher_check's
             continue
         if size["d_model"] % size["heads"]:
             problems.append(f"teacher_sizes.{name}.heads: d_model {size['d_model']} is not divisible "
@@ -436,7 +437,7 @@ def _wrap_problems(name: str, st: dict, teacher_sizes: dict, teacher_pre_norm: b
 def _init_fit_problems(name: str, model: dict, teacher: str, size: dict) -> list[str]:
     """Copying weights needs the teacher's width (d_model, ffn, heads) and at most its depth."""
     where = f"students.{name}.init.from"
-    if teacher_check.KEY in size:  # an ensemble has no one body to copy: teacher_check says so
+    if teacher_check.KEY in size or teacher_check.IMPORT in size:  # no body to copy: teacher_check says so
         return []
     theirs = {**{k: size[k] for k in WIDTH},
               **{f"{s}_layers": size.get(f"{s}_layers", size.get("layers")) for s in ("encoder", "decoder")}}

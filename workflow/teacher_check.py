@@ -12,11 +12,17 @@ from __future__ import annotations
 from kdgrid.methods import kinds as method_kinds
 
 KEY = "ensemble"
+IMPORT = "import"
 
 
 def ensembles(c: dict) -> dict[str, list[str]]:
     """{ensemble size: its member sizes}."""
     return {name: list(size[KEY]) for name, size in c["teacher_sizes"].items() if KEY in size}
+
+
+def imports(c: dict) -> dict[str, dict]:
+    """{imported size: its import spec}: teachers trained elsewhere (kdgrid.cli_teachers)."""
+    return {name: size[IMPORT] for name, size in c["teacher_sizes"].items() if IMPORT in size}
 
 
 def trained(names, c: dict) -> list[str]:
@@ -61,15 +67,31 @@ def problems(c: dict) -> list[str]:
         if repeated:
             out.append(f"teacher_sizes.{name}.ensemble: lists {', '.join(repeated)} more than once; identical "
                        "members decode as one (list each once)")
+    imported = imports(c)
+    for name, members in groups.items():
+        for i, m in enumerate(members):
+            if m in imported:
+                out.append(f"teacher_sizes.{name}.ensemble[{i}]: {m!r} is an imported teacher, with a vocabulary of "
+                           "its own; an ensemble's members share this grid's (train them here)")
+    for name, spec in imported.items():
+        where = f"teacher_sizes.{name}.import"
+        if isinstance(spec["model"], str) and "sha256" not in spec:
+            out.append(f"{where}.sha256: model is a local path; pin it with its sha256 (sha256sum {spec['model']})")
+        elif not isinstance(spec["model"], str) and "sha256" in spec:
+            out.append(f"{where}.sha256: model is {{url, sha256}}, which carries its own checksum; drop this one")
     for where, t, why in _uses(c):
         if t in groups:
             out.append(f"{where}: {t!r} is an ensemble teacher (teacher_sizes.{t}.ensemble), which decodes but is "
                        f"no single network to {why}; name one of its members ({', '.join(groups[t])})")
+        elif t in imported:
+            out.append(f"{where}: {t!r} is an imported teacher (teacher_sizes.{t}.import), with a vocabulary and "
+                       f"size of its own: not usable here to {why} (train a teacher size in this grid for that)")
     if c["grid"].get("teacher_seeds"):
         for t in c["grid"]["teachers"]:
-            if t in groups:
-                out.append(f"grid.teacher_seeds: teacher {t!r} is an ensemble; seed replicas are of trained "
-                           "teachers (list its members in grid.teachers to replicate them, or drop teacher_seeds)")
+            if t in groups or t in imported:
+                out.append(f"grid.teacher_seeds: teacher {t!r} is {'an ensemble' if t in groups else 'imported'}; "
+                           "seed replicas are of teachers this grid trains (drop it from grid.teachers or drop "
+                           "teacher_seeds)")
     return out
 
 

@@ -1,5 +1,6 @@
 """Teachers and distilled sets from elsewhere: `ensemble` joins trained teachers into one decoder
-whose model file holds them all (kdgrid.models.ensemble); `import_distilled` takes a distilled set
+whose model file holds them all (kdgrid.models.ensemble); `import_teacher` takes a teacher trained
+elsewhere (a kdgrid model file, with the vocabulary it carries); `import_distilled` takes a distilled set
 made elsewhere (a released one, another grid's) as a column of this grid, after checking that it
 translates this grid's training sources."""
 
@@ -7,7 +8,9 @@ from __future__ import annotations
 
 from kdgrid.errors import KdgridError, json_option
 
-VERBS = ("ensemble", "import_distilled")
+VERBS = ("ensemble", "import_teacher", "import_distilled")
+# Teachers a grid can import (teacher_sizes.<name>.import): the model kinds that distil with kdgrid.search.
+IMPORTABLE_KINDS = ("transformer", "moe")
 
 
 def cmd_ensemble(a) -> None:
@@ -43,6 +46,42 @@ def cmd_ensemble(a) -> None:
     meta = {**json_option(a.labels, "--labels"), "vocab_sha256": vocab.sha256, "vocab_model": vocab.proto,
             "members": record, "combine": combine}
     save_model(a.out, ensemble, meta)
+
+
+def cmd_import_teacher(a) -> None:
+    """A kdgrid model file trained elsewhere, pinned by sha256, as this grid's teacher: copied with
+    a record of where it came from, and its own vocabulary written beside it (a teacher of another
+    grid segments text with that grid's sentencepiece model; what it distils is text, which this
+    grid encodes with its own)."""
+    from kdgrid.checkpoint import load_model, save_model
+    from kdgrid.errors import all_or_nothing, atomic_output
+    from kdgrid.importers import sha256_of, side_path
+    from kdgrid.vocab import Vocab
+
+    p = json_option(a.params, "--params")
+    where = f"teacher_sizes.{p.get('teacher', '?')}.import"
+    if p.get("format", "kdgrid") != "kdgrid":
+        raise KdgridError(f"{where}.format: {p['format']!r}; kdgrid model files are importable here")
+    path = side_path(p["model"], a.download_dir)
+    got = sha256_of(path)
+    if isinstance(p["model"], str) and got != p.get("sha256"):
+        raise KdgridError(f"{path}: sha256 {got}, but {where}.sha256 is {p.get('sha256')}; the file changed, or set "
+                          "sha256 to the file's")
+    model, meta = load_model(path)
+    if model.kind not in IMPORTABLE_KINDS:
+        raise KdgridError(f"{path}: a model of kind {model.kind!r}; a teacher is one of {', '.join(IMPORTABLE_KINDS)}")
+    if not meta.get("vocab_model"):
+        raise KdgridError(f"{path}: the model file carries no vocabulary (meta vocab_model); import a file "
+                          "written by `kdgrid train`")
+    vocab = Vocab(meta["vocab_model"], f"{path} (its vocabulary)")
+    if vocab.sha256 != meta.get("vocab_sha256"):
+        raise KdgridError(f"{path}: its vocabulary does not match the vocab_sha256 it records; a damaged file")
+    record = {"model": str(p["model"]), "sha256": got, "format": "kdgrid", "kind": model.kind,
+              "teacher": meta.get("teacher"), "updates": meta.get("updates")}
+    with all_or_nothing(a.out, a.vocab_out):
+        save_model(a.out, model, {**meta, **json_option(a.labels, "--labels"), "imported": record})
+        with atomic_output(a.vocab_out, "wb") as f:
+            f.write(meta["vocab_model"])
 
 
 def _matched_by_source(grid_src: list[str], released_src: list[str], targets: list[str], where: str):
@@ -119,6 +158,14 @@ def add_verbs(verb) -> None:
     p.add_argument("--params", default="{}", help='{"combine": "logprob_mean" | "prob_mean"}')
     p.add_argument("--labels", default="{}")
     p.add_argument("--out", required=True)
+
+    p = verb("import_teacher", cmd_import_teacher,
+             "a teacher trained elsewhere (a kdgrid model file), pinned by sha256")
+    p.add_argument("--params", required=True, help='{"teacher", "model" (path or {url, sha256}), "sha256", "format"}')
+    p.add_argument("--download-dir", default="downloads", help="cache for {url, sha256} model files")
+    p.add_argument("--labels", default="{}")
+    p.add_argument("--out", required=True, help="the teacher's model file in this grid")
+    p.add_argument("--vocab-out", required=True, help="the teacher's own vocabulary (sentencepiece model)")
 
     p = verb("import_distilled", cmd_import_distilled,
              "a distilled set made elsewhere, checked against the training sources")

@@ -164,7 +164,7 @@ def table(jobs: list[dict]) -> list[dict]:
 
 
 # jobs that make a training set
-MAKING = ("train_teacher", "ensemble_teacher", "train_ban", "distill", "gather", "import_distilled",
+MAKING = ("train_teacher", "ensemble_teacher", "import_teacher", "train_ban", "distill", "gather", "import_distilled",
           "encode_distilled")
 
 

@@ -199,8 +199,8 @@ def write_teachers_csv(grid: dict, path, sizes: dict | None = None) -> None:
     """One row per teacher: its size (the config's shape, or an ensemble's members, and the
     parameter count), valid and test BLEU/chrF, and C(d), F(d) of its valid output (against the valid references')."""
     shape = ["d_model", "ffn", "heads", "encoder_layers", "decoder_layers"]
-    fields = ["teacher", *shape, "ensemble", "parameters", "updates", "valid_bleu", "valid_chrf", "test_bleu",
-              "test_chrf", "valid_complexity", "valid_complexity_references", "valid_faithfulness"]
+    fields = ["teacher", *shape, "ensemble", "imported", "parameters", "updates", "valid_bleu", "valid_chrf",
+              "test_bleu", "test_chrf", "valid_complexity", "valid_complexity_references", "valid_faithfulness"]
     rows = []
     for t, splits in grid["teachers"].items():
         valid, test, vm = splits.get("valid", {}), splits.get("test", {}), splits.get("valid_metrics", {})
@@ -208,6 +208,7 @@ def write_teachers_csv(grid: dict, path, sizes: dict | None = None) -> None:
         members = size.get("ensemble")  # an ensemble teacher: its members and how they combine
         rows.append({"teacher": t, **{k: size.get(k) for k in shape},
                      "ensemble": f"{' + '.join(members)} ({size.get('combine')})" if members else None,
+                     "imported": size.get("imported"),  # a teacher trained elsewhere: its model file
                      "parameters": valid.get("parameters", test.get("parameters")),
                      "updates": valid.get("updates", test.get("updates")),
                      "valid_bleu": valid.get("bleu"), "valid_chrf": valid.get("chrf"),

@@ -190,6 +190,8 @@ STUDENT_TEACHERS = student_teachers()
 # trained; members outside grid.teachers are trained all the same (not evaluated, no columns).
 ENSEMBLES = {t: m for t, m in teacher_check.ensembles(config).items() if t in TEACHERS}
 ENSEMBLE_MEMBERS = [m for m in teacher_check.trained(TEACHERS, config) if m not in TEACHERS]
+# Teachers trained elsewhere (teacher_sizes.<name>.import): imported with their own vocabulary.
+IMPORTS = {t: s for t, s in teacher_check.imports(config).items() if t in TEACHERS}
 
 
 def target_languages():
@@ -241,6 +243,8 @@ def teacher_model(name):
     size, arch = config["teacher_sizes"][name], config["teacher"]["architecture"]
     if name in ENSEMBLES:  # what grid.md's teacher table shows for it
         return {"ensemble": ENSEMBLES[name], "combine": ensemble_combine(name)}
+    if name in IMPORTS:
+        return {"imported": str(IMPORTS[name]["model"])}
     return {
         "d_model": size["d_model"],
         "ffn": size["ffn"],
@@ -265,6 +269,12 @@ def teacher_kind(name):
 
 def ensemble_combine(name):
     return config["teacher_sizes"][name].get("combine", "logprob_mean")
+
+
+def teacher_vocab(name):
+    """The vocabulary a teacher decodes with: an imported one's own, written beside its model file;
+    the grid's otherwise."""
+    return f"{R}/teachers/{name}/spm.model" if name in IMPORTS else VOCAB
 
 
 def torch_only(name):
@@ -373,6 +383,7 @@ COST_SCOPES = {
     "vocab": "setup",
     "train_teacher": "teacher/{teacher}",
     "ensemble_teacher": "teacher/{teacher}",
+    "import_teacher": "teacher/{teacher}",
     "evaluate_teacher": "teacher/{teacher}",
     "align_teacher_valid": "teacher/{teacher}",
     "teacher_valid_metrics": "teacher/{teacher}",

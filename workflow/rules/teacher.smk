@@ -1,6 +1,6 @@
 # AT teachers: train, evaluate on valid/test, and distill the training sources (sharded).
 
-VOCAB = f"{R}/vocab/spm.model"
+VOCAB = f"{R}/vocab/spm.model"  # (also common.smk's teacher_vocab, read when jobs are planned)
 # the grid's training pair: the filtered one with corpus.clean.filter (common.smk)
 ENCODED = {"train_src": TRAIN_SRC_IDS, "train_tgt": TRAIN_TGT_IDS} | {
     f"valid_{side}": f"{R}/vocab/valid.{side}.npz" for side in SIDES
@@ -69,10 +69,41 @@ rule ensemble_teacher:
         " --labels {params.labels} --out {output} 2> {log}"
 
 
+# A teacher trained elsewhere (teacher_sizes.<name>.import): its model file and its own vocabulary.
+ruleorder: import_teacher > train_teacher
+
+
+rule import_teacher:
+    input:
+        lambda w: [m] if isinstance(m := IMPORTS[w.teacher]["model"], str) else [],  # a local file
+    output:
+        model=f"{R}/teachers/{{teacher}}/model.pt",
+        vocab=f"{R}/teachers/{{teacher}}/spm.model",
+    log:
+        f"{R}/logs/import_teacher/{{teacher}}.log",
+    benchmark:
+        f"{R}/benchmarks/import_teacher/{{teacher}}.tsv"
+    wildcard_constraints:
+        teacher=choice(sorted(IMPORTS)),
+    priority: 10  # the critical path: teachers, then their distilled sets
+    conda:
+        ENV
+    resources:
+        mem_mb=mem_mb("import_teacher"),
+        runtime=runtime("import_teacher"),
+    params:
+        spec=lambda w: q({"teacher": w.teacher, **IMPORTS[w.teacher]}),
+        labels=lambda w: q({"role": "teacher", "teacher": w.teacher}),
+        downloads=f"{R}/downloads",
+    shell:
+        "kdgrid import_teacher --params {params.spec} --download-dir {params.downloads} --labels {params.labels}"
+        " --out {output.model} --vocab-out {output.vocab} 2> {log}"
+
+
 rule evaluate_teacher:
     input:
         model=f"{R}/teachers/{{teacher}}/model.pt",
-        vocab=VOCAB,
+        vocab=lambda w: teacher_vocab(w.teacher),
         src=[f"{R}/data/{split}.src" for split in SCORED_SPLITS],
         ref=[ref for split in SCORED_SPLITS for ref in references(split)],
     output:
@@ -101,7 +132,7 @@ rule evaluate_teacher:
 rule distill:
     input:
         model=distill_model,  # the teacher, or a Born-Again AT (ban rounds >= 2)
-        vocab=VOCAB,
+        vocab=lambda w: VOCAB if w.method in BAN_ROUNDS else teacher_vocab(w.teacher),
         src=TRAIN_SRC,
         ref=distill_reference,  # the real targets, for methods that read them (interpolate)
     output:

@@ -30,7 +30,7 @@ rule prepare_test_set:
 rule evaluate_teacher_test_set:
     input:
         model=f"{R}/teachers/{{teacher}}/model.pt",
-        vocab=VOCAB,
+        vocab=lambda w: teacher_vocab(w.teacher),
         src=f"{R}/data/tests/{{testset}}.src",
         ref=f"{R}/data/tests/{{testset}}.tgt",
     output:
