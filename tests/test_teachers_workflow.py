@@ -243,7 +243,14 @@ BAD_IMPORTS = [
     ({"teacher_sizes": {"p": IMPORT}, "grid": {"teachers": ["p"], "teacher_seeds": [1, 2]}},
      r"grid.teacher_seeds: teacher 'p' is imported"),
     ({"teacher_sizes": {"p": {"import": {"model": "m.pt", "sha256": "a" * 64, "format": "fairseq"}}}},
-     r"teacher_sizes.p.import.format: 'fairseq' is not one of \['kdgrid'\]"),
+     r"teacher_sizes.p.import.dict: a fairseq teacher needs its dict"),
+    ({"teacher_sizes": {"p": {"import": {"model": "m.pt", "sha256": "a" * 64, "format": "fairseq",
+                                         "dict": "dict.txt", "dict_sha256": "b" * 64, "spm": "spm.model"}}}},
+     r"teacher_sizes.p.import.spm_sha256: spm is a local path; pin it"),
+    ({"teacher_sizes": {"p": {"import": {**IMPORT["import"], "dict": "dict.txt"}}}},
+     r"teacher_sizes.p.import.dict: a kdgrid model file carries its vocabulary"),
+    ({"teacher_sizes": {"p": {"import": {**IMPORT["import"], "format": "marian"}}}},
+     r"teacher_sizes.p.import.format: 'marian' is not one of \['kdgrid', 'fairseq'\]"),
 ]
 
 
@@ -251,3 +258,30 @@ BAD_IMPORTS = [
 def test_bad_imports_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         check(merged(override), SCHEMA, ["toy.yaml"])
+
+
+FAIRSEQ = ROOT / "tests" / "data" / "fairseq_tiny"
+
+
+@pytest.mark.slow
+def test_a_fairseq_teacher_runs_through_the_grid(tmp_path):
+    """The tiny fairseq Transformer of tests/data/fairseq_tiny (another vocabulary, another corpus)
+    is converted by the import_teacher job, evaluates and distils with its own vocabulary, and a
+    student trains on its set."""
+    spec = {"format": "fairseq", "model": str(FAIRSEQ / "pre_norm.pt"), "sha256": sha(FAIRSEQ / "pre_norm.pt"),
+            "dict": str(FAIRSEQ / "dict.txt"), "dict_sha256": sha(FAIRSEQ / "dict.txt"),
+            "spm": str(FAIRSEQ / "spm.model"), "spm_sha256": sha(FAIRSEQ / "spm.model")}
+    cfg = write_config(tmp_path / "fs.yaml", TOY, teacher_sizes={"fs": {"import": spec}},
+                       grid={"teachers": ["fs"], "methods": ["beam"], "students": ["nat"]})
+    snakemake(tmp_path, "--cores", "2", configfile=cfg)
+    out = tmp_path / "results" / "toy"
+    from kdgrid.checkpoint import load_model
+
+    model, meta = load_model(out / "teachers" / "fs" / "model.pt")
+    assert meta["imported"]["format"] == "fairseq" and model.cfg.position_offset == 2
+    assert meta["imported"]["conversion"]["symbols_not_in_sentencepiece"] == 1
+    assert (out / "teachers" / "fs" / "spm.model").read_bytes() == meta["vocab_model"]
+    grid = {r["student"]: r for r in csv.DictReader((out / "grid.csv").open())}
+    assert float(grid["nat"]["fs.beam"]) >= 0
+    assert len((out / "distill" / "fs.beam" / "train.tgt").read_text().splitlines()) == \
+        len((out / "data" / "train.src").read_text().splitlines())

@@ -75,10 +75,20 @@ def problems(c: dict) -> list[str]:
                            "its own; an ensemble's members share this grid's (train them here)")
     for name, spec in imported.items():
         where = f"teacher_sizes.{name}.import"
-        if isinstance(spec["model"], str) and "sha256" not in spec:
-            out.append(f"{where}.sha256: model is a local path; pin it with its sha256 (sha256sum {spec['model']})")
-        elif not isinstance(spec["model"], str) and "sha256" in spec:
-            out.append(f"{where}.sha256: model is {{url, sha256}}, which carries its own checksum; drop this one")
+        fairseq = spec.get("format") == "fairseq"
+        for key, pin in (("model", "sha256"), ("dict", "dict_sha256"), ("spm", "spm_sha256")):
+            if key != "model" and not fairseq:
+                if key in spec or pin in spec:
+                    out.append(f"{where}.{key}: a kdgrid model file carries its vocabulary; {key} is for "
+                               "format: fairseq")
+                continue
+            if key not in spec:
+                out.append(f"{where}.{key}: a fairseq teacher needs its {key} (a path with {pin}, or "
+                           "{url, sha256})")
+            elif isinstance(spec[key], str) and pin not in spec:
+                out.append(f"{where}.{pin}: {key} is a local path; pin it with its sha256 (sha256sum {spec[key]})")
+            elif not isinstance(spec[key], str) and pin in spec:
+                out.append(f"{where}.{pin}: {key} is {{url, sha256}}, which carries its own checksum; drop this one")
     for where, t, why in _uses(c):
         if t in groups:
             out.append(f"{where}: {t!r} is an ensemble teacher (teacher_sizes.{t}.ensemble), which decodes but is "

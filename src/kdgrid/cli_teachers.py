@@ -1,6 +1,7 @@
 """Teachers and distilled sets from elsewhere: `ensemble` joins trained teachers into one decoder
 whose model file holds them all (kdgrid.models.ensemble); `import_teacher` takes a teacher trained
-elsewhere (a kdgrid model file, with the vocabulary it carries); `import_distilled` takes a distilled set
+elsewhere (a kdgrid model file with the vocabulary it carries, or a fairseq Transformer with its
+dictionary and sentencepiece model); `import_distilled` takes a distilled set
 made elsewhere (a released one, another grid's) as a column of this grid, after checking that it
 translates this grid's training sources."""
 
@@ -11,6 +12,7 @@ from kdgrid.errors import KdgridError, json_option
 VERBS = ("ensemble", "import_teacher", "import_distilled")
 # Teachers a grid can import (teacher_sizes.<name>.import): the model kinds that distil with kdgrid.search.
 IMPORTABLE_KINDS = ("transformer", "moe")
+IMPORT_FORMATS = ("kdgrid", "fairseq")  # a kdgrid model file; a fairseq Transformer (kdgrid.fairseq_import)
 
 
 def cmd_ensemble(a) -> None:
@@ -48,36 +50,60 @@ def cmd_ensemble(a) -> None:
     save_model(a.out, ensemble, meta)
 
 
+def _pinned(p: dict, key: str, where: str, download_dir):
+    """The local path of the import's `key` file: a path checked against its sha256 option (`sha256`
+    for the model, `<key>_sha256` for the others), or a {url, sha256} side (checked by its fetch)."""
+    from kdgrid.importers import sha256_of, side_path
+
+    if key not in p:
+        raise KdgridError(f"{where}.{key}: missing; a {p.get('format', 'kdgrid')} teacher needs it")
+    path = side_path(p[key], download_dir)
+    pin = "sha256" if key == "model" else f"{key}_sha256"
+    if isinstance(p[key], str) and sha256_of(path) != p.get(pin):
+        raise KdgridError(f"{path}: sha256 {sha256_of(path)}, but {where}.{pin} is {p.get(pin)}; the file changed, "
+                          f"or set {pin} to the file's")
+    return path
+
+
 def cmd_import_teacher(a) -> None:
-    """A kdgrid model file trained elsewhere, pinned by sha256, as this grid's teacher: copied with
-    a record of where it came from, and its own vocabulary written beside it (a teacher of another
-    grid segments text with that grid's sentencepiece model; what it distils is text, which this
-    grid encodes with its own)."""
+    """A teacher trained elsewhere, pinned by sha256, as this grid's teacher, with its own
+    vocabulary written beside it (it segments text as it was trained to; what it distils is text,
+    which this grid encodes with its own): a kdgrid model file (copied, with a record of where it
+    came from), or a fairseq Transformer checkpoint with its dictionary and sentencepiece model
+    (converted: kdgrid.fairseq_import)."""
+    import hashlib
+
     from kdgrid.checkpoint import load_model, save_model
     from kdgrid.errors import all_or_nothing, atomic_output
-    from kdgrid.importers import sha256_of, side_path
+    from kdgrid.importers import sha256_of
     from kdgrid.vocab import Vocab
 
     p = json_option(a.params, "--params")
     where = f"teacher_sizes.{p.get('teacher', '?')}.import"
-    if p.get("format", "kdgrid") != "kdgrid":
-        raise KdgridError(f"{where}.format: {p['format']!r}; kdgrid model files are importable here")
-    path = side_path(p["model"], a.download_dir)
-    got = sha256_of(path)
-    if isinstance(p["model"], str) and got != p.get("sha256"):
-        raise KdgridError(f"{path}: sha256 {got}, but {where}.sha256 is {p.get('sha256')}; the file changed, or set "
-                          "sha256 to the file's")
-    model, meta = load_model(path)
-    if model.kind not in IMPORTABLE_KINDS:
-        raise KdgridError(f"{path}: a model of kind {model.kind!r}; a teacher is one of {', '.join(IMPORTABLE_KINDS)}")
-    if not meta.get("vocab_model"):
-        raise KdgridError(f"{path}: the model file carries no vocabulary (meta vocab_model); import a file "
-                          "written by `kdgrid train`")
+    fmt = p.get("format", "kdgrid")
+    if fmt not in IMPORT_FORMATS:
+        raise KdgridError(f"{where}.format: {fmt!r}; one of {', '.join(IMPORT_FORMATS)}")
+    path = _pinned(p, "model", where, a.download_dir)
+    record = {"model": str(p["model"]), "sha256": sha256_of(path), "format": fmt}
+    if fmt == "fairseq":
+        from kdgrid.fairseq_import import convert
+
+        files = {key: _pinned(p, key, where, a.download_dir) for key in ("dict", "spm")}
+        model, vocab_bytes, conversion = convert(path, files["dict"], files["spm"])
+        meta = {"vocab_sha256": hashlib.sha256(vocab_bytes).hexdigest(), "vocab_model": vocab_bytes}
+        record.update({f"{key}_sha256": sha256_of(f) for key, f in files.items()}, conversion=conversion)
+    else:
+        model, meta = load_model(path)
+        if model.kind not in IMPORTABLE_KINDS:
+            raise KdgridError(f"{path}: a model of kind {model.kind!r}; a teacher is one of "
+                              f"{', '.join(IMPORTABLE_KINDS)}")
+        if not meta.get("vocab_model"):
+            raise KdgridError(f"{path}: the model file carries no vocabulary (meta vocab_model); import a file "
+                              "written by `kdgrid train`")
+        record.update(kind=model.kind, teacher=meta.get("teacher"), updates=meta.get("updates"))
     vocab = Vocab(meta["vocab_model"], f"{path} (its vocabulary)")
     if vocab.sha256 != meta.get("vocab_sha256"):
         raise KdgridError(f"{path}: its vocabulary does not match the vocab_sha256 it records; a damaged file")
-    record = {"model": str(p["model"]), "sha256": got, "format": "kdgrid", "kind": model.kind,
-              "teacher": meta.get("teacher"), "updates": meta.get("updates")}
     with all_or_nothing(a.out, a.vocab_out):
         save_model(a.out, model, {**meta, **json_option(a.labels, "--labels"), "imported": record})
         with atomic_output(a.vocab_out, "wb") as f:
@@ -160,8 +186,9 @@ def add_verbs(verb) -> None:
     p.add_argument("--out", required=True)
 
     p = verb("import_teacher", cmd_import_teacher,
-             "a teacher trained elsewhere (a kdgrid model file), pinned by sha256")
-    p.add_argument("--params", required=True, help='{"teacher", "model" (path or {url, sha256}), "sha256", "format"}')
+             "a teacher trained elsewhere (a kdgrid model file or a fairseq Transformer), pinned by sha256")
+    p.add_argument("--params", required=True, help='{"teacher", "format": "kdgrid" | "fairseq", "model", "sha256", '
+                   '"dict", "dict_sha256", "spm", "spm_sha256"} (each file a path or {url, sha256})')
     p.add_argument("--download-dir", default="downloads", help="cache for {url, sha256} model files")
     p.add_argument("--labels", default="{}")
     p.add_argument("--out", required=True, help="the teacher's model file in this grid")

@@ -48,6 +48,7 @@ import tempfile
 import weakref
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kdgrid.batching import pad_stack
@@ -95,7 +96,8 @@ def build_spec(model, vocab, source_eos: bool = True):
         (cfg.encoder_layers, cfg.decoder_layers), cfg.heads, pre_norm=cfg.pre_norm)
     weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
     table = weights["embed.table.weight"]
-    positions = sinusoidal_positions(POSITIONS, cfg.d_model).numpy()  # explicit: CTranslate2's own start at 1
+    # explicit: CTranslate2's own start at 1 (a model converted from fairseq starts at its offset 2)
+    positions = sinusoidal_positions(POSITIONS, cfg.d_model, start=cfg.position_offset).numpy()
     for side, stack in (("encoder", spec.encoder), ("decoder", spec.decoder)):
         embeddings = stack.embeddings[0] if isinstance(stack.embeddings, list) else stack.embeddings
         embeddings.weight = table
@@ -107,10 +109,14 @@ def build_spec(model, vocab, source_eos: bool = True):
         if cfg.pre_norm:
             _set_norm(stack.layer_norm, weights, f"{side}.norm.")
     spec.decoder.projection.weight = table  # shared with the embeddings (aliased when saved)
+    if cfg.masked_outputs:  # a converted fairseq model's extra rows: never emitted, out of the softmax
+        bias = np.zeros(table.shape[0], dtype=np.float32)
+        bias[cfg.masked_outputs] = -1e9
+        spec.decoder.projection.bias = bias
     spec.config.unk_token = vocab.sp.id_to_piece(UNK)
     spec.config.bos_token = vocab.sp.id_to_piece(BOS)
     spec.config.eos_token = vocab.sp.id_to_piece(EOS)
-    spec.config.decoder_start_token = vocab.sp.id_to_piece(BOS)
+    spec.config.decoder_start_token = vocab.sp.id_to_piece(cfg.bos)  # eos for a model converted from fairseq
     spec.config.add_source_eos = source_eos  # kdgrid's sources end with eos
     pieces = [vocab.sp.id_to_piece(i) for i in range(len(vocab))]
     spec.register_source_vocabulary(pieces)

@@ -75,7 +75,7 @@ ruleorder: import_teacher > train_teacher
 
 rule import_teacher:
     input:
-        lambda w: [m] if isinstance(m := IMPORTS[w.teacher]["model"], str) else [],  # a local file
+        lambda w: [f for k in ("model", "dict", "spm") if isinstance(f := IMPORTS[w.teacher].get(k), str)],
     output:
         model=f"{R}/teachers/{{teacher}}/model.pt",
         vocab=f"{R}/teachers/{{teacher}}/spm.model",

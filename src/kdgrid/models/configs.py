@@ -53,6 +53,23 @@ class ModelConfig:
 class TransformerConfig(ModelConfig):
     """The shared body only: encoder, causal decoder, tied output layer."""
 
+    # the first token's row of the sinusoidal position table: 0 for kdgrid's own models; 2 for one
+    # converted from fairseq, whose positions start after its padding index 1
+    position_offset: int = 0
+    # output ids whose probability is 0 (a converted fairseq model's <mask> row, which fairseq's
+    # output layer does not have: its log-probabilities then equal fairseq's); such a model decodes
+    # and scores but is not trained by kdgrid
+    masked_outputs: list = field(default_factory=list)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.position_offset < 0:
+            raise ValueError(f"position_offset must be at least 0, got {self.position_offset}")
+        if any(not 0 <= i < self.vocab_size for i in self.masked_outputs):
+            raise ValueError(f"masked_outputs must be ids below vocab_size {self.vocab_size}, "
+                             f"got {self.masked_outputs}")
+        self.masked_outputs = list(self.masked_outputs)
+
 
 @dataclass(kw_only=True)
 class MoEConfig(TransformerConfig):

@@ -205,8 +205,9 @@ class Embedding(nn.Module):
     One table serves encoder input, decoder input and the output projection (shared embeddings
     over a joint vocabulary)."""
 
-    def __init__(self, vocab_size: int, d_model: int, pad: int, dropout: float):
+    def __init__(self, vocab_size: int, d_model: int, pad: int, dropout: float, position_offset: int = 0):
         super().__init__()
+        self.offset = position_offset  # the first token's row of the position table
         self.table = nn.Embedding(vocab_size, d_model, padding_idx=pad)
         nn.init.normal_(self.table.weight, mean=0.0, std=d_model**-0.5)
         with torch.no_grad():
@@ -219,6 +220,7 @@ class Embedding(nn.Module):
         return self.table(ids) * self.scale
 
     def add_positions(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        start += self.offset
         end = start + x.size(1)
         if end > self.positions.size(0):
             self.positions = sinusoidal_positions(2 * end, x.size(-1)).to(self.positions.device)
@@ -273,7 +275,7 @@ class EncoderDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed = Embedding(cfg.vocab_size, cfg.d_model, cfg.pad, cfg.dropout)
+        self.embed = Embedding(cfg.vocab_size, cfg.d_model, cfg.pad, cfg.dropout, getattr(cfg, "position_offset", 0))
         args = (cfg.d_model, cfg.ffn, cfg.heads, cfg.dropout, cfg.attention_dropout, cfg.pre_norm)
         self.encoder = Stack(cfg.encoder_layers, *args, cross=False)
         self.decoder = Stack(cfg.decoder_layers, *args, cross=True)

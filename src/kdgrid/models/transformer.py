@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from kdgrid import search
+from kdgrid.errors import KdgridError
 from kdgrid.models.configs import TransformerConfig
 from kdgrid.models.layers import (
     CAUSAL,
@@ -33,6 +34,9 @@ class Transformer(EncoderDecoder):
 
     def loss_terms(self, batch: dict) -> LossTerms:
         """decode(tgt_in) predicts tgt_out at every position, eos included."""
+        if self.cfg.masked_outputs:
+            raise KdgridError("a Transformer with masked_outputs (converted from fairseq) decodes and scores; "
+                              "kdgrid does not train it")
         memory, src_pad = self.encode(batch["src"])
         return LossTerms(self.embed, self.states(batch["tgt_in"], memory, src_pad), batch["tgt_out"], self.cfg.pad)
 
@@ -44,7 +48,15 @@ class Transformer(EncoderDecoder):
     # -- pieces the search uses (and encode() from EncoderDecoder) ---------------------------
     def decode(self, prev: torch.Tensor, memory, src_pad) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for every position of `prev` (bos + target)."""
-        return self.embed.logits(self.states(prev, memory, src_pad))
+        return self.output(self.states(prev, memory, src_pad))
+
+    def output(self, h: torch.Tensor) -> torch.Tensor:
+        """The output layer (the tied embeddings), -inf at cfg.masked_outputs."""
+        logits = self.embed.logits(h)
+        if self.cfg.masked_outputs:
+            ids = torch.tensor(self.cfg.masked_outputs, device=logits.device)
+            logits = logits.index_fill(-1, ids, float("-inf"))
+        return logits
 
     def states(self, prev: torch.Tensor, memory, src_pad) -> torch.Tensor:
         """Teacher-forced decoder output states (B, T, d), before the output layer."""
@@ -71,7 +83,7 @@ class Transformer(EncoderDecoder):
         else:
             x = self.embed_target(prev[:, -1:], start=prev.size(1) - 1)
             h = self.decoder(x, None, memory, key_mask(src_pad), cache)
-            logits = self.embed.logits(h)[:, -1]
+            logits = self.output(h)[:, -1]
         return torch.log_softmax(logits.float(), dim=-1)
 
     @staticmethod
