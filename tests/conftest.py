@@ -158,7 +158,7 @@ def train_toy_teacher(d: Path, run, layers: int = 1, updates: int = 40, pre_norm
 # Module fixtures that run a whole toy grid for real (minutes): every test that uses one is `slow`
 # (`make test-fast` skips them; `make test` runs everything). Tests that run a grid themselves carry
 # @pytest.mark.slow.
-REAL_RUN_FIXTURES = {"toy_run", "s5_run", "sets_run"}
+REAL_RUN_FIXTURES = {"toy_run", "s5_run", "sets_run", "elsewhere_run"}
 
 
 def pytest_collection_modifyitems(config, items):

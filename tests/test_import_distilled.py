@@ -1,14 +1,12 @@
 """Distilled sets from elsewhere (methods.<name>.kind: file): `kdgrid import_distilled` checks a
 released set against the grid's training sources (by its own sources, line by line, or by the
-sha256 of the sources it was made from) and the grid trains every student on it like any column."""
+sha256 of the sources it was made from); the grid run that trains on one is in test_teachers_workflow.py."""
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
 import json
-import random
 import sys
 
 import pytest
@@ -146,25 +144,3 @@ def test_an_imported_set_plans_as_a_column_of_no_teacher(tmp_path):
     assert counts["import_distilled"] == 1 and "distill" not in counts and "train_teacher" not in counts
     assert counts["train_student"] == 2 and counts["align_distilled"] == 1 and counts["data_metrics_distilled"] == 1
     assert "--out results/toy/distill/imported.released/train.tgt" in proc.stdout
-
-
-@pytest.mark.slow
-def test_an_imported_set_runs_through_the_grid(tmp_path):
-    """The toy corpus's own targets, words reversed, released with the sources shuffled: every
-    student trains on it, and it is measured (C(d), F(d)) like a distilled column."""
-    snakemake(tmp_path, "--cores", "1", "results/toy/data/train.src", configfile=TOY)
-    data = tmp_path / "results" / "toy" / "data"
-    pairs = list(zip(data.joinpath("train.src").read_text().splitlines(),
-                     data.joinpath("train.tgt").read_text().splitlines()))
-    random.Random(1).shuffle(pairs)
-    src = write(tmp_path / "rel.src", [s for s, _ in pairs])
-    tgt = write(tmp_path / "rel.tgt", [" ".join(reversed(t.split())) for _, t in pairs])
-    snakemake(tmp_path, "--cores", "2", configfile=released_config(tmp_path, tgt, src))
-    out = tmp_path / "results" / "toy"
-    imported = (out / "distill" / "imported.released" / "train.tgt").read_text().splitlines()
-    real = data.joinpath("train.tgt").read_text().splitlines()
-    assert imported == [" ".join(reversed(t.split())) for t in real]  # back in the grid's order
-    grid = {r["student"]: r for r in csv.DictReader((out / "grid.csv").open())}
-    assert float(grid["nat"]["imported.released"]) >= 0 and float(grid["C(d)"]["imported.released"]) > 0
-    costs = {(r["scope"], r["data"]): r for r in csv.DictReader((out / "costs.csv").open())}
-    assert costs[("data", "imported.released")]["rules"].startswith("import_distilled; encode_distilled")

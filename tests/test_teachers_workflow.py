@@ -42,29 +42,6 @@ def test_an_ensemble_plans_its_members_and_decodes_with_torch(tmp_path):
     assert '"backend":"ctranslate2"' in distills["toy"] and '"backend"' not in distills["both"]
 
 
-@pytest.mark.slow
-def test_an_ensemble_teacher_runs_through_the_grid(tmp_path):
-    cfg = ensemble_config(tmp_path, ["both"])
-    snakemake(tmp_path, "--cores", "2", configfile=cfg)
-    out = tmp_path / "results" / "toy"
-    teachers = {r["teacher"]: r for r in csv.DictReader((out / "teachers.csv").open())}
-    assert list(teachers) == ["both"] and teachers["both"]["ensemble"] == "toy + toy2 (prob_mean)"
-    scores = json.loads((out / "teachers" / "both" / "test.scores.json").read_text())
-    assert scores["decode"]["backend"]["used"] == "torch" and scores["bleu"] >= 0
-    from kdgrid.checkpoint import load_model
-
-    models = [load_model(out / "teachers" / t / "model.pt")[0] for t in ("toy", "toy2")]
-    members = sum(p.numel() for m in models for p in m.parameters())
-    assert json.loads((out / "teachers" / "both" / "valid.scores.json").read_text())["parameters"] == members
-    grid = {r["student"]: r for r in csv.DictReader((out / "grid.csv").open())}
-    assert float(grid["nat"]["both.beam"]) >= 0 and (out / "distill" / "both.beam" / "train.tgt").exists()
-    costs = {(r["scope"], r["teacher"]): r for r in csv.DictReader((out / "costs.csv").open())}
-    for t in ("toy", "toy2", "both"):  # both members' training and the ensemble's own jobs are charged
-        assert float(costs[("teacher", t)]["wall_seconds"]) > 0, t
-    assert costs[("teacher", "toy")]["rules"] == "train_teacher"  # a member only: trained, not evaluated
-    assert costs[("teacher", "both")]["rules"].startswith("ensemble_teacher; evaluate_teacher")
-
-
 def merged(override: dict) -> dict:
     from test_config import TOY_CFG
     from test_config import merged as merge
@@ -216,20 +193,6 @@ def test_an_imported_teacher_plans_with_its_own_vocabulary(elsewhere, tmp_path):
         assert "--vocab results/toy/vocab/spm.model" in theirs
 
 
-@pytest.mark.slow
-def test_an_imported_teacher_runs_through_the_grid(elsewhere, tmp_path):
-    snakemake(tmp_path, "--cores", "2", configfile=imported_config(tmp_path, elsewhere / "model.pt", ["prev"]))
-    out = tmp_path / "results" / "toy"
-    teachers = {r["teacher"]: r for r in csv.DictReader((out / "teachers.csv").open())}
-    assert teachers["prev"]["imported"] == str(elsewhere / "model.pt") and float(teachers["prev"]["test_bleu"]) >= 0
-    distilled = (out / "distill" / "prev.beam" / "train.tgt").read_text().splitlines()
-    assert len(distilled) == len((out / "data" / "train.src").read_text().splitlines())
-    grid = {r["student"]: r for r in csv.DictReader((out / "grid.csv").open())}
-    assert float(grid["nat"]["prev.beam"]) >= 0
-    costs = {(r["scope"], r["teacher"]): r for r in csv.DictReader((out / "costs.csv").open())}
-    assert costs[("teacher", "prev")]["rules"].startswith("import_teacher; evaluate_teacher")
-
-
 IMPORT = {"import": {"model": "m.pt", "sha256": "a" * 64}}
 BAD_IMPORTS = [
     ({"teacher_sizes": {"p": {"import": {"model": "m.pt"}}}}, r"teacher_sizes.p.import.sha256: model is a local path"),
@@ -260,23 +223,78 @@ def test_bad_imports_name_the_key(override, message):
         check(merged(override), SCHEMA, ["toy.yaml"])
 
 
+
+# -- one toy grid of every teacher and set from elsewhere --------------------------------------
 FAIRSEQ = ROOT / "tests" / "data" / "fairseq_tiny"
 
 
-@pytest.mark.slow
-def test_a_fairseq_teacher_runs_through_the_grid(tmp_path):
-    """The tiny fairseq Transformer of tests/data/fairseq_tiny (another vocabulary, another corpus)
-    is converted by the import_teacher job, evaluates and distils with its own vocabulary, and a
-    student trains on its set."""
-    spec = {"format": "fairseq", "model": str(FAIRSEQ / "pre_norm.pt"), "sha256": sha(FAIRSEQ / "pre_norm.pt"),
-            "dict": str(FAIRSEQ / "dict.txt"), "dict_sha256": sha(FAIRSEQ / "dict.txt"),
-            "spm": str(FAIRSEQ / "spm.model"), "spm_sha256": sha(FAIRSEQ / "spm.model")}
-    cfg = write_config(tmp_path / "fs.yaml", TOY, teacher_sizes={"fs": {"import": spec}},
-                       grid={"teachers": ["fs"], "methods": ["beam"], "students": ["nat"]})
-    snakemake(tmp_path, "--cores", "2", configfile=cfg)
-    out = tmp_path / "results" / "toy"
+@pytest.fixture(scope="module")
+def elsewhere_run(elsewhere, tmp_path_factory):
+    """One toy grid whose teachers and sets all come from elsewhere: an ensemble of two sizes
+    (one outside grid.teachers), a kdgrid teacher of another corpus and vocabulary, the tiny fairseq
+    Transformer of tests/data/fairseq_tiny (converted), and a released set (the grid's own targets,
+    words reversed, with its sources shuffled)."""
+    import random
+
+    d = tmp_path_factory.mktemp("elsewhere_run")
+    snakemake(d, "--cores", "1", "results/toy/data/train.src", configfile=TOY)
+    data = d / "results" / "toy" / "data"
+    pairs = list(zip(data.joinpath("train.src").read_text().splitlines(),
+                     data.joinpath("train.tgt").read_text().splitlines()))
+    random.Random(1).shuffle(pairs)
+    (d / "rel.src").write_text("".join(s + "\n" for s, _ in pairs))
+    (d / "rel.tgt").write_text("".join(" ".join(reversed(t.split())) + "\n" for _, t in pairs))
+    model = elsewhere / "model.pt"
+    fairseq = {"format": "fairseq", **{k: str(FAIRSEQ / f) for k, f in (("model", "pre_norm.pt"), ("dict", "dict.txt"),
+                                                                          ("spm", "spm.model"))}}
+    fairseq.update({pin: sha(FAIRSEQ / f) for pin, f in (("sha256", "pre_norm.pt"), ("dict_sha256", "dict.txt"),
+                                                         ("spm_sha256", "spm.model"))})
+    cfg = write_config(d / "elsewhere.yaml", TOY, teacher_sizes={
+        "toy2": TOY2, "both": {"ensemble": ["toy", "toy2"], "combine": "prob_mean"},
+        "prev": {"import": {"model": str(model), "sha256": sha(model)}}, "fs": {"import": fairseq}},
+        methods={"released": {"kind": "file", "tgt": str(d / "rel.tgt"), "sha256": sha(d / "rel.tgt"),
+                              "src": str(d / "rel.src")}},
+        grid={"teachers": ["both", "prev", "fs"], "methods": ["beam", "released"], "students": ["nat"]})
+    snakemake(d, "--cores", "2", configfile=cfg)
+    return d / "results" / "toy", elsewhere, pairs
+
+
+def test_an_ensemble_teacher_runs_through_the_grid(elsewhere_run):
     from kdgrid.checkpoint import load_model
 
+    out, _, _ = elsewhere_run
+    teachers = {r["teacher"]: r for r in csv.DictReader((out / "teachers.csv").open())}
+    assert list(teachers) == ["both", "prev", "fs"] and teachers["both"]["ensemble"] == "toy + toy2 (prob_mean)"
+    scores = json.loads((out / "teachers" / "both" / "test.scores.json").read_text())
+    assert scores["decode"]["backend"]["used"] == "torch" and scores["bleu"] >= 0
+    models = [load_model(out / "teachers" / t / "model.pt")[0] for t in ("toy", "toy2")]
+    members = sum(p.numel() for m in models for p in m.parameters())
+    assert json.loads((out / "teachers" / "both" / "valid.scores.json").read_text())["parameters"] == members
+    grid = {r["student"]: r for r in csv.DictReader((out / "grid.csv").open())}
+    assert float(grid["nat"]["both.beam"]) >= 0 and (out / "distill" / "both.beam" / "train.tgt").exists()
+    costs = {(r["scope"], r["teacher"]): r for r in csv.DictReader((out / "costs.csv").open())}
+    for t in ("toy", "toy2", "both"):  # both members' training and the ensemble's own jobs are charged
+        assert float(costs[("teacher", t)]["wall_seconds"]) > 0, t
+    assert costs[("teacher", "toy")]["rules"] == "train_teacher"  # a member only: trained, not evaluated
+    assert costs[("teacher", "both")]["rules"].startswith("ensemble_teacher; evaluate_teacher")
+
+
+def test_an_imported_teacher_runs_through_the_grid(elsewhere_run):
+    out, elsewhere, _ = elsewhere_run
+    teachers = {r["teacher"]: r for r in csv.DictReader((out / "teachers.csv").open())}
+    assert teachers["prev"]["imported"] == str(elsewhere / "model.pt") and float(teachers["prev"]["test_bleu"]) >= 0
+    distilled = (out / "distill" / "prev.beam" / "train.tgt").read_text().splitlines()
+    assert len(distilled) == len((out / "data" / "train.src").read_text().splitlines())
+    grid = {r["student"]: r for r in csv.DictReader((out / "grid.csv").open())}
+    assert float(grid["nat"]["prev.beam"]) >= 0
+    costs = {(r["scope"], r["teacher"]): r for r in csv.DictReader((out / "costs.csv").open())}
+    assert costs[("teacher", "prev")]["rules"].startswith("import_teacher; evaluate_teacher")
+
+
+def test_a_fairseq_teacher_runs_through_the_grid(elsewhere_run):
+    from kdgrid.checkpoint import load_model
+
+    out, _, _ = elsewhere_run
     model, meta = load_model(out / "teachers" / "fs" / "model.pt")
     assert meta["imported"]["format"] == "fairseq" and model.cfg.position_offset == 2
     assert meta["imported"]["conversion"]["symbols_not_in_sentencepiece"] == 1
@@ -285,3 +303,15 @@ def test_a_fairseq_teacher_runs_through_the_grid(tmp_path):
     assert float(grid["nat"]["fs.beam"]) >= 0
     assert len((out / "distill" / "fs.beam" / "train.tgt").read_text().splitlines()) == \
         len((out / "data" / "train.src").read_text().splitlines())
+
+
+def test_an_imported_set_runs_through_the_grid(elsewhere_run):
+    """The released set comes back in the grid's order, is measured (C(d)) and trained on."""
+    out, _, _ = elsewhere_run
+    imported = (out / "distill" / "imported.released" / "train.tgt").read_text().splitlines()
+    real = (out / "data" / "train.tgt").read_text().splitlines()
+    assert imported == [" ".join(reversed(t.split())) for t in real]
+    grid = {r["student"]: r for r in csv.DictReader((out / "grid.csv").open())}
+    assert float(grid["nat"]["imported.released"]) >= 0 and float(grid["C(d)"]["imported.released"]) > 0
+    costs = {(r["scope"], r["data"]): r for r in csv.DictReader((out / "costs.csv").open())}
+    assert costs[("data", "imported.released")]["rules"].startswith("import_distilled; encode_distilled")
