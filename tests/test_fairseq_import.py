@@ -60,11 +60,36 @@ def test_the_vocabulary_numbers_fairseqs_symbols_after_kdgrids_specials(tmp_path
     symbols = read_dictionary(DATA / "dict.txt")
     assert [vocab.sp.id_to_piece(i) for i in (PAD, UNK, MASK)] == ["<pad>", "<unk>", "<mask>"]
     assert [vocab.sp.id_to_piece(i) for i in range(5, len(vocab))] == symbols  # dictionary order
-    assert record["symbols"] == len(symbols) and record["symbols_not_in_sentencepiece"] == 1  # madeupword0000
-    assert record["sentencepiece_pieces_not_in_dictionary"] == 0
-    # a dictionary without one of the model's pieces: that piece is left out, and counted
-    _, counts = vocabulary((DATA / "spm.model").read_bytes(), [s for s in symbols if s != "▁dog"])
+    assert record["symbols"] == len(symbols) and record["filler_symbols"] == 1  # madeupword0000
+    assert record["symbols_user_defined"] == 0 and record["sentencepiece_pieces_not_in_dictionary"] == 0
+    # a dictionary without one of the model's pieces: that piece is appended (unused), and counted
+    data, counts = vocabulary((DATA / "spm.model").read_bytes(), [s for s in symbols if s != "▁dog"])
     assert counts["sentencepiece_pieces_not_in_dictionary"] == 1
+    assert Vocab(data).sp.id_to_piece(len(Vocab(data)) - 1) == "▁dog"
+    # a character outside the model's coverage, numbered by fairseq: a user-defined piece, encoded as itself
+    data, counts = vocabulary((DATA / "spm.model").read_bytes(), [*symbols, "☃"])
+    assert counts["symbols_user_defined"] == 1 and Vocab(data).encode(["☃"])[0][-1] == 5 + len(symbols)
+
+
+def test_a_bpe_model_with_merges_the_dictionary_lacks_segments_as_before(tmp_path):
+    """BPE merges through pieces no output keeps (fairseq's dictionary lacks them): appended as
+    unused pieces, the converted vocabulary segments every line as the original model does."""
+    import random
+
+    import sentencepiece as spm
+
+    rng = random.Random(0)
+    words = ["features", "feature", "future", "nature", "natural", "tree", "street", "streets", "three"]
+    text = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 8))) for _ in range(300)]
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_prefix=str(tmp_path / "bpe"), vocab_size=60,
+                                   model_type="bpe", normalization_rule_name="identity")
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "bpe.model"))
+    used = sorted({p for line in text for p in sp.encode(line, out_type=str)})  # what fairseq-preprocess counts
+    data, counts = vocabulary((tmp_path / "bpe.model").read_bytes(), used)
+    assert counts["sentencepiece_pieces_not_in_dictionary"] > 0  # intermediate merges
+    converted = Vocab(data)
+    for line in text:
+        assert [converted.sp.id_to_piece(i) for i in converted.encode([line])[0]] == sp.encode(line, out_type=str)
 
 
 def test_a_converted_model_is_not_trained_and_unsupported_settings_are_named(tmp_path):
@@ -73,10 +98,12 @@ def test_a_converted_model_is_not_trained_and_unsupported_settings_are_named(tmp
     model, _, _ = converted("post_norm")
     with pytest.raises(KdgridError, match="kdgrid does not train it"):
         model.loss(collate([[5, 6]], [[7, 8]], 0, 2, 3))
-    checkpoint = torch.load(DATA / "post_norm.pt", weights_only=False)
+    checkpoint = torch.load(DATA / "pre_norm.pt", weights_only=False)
     for key, value, named in (("encoder_learned_pos", True, "sinusoidal positions"),
                               ("share_all_embeddings", False, "share_all_embeddings"),
-                              ("activation_fn", "gelu", "ReLU feed-forward layers")):
+                              ("activation_fn", "gelu", "ReLU feed-forward layers"),
+                              ("no_decoder_final_norm", True, "final layer norms"),
+                              ("decoder_output_dim", 4, "decoder input and output dimensions")):
         changed = {**checkpoint, "cfg": {"model": type(checkpoint["cfg"]["model"])(
             **{**vars(checkpoint["cfg"]["model"]), key: value})}}
         torch.save(changed, tmp_path / "x.pt")

@@ -47,7 +47,7 @@ def test_the_released_sources_align_the_set_line_by_line(tmp_path):
     assert out.read_text().splitlines() == ["A B", "C D", "E F"]  # normalized as the grid's own lines
     r = json.loads(record.read_text())
     assert r["alignment_check"] == {"kind": "source_echo", "released_pairs": 4, "released_sources_unused": 1,
-                                    "conflicting_duplicates": 0}
+                                    "conflicting_duplicates": 0, "matched": "by source"}
     assert r["tgt_sha256"] == sha(tgt) and r["sentences"] == 3 and r["empty_targets"] == 0
 
 
@@ -57,6 +57,16 @@ def test_a_source_released_twice_takes_its_first_target_and_is_counted(tmp_path)
     code, out, record = run_import(tmp_path, {"tgt": str(tgt), "sha256": sha(tgt), "src": str(src)})
     assert code == 0 and out.read_text().splitlines() == ["A1", "C", "E"]
     assert json.loads(record.read_text())["alignment_check"]["conflicting_duplicates"] == 1
+
+
+def test_the_same_sources_in_the_same_order_keep_each_lines_own_target(tmp_path):
+    """Another grid's sampled set: a source twice with two targets keeps both (matched by line)."""
+    tgt = write(tmp_path / "rel.tgt", ["A1", "C", "A2"])
+    src = write(tmp_path / "rel.src", ["a b", "c d", "a b"])
+    code, out, record = run_import(tmp_path, {"tgt": str(tgt), "sha256": sha(tgt), "src": str(src)},
+                                   grid_src=("a b", "c d", "a b"))
+    assert code == 0 and out.read_text().splitlines() == ["A1", "C", "A2"]
+    assert json.loads(record.read_text())["alignment_check"]["matched"] == "by line"
 
 
 def test_a_set_made_from_other_sources_is_refused_and_writes_nothing(tmp_path, capsys):

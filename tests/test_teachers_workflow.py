@@ -165,7 +165,7 @@ def test_a_model_that_is_no_teacher_or_carries_no_vocabulary_is_refused(elsewher
                                   "encoder_layers": 1, "decoder_layers": 1, "heads": 2}), meta)
     proc = run("import_teacher", "--params", json.dumps({"model": str(nat), "sha256": sha(nat), "teacher": "p"}),
                "--out", tmp_path / "a.pt", "--vocab-out", tmp_path / "a.model")
-    assert proc.returncode == 2 and "a model of kind 'nat'; a teacher is one of transformer, moe" in proc.stderr
+    assert proc.returncode == 2 and "a model of kind 'nat'; a teacher is one of transformer" in proc.stderr
     bare = tmp_path / "bare.pt"
     model, _ = load_model(elsewhere / "model.pt")
     save_model(bare, model, {k: v for k, v in meta.items() if k != "vocab_model"})
@@ -297,7 +297,7 @@ def test_a_fairseq_teacher_runs_through_the_grid(elsewhere_run):
     out, _, _ = elsewhere_run
     model, meta = load_model(out / "teachers" / "fs" / "model.pt")
     assert meta["imported"]["format"] == "fairseq" and model.cfg.position_offset == 2
-    assert meta["imported"]["conversion"]["symbols_not_in_sentencepiece"] == 1
+    assert meta["imported"]["conversion"]["filler_symbols"] == 1
     assert (out / "teachers" / "fs" / "spm.model").read_bytes() == meta["vocab_model"]
     grid = {r["student"]: r for r in csv.DictReader((out / "grid.csv").open())}
     assert float(grid["nat"]["fs.beam"]) >= 0

@@ -11,7 +11,7 @@ from kdgrid.errors import KdgridError, json_option
 
 VERBS = ("ensemble", "import_teacher", "import_distilled")
 # Teachers a grid can import (teacher_sizes.<name>.import): the model kinds that distil with kdgrid.search.
-IMPORTABLE_KINDS = ("transformer", "moe")
+IMPORTABLE_KINDS = ("transformer",)  # (an MoE's experts would need the grid to know them at planning)
 IMPORT_FORMATS = ("kdgrid", "fairseq")  # a kdgrid model file; a fairseq Transformer (kdgrid.fairseq_import)
 
 
@@ -115,6 +115,9 @@ def _matched_by_source(grid_src: list[str], released_src: list[str], targets: li
     source text (the released set's own source side echoes what it translated): the grid's cleaning
     may have dropped or reordered lines. A source the released set lacks is an error; a source it
     holds twice with different targets takes the first (counted)."""
+    if released_src == grid_src:  # the same sources in the same order: each line keeps its own target
+        return list(targets), {"kind": "source_echo", "released_pairs": len(targets), "released_sources_unused": 0,
+                               "conflicting_duplicates": 0, "matched": "by line"}
     table: dict = {}
     conflicts = 0
     for s, t in zip(released_src, targets):
@@ -131,7 +134,7 @@ def _matched_by_source(grid_src: list[str], released_src: list[str], targets: li
     used = set(grid_src)
     return [table[s] for s in grid_src], {"kind": "source_echo", "released_pairs": len(targets),
                                           "released_sources_unused": sum(1 for s in table if s not in used),
-                                          "conflicting_duplicates": conflicts}
+                                          "conflicting_duplicates": conflicts, "matched": "by source"}
 
 
 def cmd_import_distilled(a) -> None:

@@ -12,12 +12,18 @@ model's log-probabilities are fairseq's. fairseq's decoder starts from </s>: the
 (position_offset 2).
 
 The vocabulary is a new sentencepiece model: fairseq's symbols in dictionary order after kdgrid's
-five specials, each with its score and type from the fairseq setup's sentencepiece model. Pieces
-that model has but the dictionary lacks are left out (fairseq maps them to <unk>; sentencepiece
-then segments such text further): their number is in the record.
+five specials, each with its score and type from the fairseq setup's sentencepiece model, so text
+is segmented as fairseq's setup did. A dictionary symbol the model lacks (a character outside its
+coverage, which sentencepiece passes through as a piece and fairseq's dictionary numbers) is a
+user-defined piece; fairseq's filler symbols (madeupword0000, ...) are unused pieces. Pieces the
+model has but the dictionary lacks (in a BPE model, mostly merges no output keeps) follow as
+unused pieces with their scores (sentencepiece's BPE merges through them), with zero embedding rows
+masked out of the output layer. Byte-fallback models are refused.
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 
@@ -25,6 +31,8 @@ from kdgrid.errors import KdgridError
 from kdgrid.vocab import BOS, EOS, MASK, PAD, UNK
 
 FAIRSEQ_SPECIALS = {"bos": 0, "pad": 1, "eos": 2, "unk": 3}
+KDGRID_SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
+FILLER = re.compile(r"madeupword\d+")  # fairseq-preprocess --padding-factor's symbols
 FIRST_SYMBOL = 4  # fairseq's first dictionary symbol; kdgrid's is 5 (after <mask>)
 OFFSET = 2  # fairseq's sinusoidal positions start at padding_idx + 1
 
@@ -38,6 +46,9 @@ def read_dictionary(path) -> list[str]:
         parts = line.rstrip().split(" ")
         if len(parts) < 2:
             raise KdgridError(f"{path}:{n}: not a fairseq dictionary line (`symbol count`): {line[:60]!r}")
+        if parts[0] in KDGRID_SPECIALS:
+            raise KdgridError(f"{path}:{n}: the symbol {parts[0]!r} is one of kdgrid's specials; a dictionary "
+                              "that numbers it again is not converted")
         symbols.append(parts[0])
     return symbols
 
@@ -63,7 +74,13 @@ def model_settings(checkpoint: dict, where: str) -> dict:
                (get("encoder_embed_dim") != get("decoder_embed_dim"), "one model width"),
                (get("encoder_attention_heads") != get("decoder_attention_heads"), "one head count"),
                (get("encoder_ffn_embed_dim") != get("decoder_ffn_embed_dim"), "one feed-forward width"),
-               (get("adaptive_softmax_cutoff") is not None, "a plain output layer")]
+               (get("adaptive_softmax_cutoff") is not None, "a plain output layer"),
+               (get("decoder_output_dim", get("decoder_embed_dim")) != get("decoder_embed_dim")
+                or get("decoder_input_dim", get("decoder_embed_dim")) != get("decoder_embed_dim"),
+                "decoder input and output dimensions equal to the embeddings'"),
+               (get("cross_self_attention"), "plain cross-attention (no cross_self_attention)"),
+               (get("encoder_normalize_before") and (get("no_decoder_final_norm") or get("no_encoder_final_norm")),
+                "final layer norms (pre-norm)")]
     missing = [need for bad, need in refused if bad]
     if missing:
         raise KdgridError(f"{where}: kdgrid converts fairseq Transformers with {'; '.join(missing)}; this "
@@ -73,6 +90,21 @@ def model_settings(checkpoint: dict, where: str) -> dict:
             "decoder_layers": get("decoder_layers"), "dropout": float(get("dropout", 0.1)),
             "attention_dropout": float(get("attention_dropout", 0.0)),
             "pre_norm": bool(get("encoder_normalize_before")), "position_offset": OFFSET}
+
+
+class _Reads(dict):
+    """fairseq's weights, noting each one read (every weight must find its place); a weight the
+    conversion needs but the checkpoint lacks is an error that names it."""
+
+    def __init__(self, weights: dict, used: set):
+        super().__init__(weights)
+        self.used = used
+
+    def __getitem__(self, key):
+        if key not in self:
+            raise KdgridError(f"the checkpoint has no weight {key!r} (another architecture's checkpoint?)")
+        self.used.add(key)
+        return super().__getitem__(key)
 
 
 def _attention(out: dict, w: dict, mine: str, theirs: str) -> None:
@@ -86,16 +118,17 @@ def _norm(out: dict, w: dict, mine: str, theirs: str) -> None:
     out[f"{mine}.weight"], out[f"{mine}.bias"] = w[f"{theirs}.weight"], w[f"{theirs}.bias"]
 
 
-def state_dict(w: dict, settings: dict, symbols: int) -> dict:
-    """kdgrid's Transformer weights from fairseq's (names as in kdgrid.models.layers)."""
+def state_dict(w: dict, settings: dict, symbols: int, extra: int = 0) -> dict:
+    """kdgrid's Transformer weights from fairseq's (names as in kdgrid.models.layers); `extra`
+    zero rows after the symbols (the vocabulary's appended unused pieces)."""
     table = w["encoder.embed_tokens.weight"]
     if table.size(0) != FIRST_SYMBOL + symbols:
         raise KdgridError(f"the checkpoint's embedding table has {table.size(0)} rows but the dictionary "
                           f"{FIRST_SYMBOL} specials and {symbols} symbols")
-    rows = torch.zeros(FIRST_SYMBOL + 1 + symbols, table.size(1), dtype=table.dtype)
+    rows = torch.zeros(FIRST_SYMBOL + 1 + symbols + extra, table.size(1), dtype=table.dtype)
     for mine, theirs in ((PAD, "pad"), (UNK, "unk"), (BOS, "bos"), (EOS, "eos")):
         rows[mine] = table[FAIRSEQ_SPECIALS[theirs]]
-    rows[MASK + 1:] = table[FIRST_SYMBOL:]  # <mask>: a zero row, masked out of the output layer
+    rows[MASK + 1: MASK + 1 + symbols] = table[FIRST_SYMBOL:]  # <mask> and `extra`: zero rows, masked
     out = {"embed.table.weight": rows}
     for side in ("encoder", "decoder"):
         for i in range(settings[f"{side}_layers"]):
@@ -115,13 +148,16 @@ def state_dict(w: dict, settings: dict, symbols: int) -> dict:
 
 
 def vocabulary(spm_bytes: bytes, symbols: list[str]) -> tuple[bytes, dict]:
-    """A kdgrid sentencepiece model: the five specials, then the dictionary's symbols in order,
-    each with the fairseq setup's score and type (a symbol its sentencepiece model lacks: unused,
-    never produced by segmentation); the model's other pieces are dropped (counted)."""
+    """A kdgrid sentencepiece model (see the module's docstring) and a record of what it holds:
+    the ids after the dictionary's symbols (`appended`) are the model's own pieces the dictionary
+    lacks, which the output layer masks out."""
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     theirs = pb.ModelProto()
     theirs.ParseFromString(spm_bytes)
+    if theirs.trainer_spec.byte_fallback:
+        raise KdgridError("the sentencepiece model uses byte_fallback; kdgrid does not convert byte-fallback "
+                          "vocabularies (their 256 byte pieces would need fairseq's ids)")
     known = {p.piece: p for p in theirs.pieces}
     mine = pb.ModelProto()
     mine.CopyFrom(theirs)
@@ -131,21 +167,29 @@ def vocabulary(spm_bytes: bytes, symbols: list[str]) -> tuple[bytes, dict]:
                 ("<mask>", pb.ModelProto.SentencePiece.CONTROL))
     for piece, kind in specials:
         mine.pieces.add(piece=piece, score=0.0, type=kind)
-    unused, piece_types = 0, (pb.ModelProto.SentencePiece.NORMAL, pb.ModelProto.SentencePiece.USER_DEFINED)
+    piece = pb.ModelProto.SentencePiece
+    piece_types, counts = (piece.NORMAL, piece.USER_DEFINED), {"user_defined": 0, "fillers": 0}
     for symbol in symbols:
         p = known.get(symbol)
-        normal = p is not None and p.type in piece_types
-        unused += not normal
-        mine.pieces.add(piece=symbol, score=p.score if normal else 0.0,
-                        type=p.type if normal else pb.ModelProto.SentencePiece.UNUSED)
+        if p is not None and p.type in piece_types:
+            mine.pieces.add(piece=symbol, score=p.score, type=p.type)
+        elif FILLER.fullmatch(symbol):  # never in text, never produced
+            counts["fillers"] += 1
+            mine.pieces.add(piece=symbol, score=0.0, type=piece.UNUSED)
+        else:  # text sentencepiece passes through (outside its coverage): fairseq numbers it
+            counts["user_defined"] += 1
+            mine.pieces.add(piece=symbol, score=0.0, type=piece.USER_DEFINED)
+    listed = set(symbols)
+    appended = [p for p in theirs.pieces if p.type in piece_types and p.piece not in listed]
+    for p in appended:  # BPE merges through them; unused: never an output piece
+        mine.pieces.add(piece=p.piece, score=p.score, type=piece.UNUSED)
     spec = mine.trainer_spec
     spec.pad_id, spec.unk_id, spec.bos_id, spec.eos_id = PAD, UNK, BOS, EOS
     spec.pad_piece, spec.unk_piece, spec.bos_piece, spec.eos_piece = "<pad>", "<unk>", "<s>", "</s>"
     spec.vocab_size = len(mine.pieces)
-    listed = set(symbols)
-    dropped = sum(1 for p in theirs.pieces if p.type in piece_types and p.piece not in listed)
-    return mine.SerializeToString(), {"symbols": len(symbols), "symbols_not_in_sentencepiece": unused,
-                                      "sentencepiece_pieces_not_in_dictionary": dropped}
+    return mine.SerializeToString(), {"symbols": len(symbols), "symbols_user_defined": counts["user_defined"],
+                                      "filler_symbols": counts["fillers"],
+                                      "sentencepiece_pieces_not_in_dictionary": len(appended)}
 
 
 def convert(checkpoint_path, dict_path, spm_path):
@@ -165,11 +209,19 @@ def convert(checkpoint_path, dict_path, spm_path):
     symbols = read_dictionary(dict_path)
     vocab_bytes, record = vocabulary(Path(spm_path).read_bytes(), symbols)
     vocab = Vocab(vocab_bytes, f"{spm_path} + {dict_path}")
-    # decoding starts from eos, as fairseq's decoder does; <mask> is out of the output layer
-    model = build("transformer", {**settings, **vocab.model_ids(), "bos": EOS, "masked_outputs": [MASK]})
-    weights = state_dict({k: v.float() for k, v in checkpoint["model"].items()}, settings, len(symbols))
+    extra = record["sentencepiece_pieces_not_in_dictionary"]
+    first_extra = MASK + 1 + len(symbols)
+    # decoding starts from eos, as fairseq's decoder does; <mask> and the appended pieces are out of
+    # the output layer (fairseq's has no such rows)
+    masked = [MASK, *range(first_extra, first_extra + extra)]
+    model = build("transformer", {**settings, **vocab.model_ids(), "bos": EOS, "masked_outputs": masked})
+    used: set = set()
+    theirs = {k: v.float() for k, v in checkpoint["model"].items()}
+    weights = state_dict(_Reads(theirs, used), settings, len(symbols), extra)
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
+    unread = sorted(k for k in theirs if k not in used and not k.endswith((".version", "_float_tensor"))
+                    and k not in ("decoder.embed_tokens.weight", "decoder.output_projection.weight"))  # tied
+    if missing or unexpected or unread:
         raise KdgridError(f"{checkpoint_path}: weights do not map onto kdgrid's Transformer (missing "
-                          f"{missing[:3]}, unexpected {unexpected[:3]})")
+                          f"{missing[:3]}, unexpected {unexpected[:3]}, fairseq weights not converted {unread[:3]})")
     return model.eval(), vocab_bytes, {**record, "settings": settings}

@@ -244,7 +244,8 @@ def teacher_model(name):
     if name in ENSEMBLES:  # what grid.md's teacher table shows for it
         return {"ensemble": ENSEMBLES[name], "combine": ensemble_combine(name)}
     if name in IMPORTS:
-        return {"imported": str(IMPORTS[name]["model"])}
+        model = IMPORTS[name]["model"]
+        return {"imported": model if isinstance(model, str) else model["url"]}
     return {
         "d_model": size["d_model"],
         "ffn": size["ffn"],

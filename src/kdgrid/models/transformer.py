@@ -54,8 +54,9 @@ class Transformer(EncoderDecoder):
         """The output layer (the tied embeddings), -inf at cfg.masked_outputs."""
         logits = self.embed.logits(h)
         if self.cfg.masked_outputs:
-            ids = torch.tensor(self.cfg.masked_outputs, device=logits.device)
-            logits = logits.index_fill(-1, ids, float("-inf"))
+            if getattr(self, "_masked", None) is None or self._masked.device != logits.device:
+                self._masked = torch.tensor(self.cfg.masked_outputs, device=logits.device)  # once per device
+            logits = logits.index_fill(-1, self._masked, float("-inf"))
         return logits
 
     def states(self, prev: torch.Tensor, memory, src_pad) -> torch.Tensor:
