@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import env, model_config, toy_pairs, train_toy_teacher
+from conftest import encoded_toy_corpus, env, model_config, toy_pairs
 
 from kdgrid.batching import pad_stack
 from kdgrid.checkpoint import load_for_decoding, load_model, save_model
@@ -102,14 +102,24 @@ def run(*args):
                           env=env())
 
 
-def test_the_verb_joins_trained_teachers_and_the_result_translates(tmp_path):
-    d = train_toy_teacher(tmp_path, run, layers=1, updates=40)
+def in_process(*args):
+    from kdgrid import cli
+
+    assert cli.main([str(a) for a in args]) == 0
+
+
+def test_the_verb_joins_teachers_and_the_result_translates(tmp_path):
+    """Two teachers of one vocabulary as `kdgrid train` writes them (untrained: joining reads files)."""
+    from kdgrid.vocab import Vocab
+
+    d = encoded_toy_corpus(tmp_path, in_process, pairs=60, vocab_size=60, pieces=80)
+    v = Vocab.load(d / "spm.model")
     second = tmp_path / "second.pt"
-    model, meta = load_model(d / "model.pt")
-    with torch.no_grad():  # a second teacher of the same vocabulary: other weights
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    save_model(second, model, meta)
+    meta = {"teacher": "t", "vocab_sha256": v.sha256, "vocab_model": v.proto}
+    for seed, path in ((1, d / "model.pt"), (2, second)):
+        torch.manual_seed(seed)
+        save_model(path, build("transformer", {**v.model_ids(), "d_model": 32, "ffn": 64, "heads": 2,
+                                               "encoder_layers": 1, "decoder_layers": 1}), meta)
     out = tmp_path / "ens.pt"
     proc = run("ensemble", "--members", d / "model.pt", second, "--vocab", d / "spm.model", "--out", out,
                "--labels", '{"teacher": "both"}')
@@ -127,7 +137,7 @@ def test_the_verb_joins_trained_teachers_and_the_result_translates(tmp_path):
     assert not torch.allclose(both, first.decode_step(prev, *first.encode(src), None), atol=1e-3)
     # a member of another vocabulary, a NAT member and a bad key are errors that name the file / key
     other = tmp_path / "other.pt"
-    save_model(other, model, {**meta, "vocab_sha256": "0" * 64})
+    save_model(other, first, {**meta, "vocab_sha256": "0" * 64})
     proc = run("ensemble", "--members", d / "model.pt", other, "--vocab", d / "spm.model", "--out", tmp_path / "x.pt")
     assert proc.returncode == 2 and "other.pt was trained with another vocabulary" in proc.stderr
     proc = run("ensemble", "--members", d / "model.pt", "--vocab", d / "spm.model", "--out", tmp_path / "x.pt",

@@ -112,12 +112,36 @@ def run(*args):
     return subprocess.run([sys.executable, "-m", "kdgrid", *map(str, args)], capture_output=True, text=True, env=env())
 
 
+def in_process(*args):
+    from kdgrid import cli
+
+    assert cli.main([str(a) for a in args]) == 0
+
+
 @pytest.fixture(scope="module")
 def elsewhere(tmp_path_factory):
-    """A teacher trained on another corpus with its own vocabulary (a kdgrid model file)."""
-    from conftest import train_toy_teacher
+    """A kdgrid model file of another corpus with its own vocabulary inside, as `kdgrid train`
+    writes them (untrained: an import reads files, not skill)."""
+    from conftest import encoded_toy_corpus
 
-    return train_toy_teacher(tmp_path_factory.mktemp("elsewhere"), run, layers=1, updates=40)
+    from kdgrid.checkpoint import save_model
+    from kdgrid.models import build
+    from kdgrid.vocab import Vocab
+
+    d = encoded_toy_corpus(tmp_path_factory.mktemp("elsewhere"), in_process, pairs=60, vocab_size=60, pieces=80)
+    vocab = Vocab.load(d / "spm.model")
+    torch_seed()
+    model = build("transformer", {**vocab.model_ids(), "d_model": 32, "ffn": 64, "heads": 2, "encoder_layers": 1,
+                                  "decoder_layers": 1})
+    save_model(d / "model.pt", model, {"teacher": "cpu_x", "vocab_sha256": vocab.sha256, "vocab_model": vocab.proto,
+                                       "updates": 0})
+    return d
+
+
+def torch_seed():
+    import torch
+
+    torch.manual_seed(0)
 
 
 def sha(path) -> str:
@@ -229,11 +253,11 @@ FAIRSEQ = ROOT / "tests" / "data" / "fairseq_tiny"
 
 
 @pytest.fixture(scope="module")
-def elsewhere_run(elsewhere, tmp_path_factory):
+def elsewhere_run(tmp_path_factory):
     """One toy grid whose teachers and sets all come from elsewhere: an ensemble of two sizes
-    (one outside grid.teachers), a kdgrid teacher of another corpus and vocabulary, the tiny fairseq
-    Transformer of tests/data/fairseq_tiny (converted), and a released set (the grid's own targets,
-    words reversed, with its sources shuffled)."""
+    (one outside grid.teachers), the tiny fairseq Transformer of tests/data/fairseq_tiny (converted:
+    another corpus and vocabulary, through the import_teacher job as a kdgrid file goes), and a
+    released set (the grid's own targets, words reversed, with its sources shuffled)."""
     import random
 
     d = tmp_path_factory.mktemp("elsewhere_run")
@@ -244,27 +268,26 @@ def elsewhere_run(elsewhere, tmp_path_factory):
     random.Random(1).shuffle(pairs)
     (d / "rel.src").write_text("".join(s + "\n" for s, _ in pairs))
     (d / "rel.tgt").write_text("".join(" ".join(reversed(t.split())) + "\n" for _, t in pairs))
-    model = elsewhere / "model.pt"
     fairseq = {"format": "fairseq", **{k: str(FAIRSEQ / f) for k, f in (("model", "pre_norm.pt"), ("dict", "dict.txt"),
                                                                           ("spm", "spm.model"))}}
     fairseq.update({pin: sha(FAIRSEQ / f) for pin, f in (("sha256", "pre_norm.pt"), ("dict_sha256", "dict.txt"),
                                                          ("spm_sha256", "spm.model"))})
     cfg = write_config(d / "elsewhere.yaml", TOY, teacher_sizes={
         "toy2": TOY2, "both": {"ensemble": ["toy", "toy2"], "combine": "prob_mean"},
-        "prev": {"import": {"model": str(model), "sha256": sha(model)}}, "fs": {"import": fairseq}},
+        "fs": {"import": fairseq}},
         methods={"released": {"kind": "file", "tgt": str(d / "rel.tgt"), "sha256": sha(d / "rel.tgt"),
                               "src": str(d / "rel.src")}},
-        grid={"teachers": ["both", "prev", "fs"], "methods": ["beam", "released"], "students": ["nat"]})
+        grid={"teachers": ["both", "fs"], "methods": ["beam", "released"], "students": ["nat"]})
     snakemake(d, "--cores", "2", configfile=cfg)
-    return d / "results" / "toy", elsewhere, pairs
+    return d / "results" / "toy"
 
 
 def test_an_ensemble_teacher_runs_through_the_grid(elsewhere_run):
     from kdgrid.checkpoint import load_model
 
-    out, _, _ = elsewhere_run
+    out = elsewhere_run
     teachers = {r["teacher"]: r for r in csv.DictReader((out / "teachers.csv").open())}
-    assert list(teachers) == ["both", "prev", "fs"] and teachers["both"]["ensemble"] == "toy + toy2 (prob_mean)"
+    assert list(teachers) == ["both", "fs"] and teachers["both"]["ensemble"] == "toy + toy2 (prob_mean)"
     scores = json.loads((out / "teachers" / "both" / "test.scores.json").read_text())
     assert scores["decode"]["backend"]["used"] == "torch" and scores["bleu"] >= 0
     models = [load_model(out / "teachers" / t / "model.pt")[0] for t in ("toy", "toy2")]
@@ -279,24 +302,16 @@ def test_an_ensemble_teacher_runs_through_the_grid(elsewhere_run):
     assert costs[("teacher", "both")]["rules"].startswith("ensemble_teacher; evaluate_teacher")
 
 
-def test_an_imported_teacher_runs_through_the_grid(elsewhere_run):
-    out, elsewhere, _ = elsewhere_run
-    teachers = {r["teacher"]: r for r in csv.DictReader((out / "teachers.csv").open())}
-    assert teachers["prev"]["imported"] == str(elsewhere / "model.pt") and float(teachers["prev"]["test_bleu"]) >= 0
-    distilled = (out / "distill" / "prev.beam" / "train.tgt").read_text().splitlines()
-    assert len(distilled) == len((out / "data" / "train.src").read_text().splitlines())
-    grid = {r["student"]: r for r in csv.DictReader((out / "grid.csv").open())}
-    assert float(grid["nat"]["prev.beam"]) >= 0
-    costs = {(r["scope"], r["teacher"]): r for r in csv.DictReader((out / "costs.csv").open())}
-    assert costs[("teacher", "prev")]["rules"].startswith("import_teacher; evaluate_teacher")
-
-
 def test_a_fairseq_teacher_runs_through_the_grid(elsewhere_run):
     from kdgrid.checkpoint import load_model
 
-    out, _, _ = elsewhere_run
+    out = elsewhere_run
     model, meta = load_model(out / "teachers" / "fs" / "model.pt")
     assert meta["imported"]["format"] == "fairseq" and model.cfg.position_offset == 2
+    teachers = {r["teacher"]: r for r in csv.DictReader((out / "teachers.csv").open())}
+    assert teachers["fs"]["imported"] == str(FAIRSEQ / "pre_norm.pt") and float(teachers["fs"]["test_bleu"]) >= 0
+    costs = {(r["scope"], r["teacher"]): r for r in csv.DictReader((out / "costs.csv").open())}
+    assert costs[("teacher", "fs")]["rules"].startswith("import_teacher; evaluate_teacher")
     assert meta["imported"]["conversion"]["filler_symbols"] == 1
     assert (out / "teachers" / "fs" / "spm.model").read_bytes() == meta["vocab_model"]
     grid = {r["student"]: r for r in csv.DictReader((out / "grid.csv").open())}
@@ -307,7 +322,7 @@ def test_a_fairseq_teacher_runs_through_the_grid(elsewhere_run):
 
 def test_an_imported_set_runs_through_the_grid(elsewhere_run):
     """The released set comes back in the grid's order, is measured (C(d)) and trained on."""
-    out, _, _ = elsewhere_run
+    out = elsewhere_run
     imported = (out / "distill" / "imported.released" / "train.tgt").read_text().splitlines()
     real = (out / "data" / "train.tgt").read_text().splitlines()
     assert imported == [" ".join(reversed(t.split())) for t in real]
