@@ -159,6 +159,9 @@ def train_toy_teacher(d: Path, run, layers: int = 1, updates: int = 40, pre_norm
 # (`make test-fast` skips them; `make test` runs everything). Tests that run a grid themselves carry
 # @pytest.mark.slow.
 REAL_RUN_FIXTURES = {"toy_run", "s5_run", "sets_run", "elsewhere_run"}
+# make test's longest modules (--durations, 2 workers): started first, so that none ends the run alone
+LONGEST_MODULES = ("test_workflow", "test_slurm", "test_roster_workflow", "test_section5", "test_test_sets",
+                   "test_teachers_workflow")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -172,4 +175,7 @@ def pytest_collection_modifyitems(config, items):
         if REAL_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
     slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module.__name__ not in slow_modules)  # stable: same order otherwise
+    # the longest modules first (measured: each takes 1-3 minutes of one worker), then the other slow ones
+    first = {name: i for i, name in enumerate(LONGEST_MODULES)}
+    items.sort(key=lambda item: (item.module.__name__ not in slow_modules,
+                                 first.get(item.module.__name__, len(first))))  # stable otherwise
