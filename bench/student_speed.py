@@ -28,8 +28,8 @@ nothing about a trained one's; --adaptive lets them stop when their output settl
 untrained demo-size LevT then stops after ~2 passes, InsT after ~log2(length) + 2, iNAT
 after 2).
 
-    python bench/student_speed.py [--models results/demo_students] [--size demo|base] [--threads 1]
-                                  [--repeat K] [--sentences N] [--adaptive]
+    python bench/student_speed.py [--models results/demo_students [--src FILE]] [--size demo|base]
+                                  [--threads 1] [--repeat K] [--sentences N] [--adaptive]
 
 At batch 1 on a CPU the AT's latency is about the encoder plus one decoder pass per output token,
 the NAT's the encoder plus one pass per refinement step, so the NAT's lead grows with the output
@@ -192,6 +192,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=1,
                     help="repeat each source K times: longer sentences (demo sources average ~10 tokens)")
     ap.add_argument("--sentences", type=int, default=256)
+    ap.add_argument("--src", help="with --models: source sentences to decode (default: the demo generator's)")
     ap.add_argument("--adaptive", action="store_true",
                     help="untrained iterative students stop when their output settles (default: all passes)")
     args = ap.parse_args()
@@ -200,9 +201,14 @@ def main():
     if args.models:  # use the workflow's own vocabulary ids through its sentencepiece model
         from kdgrid.vocab import Vocab
 
-        spec = synthetic.SyntheticSpec(seed=1, train=1, valid=1, test=args.sentences, vocab_size=300)
         vocab = Vocab.load(Path(args.models) / "vocab" / "spm.model")
-        src = vocab.encode([s for s, _ in synthetic.generate(spec)["test"]])
+        if args.src:  # the corpus's own sentences (e.g. results/multi30k/data/test.src)
+            from kdgrid.corpus import read_lines
+
+            src = vocab.encode(read_lines(args.src)[: args.sentences])
+        else:
+            spec = synthetic.SyntheticSpec(seed=1, train=1, valid=1, test=args.sentences, vocab_size=300)
+            src = vocab.encode([s for s, _ in synthetic.generate(spec)["test"]])
     src = [s * args.repeat for s in src]
     src.sort(key=len)
     big = [pad_stack(src[i: i + 64], PAD, suffix=EOS) for i in range(0, len(src), 64)]
@@ -225,7 +231,8 @@ def main():
             rows.append((f"{name} ({row.label})", len(src) / seconds, latency,
                          statistics.mean(passes) if passes else None, statistics.mean(len(o) for o in outs)))
     mean_len = statistics.mean(len(s) for s in src)
-    print(f"{args.threads} thread(s), {len(src)} demo test sentences ({mean_len:.1f} tokens + EOS), "
+    what = f"test sentences of {args.src}" if args.src else "demo test sentences"
+    print(f"{args.threads} thread(s), {len(src)} {what} ({mean_len:.1f} tokens + EOS), "
           f"{'trained models from ' + args.models if args.models else 'untrained models, ' + str(SIZES[args.size])}")
     print("passes: refinement passes per sentence (mean; AT: one decoder pass per token); "
           "out len: output tokens per sentence (mean)")
