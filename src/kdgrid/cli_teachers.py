@@ -51,18 +51,20 @@ def cmd_ensemble(a) -> None:
 
 
 def _pinned(p: dict, key: str, where: str, download_dir):
-    """The local path of the import's `key` file: a path checked against its sha256 option (`sha256`
-    for the model, `<key>_sha256` for the others), or a {url, sha256} side (checked by its fetch)."""
+    """(local path, sha256) of the import's `key` file: a path checked against its sha256 option
+    (`sha256` for the model, `<key>_sha256` for the others), or a {url, sha256} side (checked by its
+    fetch). Hashed once: a teacher's model file can be gigabytes."""
     from kdgrid.importers import sha256_of, side_path
 
     if key not in p:
         raise KdgridError(f"{where}.{key}: missing; a {p.get('format', 'kdgrid')} teacher needs it")
     path = side_path(p[key], download_dir)
     pin = "sha256" if key == "model" else f"{key}_sha256"
-    if isinstance(p[key], str) and sha256_of(path) != p.get(pin):
-        raise KdgridError(f"{path}: sha256 {sha256_of(path)}, but {where}.{pin} is {p.get(pin)}; the file changed, "
+    digest = sha256_of(path)
+    if isinstance(p[key], str) and digest != p.get(pin):
+        raise KdgridError(f"{path}: sha256 {digest}, but {where}.{pin} is {p.get(pin)}; the file changed, "
                           f"or set {pin} to the file's")
-    return path
+    return path, digest
 
 
 def cmd_import_teacher(a) -> None:
@@ -75,7 +77,6 @@ def cmd_import_teacher(a) -> None:
 
     from kdgrid.checkpoint import load_model, save_model
     from kdgrid.errors import all_or_nothing, atomic_output
-    from kdgrid.importers import sha256_of
     from kdgrid.vocab import Vocab
 
     p = json_option(a.params, "--params")
@@ -83,15 +84,15 @@ def cmd_import_teacher(a) -> None:
     fmt = p.get("format", "kdgrid")
     if fmt not in IMPORT_FORMATS:
         raise KdgridError(f"{where}.format: {fmt!r}; one of {', '.join(IMPORT_FORMATS)}")
-    path = _pinned(p, "model", where, a.download_dir)
-    record = {"model": str(p["model"]), "sha256": sha256_of(path), "format": fmt}
+    path, digest = _pinned(p, "model", where, a.download_dir)
+    record = {"model": str(p["model"]), "sha256": digest, "format": fmt}
     if fmt == "fairseq":
         from kdgrid.fairseq_import import convert
 
         files = {key: _pinned(p, key, where, a.download_dir) for key in ("dict", "spm")}
-        model, vocab_bytes, conversion = convert(path, files["dict"], files["spm"])
+        model, vocab_bytes, conversion = convert(path, files["dict"][0], files["spm"][0])
         meta = {"vocab_sha256": hashlib.sha256(vocab_bytes).hexdigest(), "vocab_model": vocab_bytes}
-        record.update({f"{key}_sha256": sha256_of(f) for key, f in files.items()}, conversion=conversion)
+        record.update({f"{key}_sha256": d for key, (_, d) in files.items()}, conversion=conversion)
     else:
         model, meta = load_model(path)
         if model.kind not in IMPORTABLE_KINDS:
@@ -149,8 +150,9 @@ def cmd_import_distilled(a) -> None:
         raise KdgridError(f"--params ({where}): give tgt and one alignment check, src (the set's own sources) or "
                           "src_sha256 (the sha256 of the training sources it was made from)")
     tgt = side_path(p["tgt"], a.download_dir)
+    tgt_sha256 = sha256_of(tgt)
     if isinstance(p["tgt"], str):  # a local path: pinned by the method's sha256 (a URL side by its own)
-        got = sha256_of(tgt)
+        got = tgt_sha256
         if got != p.get("sha256"):
             raise KdgridError(f"{tgt}: sha256 {got}, but {where}.sha256 is {p.get('sha256')}; the file changed, or "
                               "set sha256 to the file's")
@@ -172,7 +174,7 @@ def cmd_import_distilled(a) -> None:
         if len(targets) != len(grid_src):
             raise KdgridError(f"{tgt} has {len(targets)} lines but {a.src} has {len(grid_src)}")
         out, check = targets, {"kind": "source_sha256", "src_sha256": got}
-    record = {"method": name, "tgt": str(p["tgt"]), "tgt_sha256": sha256_of(tgt), "sentences": len(out),
+    record = {"method": name, "tgt": str(p["tgt"]), "tgt_sha256": tgt_sha256, "sentences": len(out),
               "empty_targets": sum(1 for t in out if not t), "alignment_check": check, "normalize": form}
     with all_or_nothing(a.out, a.record):
         write_lines(a.out, out)
