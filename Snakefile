@@ -35,6 +35,10 @@ if FILTER:  # a `filter:` section: the corpus filter's classifiers (and with cor
     include: "workflow/rules/filter.smk"
 
 
+include: "workflow/rules/share_plan.smk"  # share.store: teachers, sets and alignments between grids
+include: "workflow/rules/share.smk"
+
+
 # Jobs too small for a cluster queue: run by Snakemake itself, also under --profile slurm.
 localrules:
     all,
@@ -47,3 +51,4 @@ rule all:
     input:
         rules.aggregate.output,
         FILTER_TARGETS if FILTER else [],
+        SHARE_TARGETS,  # share.store: this grid's products put into the store

@@ -23,7 +23,8 @@ from conftest import ROOT, TOY, env, job_counts, snakemake, write_config
 TOY_MULTIWAY = ROOT / "tests" / "configs" / "toy_multiway.yaml"
 GPU_RULES = {"train_teacher", "train_ban", "train_student", "distill", "evaluate_teacher", "evaluate_student",
              "evaluate_teacher_test_set", "evaluate_student_test_set"}
-LOCAL_RULES = {"gather", "aggregate"}  # run by Snakemake itself, never queued
+LOCAL_RULES = {"gather", "aggregate", "store_put", "fetch_teacher", "fetch_distilled", "fetch_alignment",
+               "fetch_raw_alignment"}  # run by Snakemake itself, never queued
 SITE_VARS = ("KDGRID_ACCOUNT", "KDGRID_PARTITION", "KDGRID_GPU_PARTITION", "KDGRID_JOBS", "KDGRID_GPUS",
              "KDGRID_CORES", "KDGRID_MEM_MB")
 RESOURCES = yaml.safe_load((ROOT / "workflow" / "defaults.yaml").read_text())["compute"]["resources"]
@@ -391,8 +392,10 @@ def test_toy_grid_runs_through_slurm(slurm, tmp_path, monkeypatch):
     override = override_profile(tmp_path / "test-profile", monkeypatch)
     environ = site_env(KDGRID_PARTITION="debug")
     start = time.monotonic()
-    # the toy grid with its beam column only: every kind of job still goes through SLURM once or more
-    config = write_config(tmp_path / "toy_beam.yaml", TOY, grid={"methods": ["beam"]})
+    # the toy grid with its beam column only: every kind of job still goes through SLURM once or more;
+    # its teacher, set and alignments go into a shared store (share.store) for the second grid below
+    shared = {"grid": {"methods": ["beam"]}, "share": {"store": str(tmp_path / "store")}}
+    config = write_config(tmp_path / "toy_beam.yaml", TOY, **shared)
     proc = snakemake_in_root("--profile", "slurm", "--profile", str(override), "--directory", str(work),
                              f"--configfile={config}", "--show-failed-logs", environ=environ, timeout=600)
     elapsed = time.monotonic() - start
@@ -424,3 +427,20 @@ def test_toy_grid_runs_through_slurm(slurm, tmp_path, monkeypatch):
     teacher = next(by_id[i] for i, r in rule_of.items() if r == "train_teacher")
     assert teacher["TimeLimit"] in ("1-00:00:00", "1440"), teacher
     print(f"toy grid through SLURM: {len(done)} jobs in {elapsed:.0f}s")
+
+    # A second config (another results folder) with the same teacher and set: it submits no job that
+    # makes them (training, distillation, alignment); the store's products are local fetch jobs.
+    work_b = tmp_path / "work_b"
+    work_b.mkdir()
+    config_b = write_config(tmp_path / "toy_b.yaml", TOY, corpus={"name": "toyb"}, **shared)
+    targets = ["results/toyb/teachers/toy/model.pt", "results/toyb/distill/toy.beam/data_metrics.json"]
+    proc = snakemake_in_root("--profile", "slurm", "--profile", str(override), "--directory", str(work_b),
+                             f"--configfile={config_b}", *targets, "--show-failed-logs", environ=environ,
+                             timeout=600)
+    planned_b = job_counts(proc.stdout + proc.stderr)
+    submitted = [j for j in slurm.jobs() if j.get("WorkDir") == str(work_b)]
+    assert {r for r in planned_b if r.startswith("fetch_")} == {"fetch_teacher", "fetch_distilled", "fetch_alignment"}
+    assert len(submitted) == sum(n for r, n in planned_b.items() if r not in LOCAL_RULES | {"all"}) > 0, planned_b
+    assert not {"train_teacher", "distill", "align_distilled"} & set(planned_b), planned_b
+    assert (work_b / "results/toyb/teachers/toy/model.pt").read_bytes() == \
+        (work / "results/toy/teachers/toy/model.pt").read_bytes()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kdgrid import cli_evaluate, cli_filter, cli_teachers
+from kdgrid import cli_evaluate, cli_filter, cli_store, cli_teachers
 from kdgrid.cli_analysis import cmd_aggregate, cmd_align, cmd_data_metrics, cmd_language_mix
 from kdgrid.errors import KdgridError, all_or_nothing, json_option, write_json
 
@@ -310,12 +310,14 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(o, required=True)
 
     cli_teachers.add_verbs(verb)  # ensemble
+    cli_store.add_verbs(verb)  # store_put, store_fetch
     cli_filter.add_verbs(verb)  # filter_labels, filter_teacher, filter_student, filter_report, filter_apply
     return ap
 
 
 VERBS = ("prepare", "prepare_test_set", "vocab", "encode", "train", "distill", "gather", "evaluate", "align",
-         "data_metrics", "language_mix", "aggregate", *cli_teachers.VERBS, *cli_filter.VERBS)
+         "data_metrics", "language_mix", "aggregate", *cli_teachers.VERBS, *cli_store.VERBS,
+         *cli_filter.VERBS)
 
 
 def _place(args, argv: list[str]) -> int | None:

@@ -85,6 +85,7 @@ def cmd_aggregate(a) -> None:
     found = costs.discover(p.get("costs", {}).get("patterns", []), runs, [*p["columns"], *p.get("column_replicas", {})],
                            p.get("costs", {}).get("teachers", []))
     job_list = costs.jobs(*map(list, zip(*found))) if found else []
+    job_list += costs.reused_jobs(p.get("costs", {}).get("reused", []))  # share.store: products fetched
     cost = costs.table(job_list)
     if a.hyps and len(a.hyps) != len(a.scores):
         raise KdgridError(f"--hyps names {len(a.hyps)} files for {len(a.scores)} --scores: one per cell, in order")

@@ -140,6 +140,35 @@ def jobs(labels: list[str], benchmarks: list, logs: list) -> list[dict]:
     return [job(*j) for j in zip(labels, benchmarks, logs)]
 
 
+REUSED = " (reused)"  # marks a job of another grid whose product this grid took from the share.store
+
+
+def reused_jobs(entries: list[dict]) -> list[dict]:
+    """The jobs that made the products this grid took from the store (share.store), as the records
+    of its fetch jobs give them: `entries` [{record, scope}], scope as a rule's ("teacher/NAME",
+    "data/COLUMN", "setup"). Each keeps its cost and rule, marked REUSED; a record that is gone
+    (the fetch job not run yet) is skipped."""
+    import json
+
+    out = []
+    for e in entries:
+        path = Path(e["record"])
+        if not path.is_file():
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except ValueError as err:
+            raise KdgridError(f"{path}: not a store record ({err})") from None
+        kind, *names = e["scope"].split("/")
+        if kind not in SCOPES or len(names) != len(_NAMES[kind]):
+            raise KdgridError(f"{path}: scope {e['scope']!r}: expected teacher/NAME, data/COLUMN or setup")
+        for j in record.get("jobs", []):
+            out.append({"scope": kind, "rule": j["rule"] + REUSED, **dict(zip(_NAMES[kind], names)),
+                        "wall": j.get("wall") or 0.0, "cpu": j.get("cpu"), "rss": j.get("rss"), "gpus": 0,
+                        "reused": True})
+    return out
+
+
 def _group(scope: str, jobs: list[dict], **names) -> dict:
     cpu = [j["cpu"] for j in jobs if j["cpu"] is not None]
     rss = [j["rss"] for j in jobs if j["rss"] is not None]
@@ -160,7 +189,12 @@ def table(jobs: list[dict]) -> list[dict]:
         key = (j["scope"], *(j[n] for n in _NAMES[j["scope"]]))
         groups.setdefault(key, []).append(j)
     rows = [_group(key[0], js, **dict(zip(_NAMES[key[0]], key[1:]))) for key, js in groups.items()]
-    return rows + [{**_group("total", jobs), "rules": "every job above, once"}]
+    ran = [j for j in jobs if not j.get("reused")]
+    reused = [j for j in jobs if j.get("reused")]
+    return rows + [{**_group("total", ran), "rules": "every job above, once (reused ones not: they ran elsewhere)"
+                    if reused else "every job above, once"}] + (
+        [{**_group("reused", reused), "rules": "what the products taken from the share.store cost where they "
+          "were made: saved here"}] if reused else [])
 
 
 # jobs that make a training set
@@ -177,7 +211,7 @@ def column_cost(jobs: list[dict], ensembles: dict | None = None):
     no job is known."""
     hours: dict = {}
     for j in jobs:
-        if j["scope"] in ("data", "teacher") and j["rule"] in MAKING:
+        if j["scope"] in ("data", "teacher") and j["rule"].removesuffix(REUSED) in MAKING:
             key = (j["scope"], j["data"] if j["scope"] == "data" else j["teacher"])
             seconds = j["cpu"] if j["cpu"] is not None else j["wall"]
             hours[key] = hours.get(key, 0.0) + seconds / 3600
@@ -242,6 +276,6 @@ def markdown(rows: list[dict]) -> str:
         if r["scope"] == "cell":
             continue
         what = {"data": f"data {r['data']}", "teacher": f"teacher {r['teacher']}", "setup": "setup",
-                "total": "**all jobs**"}[r["scope"]]
+                "total": "**all jobs**", "reused": "**reused from the store** (not run here)"}[r["scope"]]
         lines.append(f"| {what} | {r['rules']} | {_cells(r)}")
     return "\n".join(lines) + "\n"

@@ -404,6 +404,12 @@ COST_SCOPES = {
     "prepare_test_set": "setup",
     "evaluate_teacher_test_set": "teacher/{teacher}",
     "evaluate_student_test_set": "cell/{student}/{data}",
+    # share.store (share.smk): a fetched product's own small job, charged where its maker's would be
+    "fetch_teacher": "teacher/{teacher}",
+    "fetch_distilled": "data/{data}",
+    "fetch_alignment": "data/{data}",
+    "fetch_raw_alignment": "data/raw",
+    "store_put": "setup",
     # with corpus.clean.filter, the filter the grid trains behind is setup (filter_check.py)
     **filter_check.cost_scopes(CLEAN_FILTER),
 }
@@ -429,4 +435,6 @@ def cost_params():
         "patterns": patterns,
         "teachers": list(dict.fromkeys([*TEACHERS, *STUDENT_TEACHERS, *ENSEMBLE_MEMBERS])),
         "ensembles": ENSEMBLES,  # an ensemble's column is charged its members' training too
+        # share.store: products taken from the store, charged the recorded cost of the jobs that made them
+        "reused": [{"record": record, "scope": scope} for record, scope in REUSED_RECORDS],
     }

@@ -1,0 +1,76 @@
+"""The shared store's verbs (kdgrid.store): `store_put` keeps a product this grid made (a teacher,
+a distilled set, an alignment) under its recipe's key, with the cost of the jobs that made it;
+`store_fetch` writes a stored product where this grid expects it, with a record of what it reused
+(the cost table charges the product its recorded cost, marked as reused, and counts what it saved)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdgrid.errors import KdgridError, json_option, write_json
+
+VERBS = ("store_put", "store_fetch")
+
+
+def _named(pairs: list[str], option: str) -> dict:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not value:
+            raise KdgridError(f"{option} {pair!r}: expected NAME=PATH")
+        out[name] = value
+    return out
+
+
+def _producer_jobs(pairs: list[str]) -> list[dict]:
+    """The jobs that made the product, from RULE=BENCHMARK pairs (those that exist: a product made
+    before benchmarks were kept has none)."""
+    from kdgrid import costs
+
+    jobs = []
+    for pair in pairs:  # (not _named: a distilled set's shards are several jobs of one rule)
+        rule, sep, path = pair.partition("=")
+        if not sep:
+            raise KdgridError(f"--benchmarks {pair!r}: expected RULE=PATH")
+        if Path(path).is_file():
+            jobs.append({"rule": rule, **costs.read_benchmark(path)})
+    return jobs
+
+
+def cmd_store_put(a) -> None:
+    from kdgrid import store
+
+    entry = store.put(a.store, a.kind, a.key, _named(a.files, "--files"), json_option(a.recipe, "--recipe"),
+                      a.code, _producer_jobs(a.benchmarks), json_option(a.origin, "--origin"))
+    write_json(a.record, {k: entry[k] for k in ("kind", "key", "files", "jobs", "origin")}
+               | {"store": str(a.store), **({"kept": entry["kept"]} if "kept" in entry else {})})
+
+
+def cmd_store_fetch(a) -> None:
+    from kdgrid import store
+
+    entry = store.fetch(a.store, a.kind, a.key, _named(a.files, "--files"))
+    write_json(a.record, {k: entry[k] for k in ("kind", "key", "files", "jobs", "origin", "code")}
+               | {"store": str(a.store), "labels": json_option(a.labels, "--labels")})
+
+
+def add_verbs(verb) -> None:
+    """Register the verbs with kdgrid.cli's `verb(name, fn, help)`."""
+    p = verb("store_put", cmd_store_put, "keep a product of this grid in the shared store (share.store)")
+    p.add_argument("--store", required=True, help="the store folder")
+    p.add_argument("--kind", required=True, help="teacher | distilled | alignment")
+    p.add_argument("--key", required=True, help="the recipe's key (the workflow's share.smk)")
+    p.add_argument("--recipe", required=True, help="the recipe (JSON), recorded with the entry")
+    p.add_argument("--code", required=True, help="the code fingerprint the key holds")
+    p.add_argument("--files", nargs="+", required=True, help="NAME=PATH of each file of the product")
+    p.add_argument("--benchmarks", nargs="*", default=[], help="RULE=BENCHMARK of each job that made it")
+    p.add_argument("--origin", default="{}", help="where it was made (results folder, config files)")
+    p.add_argument("--record", required=True, help="JSON: what was stored (or kept, when already there)")
+
+    p = verb("store_fetch", cmd_store_fetch, "write a stored product where this grid expects it")
+    p.add_argument("--store", required=True)
+    p.add_argument("--kind", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--files", nargs="+", required=True, help="NAME=PATH: each file of the entry to write")
+    p.add_argument("--labels", default="{}", help="what this grid calls the product (recorded)")
+    p.add_argument("--record", required=True, help="JSON: the entry reused, its recorded jobs and cost")

@@ -1,0 +1,191 @@
+# The shared store (share.store; kdgrid.store): the recipes and keys of the products this grid makes
+# (teachers, distilled sets, alignments), and which of them to take from the store, decided when the
+# jobs are planned; the rules that fetch and put them are share.smk's.
+from kdgrid import store as kdgrid_store
+
+STORE = config["share"]["store"]
+if STORE and Path(STORE).exists() and not Path(STORE).is_dir():
+    raise WorkflowError(f"share.store: {STORE} is a file; name a folder every grid can read and write")
+SHARE_TARGETS = []  # the store_put records the `all` rule asks for
+REUSED_RECORDS = []  # (record, scope) of every fetched product: aggregate charges their recorded cost
+
+
+def _hashed_sides(spec):
+    """A corpus split spec with each file named by its sha256 instead of its path or URL."""
+    if isinstance(spec, str):  # a local path
+        return {"sha256": kdgrid_store.corpus_file_sha256(spec, Path(STORE) / ".hashes")}
+    if isinstance(spec, dict) and "url" in spec:  # pinned by its own sha256
+        return {"sha256": spec["sha256"]}
+    if isinstance(spec, dict):
+        return {k: v if k in ("sacrebleu", "langpair") else _hashed_sides(v) for k, v in spec.items()}
+    return spec
+
+
+def data_recipe(filtered=True):
+    """What decides the grid's training pair and vocabulary: the corpus by content, its preparation
+    and the vocabulary settings (not the corpus's name, nor any path). None for the filtered pair of
+    corpus.clean.filter (the filter's chain is not keyed; filtered=False: the unfiltered pair)."""
+    if filtered and CLEAN_FILTER:
+        return None
+    corpus = {k: v for k, v in prepare_params().items() if k != "name"}
+    if "files" in corpus:
+        corpus["files"] = _hashed_sides(corpus["files"])
+    return {"corpus": corpus, "vocab": config["vocab"]}
+
+
+def teacher_recipe(name, data):
+    """A teacher's: its kind, size and training settings (seed included) on `data`; an ensemble's,
+    its members' and the combine; an imported one's, its files' sha256s. None if not keyed."""
+    if data is None:
+        return None
+    if name in ENSEMBLES:
+        members = [teacher_recipe(m, data) for m in ENSEMBLES[name]]
+        return None if None in members else {"ensemble": members, "combine": ensemble_combine(name)}
+    if name in IMPORTS:
+        spec = IMPORTS[name]
+        pins = {
+            k: spec[k] if k.endswith("sha256") else spec[k]["sha256"]
+            for k in ("sha256", "dict_sha256", "spm_sha256", "model", "dict", "spm")
+            if k in spec and (k.endswith("sha256") or isinstance(spec[k], dict))
+        }
+        return {"import": {"format": spec.get("format", "kdgrid"), **pins}, "data": data}
+    return {"kind": teacher_kind(name), "model": teacher_model(name), "train": teacher_train(name), "data": data}
+
+
+def set_recipe(column):
+    """A distilled set's: its teacher's, the method's decoding settings and the sources (the data).
+    Born-Again rounds and imported sets: None."""
+    teacher, _, col = column.partition(".")
+    if teacher == method_kinds.IMPORTED or METHOD_OF[col][1] is not None:
+        return None
+    data = data_recipe()
+    recipe = teacher_recipe(teacher, data)
+    return None if recipe is None else {"teacher": recipe, "method": method_params(col, teacher), "data": data}
+
+
+def _bench(rule, **wildcards):
+    return str(getattr(rules, rule).benchmark).format(**wildcards)
+
+
+def share_products():
+    """{id: {kind, key, recipe, files {name: path}, made_by [(rule, benchmark)], scope}} of every
+    product this grid makes that the store can hold."""
+    code = kdgrid_store.code_fingerprint(config["share"]["code"])
+    out = {}
+
+    def add(pid, kind, recipe, files, made_by, scope):
+        if recipe is not None:
+            key = kdgrid_store.key(kind, recipe, code)
+            out[pid] = {
+                "kind": kind,
+                "key": key,
+                "recipe": recipe,
+                "code": code,
+                "files": files,
+                "made_by": made_by,
+                "scope": scope,
+            }
+
+    data = data_recipe()
+    trained = [
+        t
+        for t in dict.fromkeys([*TEACHERS, *STUDENT_TEACHERS, *ENSEMBLE_MEMBERS])
+        if t not in ENSEMBLES and t not in IMPORTS
+    ]
+    for t in trained:
+        add(
+            f"teacher.{t}",
+            "teacher",
+            teacher_recipe(t, data),
+            {"model.pt": f"{R}/teachers/{t}/model.pt"},
+            [("train_teacher", _bench("train_teacher", teacher=t))],
+            f"teacher/{t}",
+        )
+    if FILTER:  # the filter's own teacher, on the unfiltered pair: a grid teacher's recipe
+        size = FILTER["teacher"]
+        recipe = teacher_recipe(size, data_recipe(filtered=False))
+        add(
+            "filter_teacher",
+            "teacher",
+            recipe and {**recipe, "kind": "transformer"},
+            {"model.pt": FILTER_TEACHER},
+            [("train_filter_teacher", _bench("train_filter_teacher"))],
+            COST_SCOPES.get("train_filter_teacher"),
+        )
+    for column in DISTILLED:
+        recipe = set_recipe(column)
+        shards = [
+            ("distill", _bench("distill", teacher=column.split(".")[0], method=column.split(".", 1)[1], shard=k))
+            for k in range(SHARDS)
+        ]
+        add(
+            f"distilled.{column}",
+            "distilled",
+            recipe,
+            {"train.tgt": f"{R}/distill/{column}/train.tgt"},
+            shards + [("gather", _bench("gather", teacher=column.split(".")[0], method=column.split(".", 1)[1]))],
+            f"data/{column}",
+        )
+        eflomal = config["metrics"]["eflomal"]
+        align = f"{R}/distill/{column}/align"
+        add(
+            f"alignment.{column}",
+            "alignment",
+            recipe and {"set": recipe, "eflomal": eflomal, "data": data},
+            {"real.links": f"{align}/real.links", "distilled.links": f"{align}/distilled.links"},
+            [
+                (
+                    "align_distilled",
+                    _bench("align_distilled", teacher=column.split(".")[0], method=column.split(".", 1)[1]),
+                )
+            ],
+            f"data/{column}",
+        )
+    add(
+        "alignment.raw",
+        "alignment",
+        data and {"raw": True, "eflomal": config["metrics"]["eflomal"], "data": data},
+        {"train.links": f"{R}/data/align/train.links"},
+        [("align_raw", _bench("align_raw"))],
+        "data/raw",
+    )
+    return out
+
+
+def fetched_record(pid):
+    return f"{R}/store/fetched/{pid}.json"
+
+
+def _to_fetch(products):
+    """The products to take from the store: those it holds that this grid has not made itself, and
+    those this grid took from it before (under the same key: their jobs stay the fetch jobs, so
+    Snakemake does not see another rule's code and rerun them)."""
+    out = set()
+    for pid, p in products.items():
+        try:
+            earlier = json.loads(Path(fetched_record(pid)).read_text()).get("key")
+        except (OSError, ValueError):
+            earlier = None
+        made_here = all(Path(f).exists() for f in p["files"].values())
+        if earlier == p["key"] or (not made_here and kdgrid_store.has(STORE, p["kind"], p["key"])):
+            out.add(pid)
+    return out
+
+
+def entry_options(pid):
+    """The store, kind and key options of a product's store_fetch / store_put."""
+    p = SHARED[pid]
+    return f"--store {shlex.quote(STORE)} --kind {p['kind']} --key {p['key']}"
+
+
+if STORE:
+    SHARED = share_products()
+    FETCH = _to_fetch(SHARED)
+    PUT = sorted(set(SHARED) - FETCH)
+    SHARE_TARGETS = [f"{R}/store/put/{pid}.json" for pid in PUT]
+    REUSED_RECORDS = [(fetched_record(pid), SHARED[pid]["scope"]) for pid in sorted(FETCH) if SHARED[pid]["scope"]]
+    FETCH_TEACHERS = sorted(pid.split(".", 1)[1] for pid in FETCH if pid.startswith("teacher."))
+    FETCH_SETS = sorted(pid.split(".", 1)[1] for pid in FETCH if pid.startswith("distilled."))
+    FETCH_ALIGNMENTS = sorted(
+        pid.split(".", 1)[1] for pid in FETCH if pid.startswith("alignment.") and pid != "alignment.raw"
+    )
