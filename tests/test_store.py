@@ -111,7 +111,7 @@ MADE = ("train_teacher", "distill", "gather", "align_distilled", "align_raw")
 
 
 @pytest.mark.slow
-def test_a_second_grid_takes_the_first_grids_products(tmp_path):
+def test_a_second_grid_takes_the_first_grids_products(tmp_path, capsys):
     """Grid a (results/toy) makes a teacher, its beam set and the alignments and puts them in the
     store; grid b (another corpus name: results/toyb) plans none of those jobs, fetches the same
     bytes, and charges them their recorded cost; rerun, b has nothing to do; a, whose files are
@@ -141,6 +141,16 @@ def test_a_second_grid_takes_the_first_grids_products(tmp_path):
     assert [j["rule"] for j in record["jobs"]] == ["train_teacher"] and record["origin"]["results"] == "results/toy"
     assert json.loads((wb / "results/toyb/distill/toy.beam/data_metrics.json").read_text()) == \
         json.loads((wa / "results/toy/distill/toy.beam/data_metrics.json").read_text())
+
+    # a teacher is fetched only into a grid whose vocabulary is the one it was trained with
+    other_vocab = tmp_path / "other.spm"
+    other_vocab.write_bytes(b"another sentencepiece model")
+    key = record["key"]
+    code = cli.main(["store_fetch", "--store", str(st), "--kind", "teacher", "--key", key, "--files",
+                     f"model.pt={tmp_path / 'x' / 'model.pt'}", "--vocab", str(other_vocab), "--record",
+                     str(tmp_path / "x" / "record.json")])
+    assert code == 2 and "another vocabulary" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "model.pt").exists()
 
     again = snakemake(wb, "-n", "--cores", "1", *targets_b, configfile=b)
     assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-2000:]

@@ -49,9 +49,29 @@ def cmd_store_put(a) -> None:
 def cmd_store_fetch(a) -> None:
     from kdgrid import store
 
-    entry = store.fetch(a.store, a.kind, a.key, _named(a.files, "--files"))
+    outputs = _named(a.files, "--files")
+    entry = store.fetch(a.store, a.kind, a.key, outputs)
+    if a.vocab:
+        _check_vocabulary(outputs, a.vocab)
     write_json(a.record, {k: entry[k] for k in ("kind", "key", "files", "jobs", "origin", "code")}
                | {"store": str(a.store), "labels": json_option(a.labels, "--labels")})
+
+
+def _check_vocabulary(outputs: dict, vocab_path) -> None:
+    """A stored teacher decodes with the vocabulary it was trained with: this grid's, made from the
+    same recipe, must be the same file (sentencepiece is deterministic here; a difference would make
+    every token id wrong, so it stops the grid instead)."""
+    from kdgrid.checkpoint import load_model
+    from kdgrid.store import file_sha256
+
+    want = file_sha256(vocab_path)
+    for path in outputs.values():
+        if str(path).endswith(".pt") and load_model(path)[1].get("vocab_sha256") != want:
+            for out in outputs.values():
+                Path(out).unlink(missing_ok=True)
+            raise KdgridError(f"{path}: the stored teacher was trained with another vocabulary than {vocab_path} "
+                              "(same recipe, another sentencepiece model: another sentencepiece version?); set "
+                              "share.store to another folder, or null, so that this grid trains its own")
 
 
 def add_verbs(verb) -> None:
@@ -73,4 +93,5 @@ def add_verbs(verb) -> None:
     p.add_argument("--key", required=True)
     p.add_argument("--files", nargs="+", required=True, help="NAME=PATH: each file of the entry to write")
     p.add_argument("--labels", default="{}", help="what this grid calls the product (recorded)")
+    p.add_argument("--vocab", help="a teacher's: this grid's vocabulary, checked against the one it was trained with")
     p.add_argument("--record", required=True, help="JSON: the entry reused, its recorded jobs and cost")

@@ -17,6 +17,8 @@ if STORE:
     ruleorder: fetch_alignment > align_distilled
 
     rule fetch_teacher:
+        input:
+            vocab=VOCAB,  # checked against the teacher's (the same recipe, the same file)
         output:
             model=f"{R}/teachers/{{teacher}}/model.pt",
             record=f"{R}/store/fetched/teacher.{{teacher}}.json",
@@ -30,7 +32,8 @@ if STORE:
             entry=lambda w: entry_options(f"teacher.{w.teacher}"),
             labels=lambda w: q({"teacher": w.teacher}),
         shell:
-            "kdgrid store_fetch {params.entry} --files model.pt={output.model} --labels {params.labels} --record {output.record} 2> {log}"
+            "kdgrid store_fetch {params.entry} --files model.pt={output.model} --vocab {input.vocab}"
+            " --labels {params.labels} --record {output.record} 2> {log}"
 
     rule fetch_distilled:
         output:
@@ -96,6 +99,8 @@ if STORE:
         ruleorder: fetch_filter_teacher > train_filter_teacher
 
         rule fetch_filter_teacher:
+            input:
+                vocab=VOCAB,
             output:
                 model=FILTER_TEACHER,
                 record=fetched_record("filter_teacher"),
@@ -107,8 +112,8 @@ if STORE:
                 entry=entry_options("filter_teacher"),
                 labels=q({"role": "filter_teacher"}),
             shell:
-                "kdgrid store_fetch {params.entry} --files model.pt={output.model} --labels {params.labels}"
-                " --record {output.record} 2> {log}"
+                "kdgrid store_fetch {params.entry} --files model.pt={output.model} --vocab {input.vocab}"
+                " --labels {params.labels} --record {output.record} 2> {log}"
 
     rule store_put:
         input:

@@ -157,16 +157,21 @@ def fetched_record(pid):
 
 
 def _to_fetch(products):
-    """The products to take from the store: those it holds that this grid has not made itself, and
-    those this grid took from it before (under the same key: their jobs stay the fetch jobs, so
-    Snakemake does not see another rule's code and rerun them)."""
+    """The products to take from the store: those it holds that this grid has not made itself
+    (missing here, or taken from the store before under another recipe), and those this grid took
+    from it before under the same key (their jobs stay the fetch jobs, so Snakemake does not see
+    another rule's code and rerun them, even if the entry is gone since)."""
     out = set()
     for pid, p in products.items():
+        record = Path(fetched_record(pid))
         try:
-            earlier = json.loads(Path(fetched_record(pid)).read_text()).get("key")
+            earlier = json.loads(record.read_text()).get("key")
+            # a file newer than the record was made here since (Snakemake gives a fetch job's outputs one time)
+            if any(Path(f).exists() and Path(f).stat().st_mtime > record.stat().st_mtime for f in p["files"].values()):
+                earlier = None
         except (OSError, ValueError):
             earlier = None
-        made_here = all(Path(f).exists() for f in p["files"].values())
+        made_here = earlier is None and all(Path(f).exists() for f in p["files"].values())
         if earlier == p["key"] or (not made_here and kdgrid_store.has(STORE, p["kind"], p["key"])):
             out.add(pid)
     return out
