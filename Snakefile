@@ -19,6 +19,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/costs.smk"
 include: "workflow/rules/cells.smk"
 include: "workflow/rules/methods.smk"
 include: "workflow/rules/data.smk"

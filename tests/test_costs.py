@@ -134,7 +134,7 @@ def test_bad_inputs_name_the_problem(tmp_path):
     assert costs.gpus_in_log(tmp_path / "missing.log") == 0  # a deleted log cannot name a GPU
 
 
-PATTERNS = [  # as the workflow passes them (common.smk: cost_params)
+PATTERNS = [  # as the workflow passes them (costs.smk: cost_params)
     {"rule": "prepare", "scope": "setup", "benchmark": "r/benchmarks/prepare.tsv", "log": "r/logs/prepare.log"},
     {"rule": "distill", "scope": "data/{teacher}.{method}",
      "benchmark": "r/benchmarks/distill/{teacher}.{method}.{shard}.tsv",
@@ -230,7 +230,7 @@ def test_the_filter_the_grid_trains_behind_is_charged_to_its_setup(tmp_path, mon
     pins = filter_check.cost_wildcards(clean)
     patterns = [{"rule": rule, "scope": scope, "benchmark": f"r/benchmarks/{FILTER_PATHS[rule]}.tsv",
                  "log": f"r/logs/{FILTER_PATHS[rule]}.log", **({"wildcards": pins[rule]} if rule in pins else {})}
-                for rule, scope in filter_check.cost_scopes(clean).items()]  # as common.smk's cost_params
+                for rule, scope in filter_check.cost_scopes(clean).items()]  # as costs.smk's cost_params
     wall = {"prepare": 10, "train_filter_teacher": 600, "filter_labels": 5, "filter_teacher": 60,
             "filter_student/few.lelp.1": 120, "filter_apply": 30,  # the chosen student: few, lelp, seed 1
             "filter_student/few.kd.1": 1000, "filter_student/binary.lelp.1": 1000, "filter_student/few.lelp.2": 1000}

@@ -73,7 +73,7 @@ def noise_spec(c: dict) -> dict | None:
 
 
 # The filter every cell trains behind (corpus.clean.filter) is setup of the grid, like the corpus
-# and the vocabulary: its jobs are charged to the cost table's setup row (common.smk: COST_SCOPES).
+# and the vocabulary: its jobs are charged to the cost table's setup row (costs.smk: COST_SCOPES).
 # Of the student classifiers compared, only the chosen one gates the grid: the others are the
 # comparison's, and aggregate does not wait for them (they may not have run yet).
 GATING_RULES = ("train_filter_teacher", "filter_labels", "filter_teacher", "filter_student", "filter_apply")

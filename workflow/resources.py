@@ -1,4 +1,4 @@
-"""Job resources that grow with Snakemake's attempt number (plain Python, imported by common.smk)."""
+"""Job resources that grow with Snakemake's attempt number (plain Python, imported by common.smk, used by costs.smk)."""
 
 
 def per_attempt(amount: int, cap: int, grows: bool = True):
