@@ -54,6 +54,49 @@ def test_code_fingerprints():
         store.code_fingerprint("git")
 
 
+def test_a_product_is_stored_only_if_its_jobs_ran_the_code_its_key_names(tmp_path, capsys):
+    code = store.code_fingerprint("source")
+    log = tmp_path / "train.log"
+    log.write_text("training...\n")
+    assert "before kdgrid recorded its code" in store.made_by_code([log], code)
+    log.write_text(f"{store.CODE_LINE} source:old version:0.0\n{store.code_line()}\n")  # the last run's line counts
+    assert store.made_by_code([log], code) is None
+    assert store.made_by_code([log], store.code_fingerprint("version")) is None
+    assert "made by other code" in store.made_by_code([log], "source:other")
+    assert "no log" in store.made_by_code([tmp_path / "gone.log"], code)
+
+    model = tmp_path / "model.pt"
+    model.write_text("weights")
+    bench = tmp_path / "train.tsv"
+    bench.write_text("s\th:m:s\tmax_rss\tcpu_time\n12.5\t0:00:12\t300\t20.0\n")
+
+    def put(code_):
+        rec = tmp_path / "put.json"
+        assert cli.main(["store_put", "--store", str(tmp_path / "st"), "--kind", "teacher", "--key", "k" * 64,
+                         "--recipe", "{}", "--code", code_, "--files", f"model.pt={model}",
+                         "--job", "train_teacher", str(bench), str(log), "--record", str(rec)]) == 0
+        return json.loads(rec.read_text())
+
+    refused = put("source:other")
+    assert refused["stored"] is False and "made by other code" in refused["why"]
+    assert "not stored" in capsys.readouterr().err and not store.has(tmp_path / "st", "teacher", "k" * 64)
+    stored = put(code)
+    assert stored["stored"] is True and stored["jobs"] == [{"rule": "train_teacher", "wall": 12.5, "cpu": 20.0,
+                                                            "rss": 300.0, "gpus": 0}]
+    assert store.has(tmp_path / "st", "teacher", "k" * 64)
+
+
+def test_every_product_making_verb_logs_its_code(tmp_path, capsys):
+    assert set(store.MAKER_VERBS) <= set(cli.VERBS)
+    # a verb that makes a product (align: eflomal on a two-line pair) ends its log with the code line
+    src, tgt = tmp_path / "s", tmp_path / "t"
+    src.write_text("a b\nc d\n")
+    tgt.write_text("x y\nz w\n")
+    assert cli.main(["align", "--pair", str(src), str(tgt), str(tmp_path / "links"), "--params",
+                     json.dumps({"n_samplers": 1})]) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == store.code_line()
+
+
 def test_an_unfinished_entry_is_not_seen_and_a_finished_one_is_kept(tmp_path):
     k = store.key("teacher", RECIPE, "source:x")
     (store.entry_dir(tmp_path / "store", "teacher", k)).mkdir(parents=True)  # no entry.json: a put that died

@@ -14,6 +14,7 @@ import sys
 from kdgrid import cli_evaluate, cli_filter, cli_store, cli_teachers
 from kdgrid.cli_analysis import cmd_aggregate, cmd_align, cmd_data_metrics, cmd_language_mix
 from kdgrid.errors import KdgridError, all_or_nothing, json_option, write_json
+from kdgrid.store import MAKER_VERBS, code_line
 
 _json = json_option
 
@@ -347,6 +348,8 @@ def main(argv=None) -> int:
             from kdgrid.devices import announce
 
             announce()
+        if args.verb in MAKER_VERBS:  # the code that made a product, for the shared store (kdgrid.store)
+            print(code_line(), file=sys.stderr)
     except KdgridError as e:
         print(f"kdgrid {args.verb}: error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ a distilled set, an alignment) under its recipe's key, with the cost of the jobs
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from kdgrid.errors import KdgridError, json_option, write_json
@@ -22,28 +23,31 @@ def _named(pairs: list[str], option: str) -> dict:
     return out
 
 
-def _producer_jobs(pairs: list[str]) -> list[dict]:
-    """The jobs that made the product, from RULE=BENCHMARK pairs (those that exist: a product made
-    before benchmarks were kept has none)."""
+def _producer_jobs(jobs: list[list[str]]) -> list[dict]:
+    """The jobs that made the product, from (rule, benchmark, log) triples: their time and memory
+    (the benchmark files that exist) and GPUs (their logs' `kdgrid device:` lines)."""
     from kdgrid import costs
 
-    jobs = []
-    for pair in pairs:  # (not _named: a distilled set's shards are several jobs of one rule)
-        rule, sep, path = pair.partition("=")
-        if not sep:
-            raise KdgridError(f"--benchmarks {pair!r}: expected RULE=PATH")
-        if Path(path).is_file():
-            jobs.append({"rule": rule, **costs.read_benchmark(path)})
-    return jobs
+    return [{"rule": rule, **costs.read_benchmark(bench), "gpus": costs.gpus_in_log(log)}
+            for rule, bench, log in jobs if Path(bench).is_file()]
 
 
 def cmd_store_put(a) -> None:
+    """Store the product if the jobs that made it ran the code its key names (their logs say which);
+    else record why not: a product made before a change of code, or before the store was turned
+    on, is not passed off as the current code's."""
     from kdgrid import store
 
+    record = {"kind": a.kind, "key": a.key, "store": str(a.store)}
+    why_not = store.made_by_code([log for _, _, log in a.job], a.code)
+    if why_not:
+        write_json(a.record, {**record, "stored": False, "why": why_not})
+        print(f"kdgrid store_put: not stored: {why_not}", file=sys.stderr)
+        return
     entry = store.put(a.store, a.kind, a.key, _named(a.files, "--files"), json_option(a.recipe, "--recipe"),
-                      a.code, _producer_jobs(a.benchmarks), json_option(a.origin, "--origin"))
-    write_json(a.record, {k: entry[k] for k in ("kind", "key", "files", "jobs", "origin")}
-               | {"store": str(a.store), **({"kept": entry["kept"]} if "kept" in entry else {})})
+                      a.code, _producer_jobs(a.job), json_option(a.origin, "--origin"))
+    write_json(a.record, {**record, "stored": True, **{k: entry[k] for k in ("files", "jobs", "origin")},
+                          **({"kept": entry["kept"]} if "kept" in entry else {})})
 
 
 def cmd_store_fetch(a) -> None:
@@ -53,7 +57,7 @@ def cmd_store_fetch(a) -> None:
     entry = store.fetch(a.store, a.kind, a.key, outputs)
     if a.vocab:
         _check_vocabulary(outputs, a.vocab)
-    write_json(a.record, {k: entry[k] for k in ("kind", "key", "files", "jobs", "origin", "code")}
+    write_json(a.record, {k: entry[k] for k in ("kind", "key", "files", "jobs", "origin", "code", "recipe")}
                | {"store": str(a.store), "labels": json_option(a.labels, "--labels")})
 
 
@@ -83,7 +87,8 @@ def add_verbs(verb) -> None:
     p.add_argument("--recipe", required=True, help="the recipe (JSON), recorded with the entry")
     p.add_argument("--code", required=True, help="the code fingerprint the key holds")
     p.add_argument("--files", nargs="+", required=True, help="NAME=PATH of each file of the product")
-    p.add_argument("--benchmarks", nargs="*", default=[], help="RULE=BENCHMARK of each job that made it")
+    p.add_argument("--job", nargs=3, action="append", default=[], metavar=("RULE", "BENCHMARK", "LOG"),
+                   help="each job that made it: its cost (benchmark, GPUs in its log) and its code (log)")
     p.add_argument("--origin", default="{}", help="where it was made (results folder, config files)")
     p.add_argument("--record", required=True, help="JSON: what was stored (or kept, when already there)")
 

@@ -164,8 +164,8 @@ def reused_jobs(entries: list[dict]) -> list[dict]:
             raise KdgridError(f"{path}: scope {e['scope']!r}: expected teacher/NAME, data/COLUMN or setup")
         for j in record.get("jobs", []):
             out.append({"scope": kind, "rule": j["rule"] + REUSED, **dict(zip(_NAMES[kind], names)),
-                        "wall": j.get("wall") or 0.0, "cpu": j.get("cpu"), "rss": j.get("rss"), "gpus": 0,
-                        "reused": True})
+                        "wall": j.get("wall") or 0.0, "cpu": j.get("cpu"), "rss": j.get("rss"),
+                        "gpus": j.get("gpus", 0), "reused": True})
     return out
 
 
@@ -198,8 +198,8 @@ def table(jobs: list[dict]) -> list[dict]:
 
 
 # jobs that make a training set
-MAKING = ("train_teacher", "ensemble_teacher", "import_teacher", "train_ban", "distill", "gather", "import_distilled",
-          "encode_distilled")
+MAKING = ("train_teacher", "train_filter_teacher", "ensemble_teacher", "import_teacher", "train_ban", "distill",
+          "gather", "import_distilled", "encode_distilled")  # (a filter teacher's: a stored teacher it put)
 
 
 def column_cost(jobs: list[dict], ensembles: dict | None = None):

@@ -27,6 +27,8 @@ from pathlib import Path
 from kdgrid.errors import KdgridError
 
 ENTRY = "entry.json"
+CODE_LINE = "kdgrid code:"  # what the verbs that make products write to their logs (kdgrid.cli)
+MAKER_VERBS = ("train", "distill", "gather", "align")
 KINDS = ("teacher", "distilled", "alignment")  # a trained AT; a gathered set; eflomal links of a pair
 CODE_MODES = ("source", "version")
 _PACKAGE = Path(__file__).resolve().parent
@@ -47,6 +49,27 @@ def code_fingerprint(mode: str = "source") -> str:
     for path in sorted(_PACKAGE.rglob("*.py")):
         h.update(path.relative_to(_PACKAGE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return f"source:{h.hexdigest()}"
+
+
+def code_line() -> str:
+    """The log line of a job that makes a product: both fingerprints, so that store_put can check
+    that the product was made by the code its key names (whichever share.code is)."""
+    return f"{CODE_LINE} {code_fingerprint('source')} {code_fingerprint('version')}"
+
+
+def made_by_code(log_paths: list, code: str) -> str | None:
+    """None if every log names `code` on its last code line; else why not (a log missing, or made
+    by other code, or before kdgrid wrote the line)."""
+    for path in log_paths:
+        try:
+            lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.startswith(CODE_LINE)]
+        except OSError:
+            return f"{path}: no log of the job that made it"
+        if not lines:
+            return f"{path}: made before kdgrid recorded its code in the log"
+        if code not in lines[-1].split()[2:]:
+            return f"{path}: made by other code ({lines[-1][len(CODE_LINE):].strip()}), not {code}"
+    return None
 
 
 def key(kind: str, recipe: dict, code: str) -> str:
@@ -83,7 +106,7 @@ def file_sha256(path) -> str:
 
 
 def corpus_file_sha256(path, memo_dir=None) -> str:
-    """sha256 of a local corpus file, remembered per (absolute path, size, mtime) in `memo_dir`
+    """sha256 of a local corpus file, remembered per (absolute path, inode, size, mtime, ctime) in `memo_dir`
     (the store's `.hashes/`), so planning a grid does not read a multi-GB corpus every time."""
     p = Path(path).resolve()
     try:
@@ -92,7 +115,7 @@ def corpus_file_sha256(path, memo_dir=None) -> str:
         raise KdgridError(f"{path}: cannot read the corpus file to key the shared store ({e.strerror})") from None
     memo = None
     if memo_dir is not None:
-        tag = hashlib.sha256(f"{p}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+        tag = hashlib.sha256(f"{p}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}".encode()).hexdigest()
         memo = Path(memo_dir) / tag
         try:
             return memo.read_text().strip()
@@ -115,16 +138,13 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """A hard link where the store and the results folder share a filesystem (a teacher's file is
-    not copied), else a copy."""
+def _copy(src: Path, dst: Path) -> None:
+    """A copy, never a link: Snakemake touches a job's outputs, and a file linked into several
+    grids would make each look newer than its own downstream outputs (and rerun them)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists() or dst.is_symlink():
         dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+    shutil.copyfile(src, dst)
 
 
 def put(store, kind: str, key_: str, files: dict, recipe: dict, code: str, jobs: list[dict], origin: dict) -> dict:
@@ -133,6 +153,9 @@ def put(store, kind: str, key_: str, files: dict, recipe: dict, code: str, jobs:
     final = entry_dir(store, kind, key_)
     if has(store, kind, key_):
         return {**read_entry(store, kind, key_), "kept": "an entry of this key was already there"}
+    if final.exists():
+        raise KdgridError(f"{final}: an entry without {ENTRY} (not made by kdgrid's put, which renames a finished "
+                          "folder into place); remove it and rerun")
     for name, path in files.items():
         if "/" in name or not Path(path).is_file():
             raise KdgridError(f"store put: {name}={path}: expected a plain name and an existing file")
@@ -150,7 +173,7 @@ def put(store, kind: str, key_: str, files: dict, recipe: dict, code: str, jobs:
             shutil.copy2(path, tmp / name)
         _write_atomic(tmp / ENTRY, json.dumps(entry, indent=1, sort_keys=True) + "\n")
         for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
+            os.chmod(f, 0o444 & ~umask)  # read-only: nothing writes an entry after it is made
         try:
             os.rename(tmp, final)  # atomic; fails if another grid's entry appeared meanwhile
         except OSError:
@@ -177,7 +200,7 @@ def fetch(store, kind: str, key_: str, outputs: dict) -> dict:
     for name, out in outputs.items():
         src = entry_dir(store, kind, key_) / name
         out = Path(out)
-        _link_or_copy(src, out)
+        _copy(src, out)
         if file_sha256(out) != entry["files"][name]:
             out.unlink()
             raise KdgridError(f"{src}: its sha256 differs from the one recorded when it was stored; the store "

@@ -79,5 +79,6 @@ def cost_params():
         "teachers": list(dict.fromkeys([*TEACHERS, *STUDENT_TEACHERS, *ENSEMBLE_MEMBERS])),
         "ensembles": ENSEMBLES,  # an ensemble's column is charged its members' training too
         # share.store: products taken from the store, charged the recorded cost of the jobs that made them
-        "reused": [{"record": record, "scope": scope} for record, scope in REUSED_RECORDS],
+        # (only where there are: the params of a grid that takes none stay as they were)
+        **({"reused": [{"record": r, "scope": scope} for r, scope in REUSED_RECORDS]} if REUSED_RECORDS else {}),
     }

@@ -131,8 +131,10 @@ if STORE:
             recipe=lambda w: q(SHARED[w.product]["recipe"]),
             code=lambda w: SHARED[w.product]["code"],
             files=lambda w: [f"{name}={path}" for name, path in SHARED[w.product]["files"].items()],
-            made_by=lambda w: [f"{rule}={path}" for rule, path in SHARED[w.product]["made_by"]],
+            jobs=lambda w: " ".join(
+                f"--job {rule} {shlex.quote(b)} {shlex.quote(log)}" for rule, b, log in SHARED[w.product]["made_by"]
+            ),
             origin=q({"results": R, "configs": CONFIG_SOURCES}),
         shell:
-            "kdgrid store_put {params.entry} --recipe {params.recipe} --code {params.code} --files {params.files} --benchmarks {params.made_by}"
+            "kdgrid store_put {params.entry} --recipe {params.recipe} --code {params.code} --files {params.files} {params.jobs}"
             " --origin {params.origin} --record {output} 2> {log}"

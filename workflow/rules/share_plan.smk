@@ -3,7 +3,8 @@
 # jobs are planned; the rules that fetch and put them are share.smk's.
 from kdgrid import store as kdgrid_store
 
-STORE = config["share"]["store"]
+# normalized: the fetch jobs' parameters do not change with a respelling of the same folder
+STORE = os.path.normpath(os.path.abspath(config["share"]["store"])) if config["share"]["store"] else None
 if STORE and Path(STORE).exists() and not Path(STORE).is_dir():
     raise WorkflowError(f"share.store: {STORE} is a file; name a folder every grid can read and write")
 SHARE_TARGETS = []  # the store_put records the `all` rule asks for
@@ -53,22 +54,28 @@ def teacher_recipe(name, data):
 
 
 def set_recipe(column):
-    """A distilled set's: its teacher's, the method's decoding settings and the sources (the data).
+    """A distilled set's: its teacher's, the method's decoding settings, the sharding and the sources.
     Born-Again rounds and imported sets: None."""
     teacher, _, col = column.partition(".")
     if teacher == method_kinds.IMPORTED or METHOD_OF[col][1] is not None:
         return None
     data = data_recipe()
     recipe = teacher_recipe(teacher, data)
-    return None if recipe is None else {"teacher": recipe, "method": method_params(col, teacher), "data": data}
+    if recipe is None:
+        return None
+    # the shards and chunks too: a sampling method seeds each chunk of each shard (kdgrid.distill.chunk_seed)
+    sharding = {"shards": SHARDS, "chunk_sentences": config["distill"]["chunk_sentences"]}
+    return {"teacher": recipe, "method": method_params(col, teacher), "distill": sharding, "data": data}
 
 
-def _bench(rule, **wildcards):
-    return str(getattr(rules, rule).benchmark).format(**wildcards)
+def _job(rule, **wildcards):
+    """(rule, benchmark, log) of one job that makes a product: its cost and the code it ran."""
+    r = getattr(rules, rule)
+    return (rule, str(r.benchmark).format(**wildcards), str(r.log[0]).format(**wildcards))
 
 
 def share_products():
-    """{id: {kind, key, recipe, files {name: path}, made_by [(rule, benchmark)], scope}} of every
+    """{id: {kind, key, recipe, files {name: path}, made_by [(rule, benchmark, log)], scope}} of every
     product this grid makes that the store can hold."""
     code = kdgrid_store.code_fingerprint(config["share"]["code"])
     out = {}
@@ -98,7 +105,7 @@ def share_products():
             "teacher",
             teacher_recipe(t, data),
             {"model.pt": f"{R}/teachers/{t}/model.pt"},
-            [("train_teacher", _bench("train_teacher", teacher=t))],
+            [_job("train_teacher", teacher=t)],
             f"teacher/{t}",
         )
     if FILTER:  # the filter's own teacher, on the unfiltered pair: a grid teacher's recipe
@@ -109,21 +116,19 @@ def share_products():
             "teacher",
             recipe and {**recipe, "kind": "transformer"},
             {"model.pt": FILTER_TEACHER},
-            [("train_filter_teacher", _bench("train_filter_teacher"))],
+            [_job("train_filter_teacher")],
             COST_SCOPES.get("train_filter_teacher"),
         )
     for column in DISTILLED:
         recipe = set_recipe(column)
-        shards = [
-            ("distill", _bench("distill", teacher=column.split(".")[0], method=column.split(".", 1)[1], shard=k))
-            for k in range(SHARDS)
-        ]
+        teacher, method = column.split(".", 1)
+        shards = [_job("distill", teacher=teacher, method=method, shard=k) for k in range(SHARDS)]
         add(
             f"distilled.{column}",
             "distilled",
             recipe,
             {"train.tgt": f"{R}/distill/{column}/train.tgt"},
-            shards + [("gather", _bench("gather", teacher=column.split(".")[0], method=column.split(".", 1)[1]))],
+            shards + [_job("gather", teacher=teacher, method=method)],
             f"data/{column}",
         )
         eflomal = config["metrics"]["eflomal"]
@@ -133,12 +138,7 @@ def share_products():
             "alignment",
             recipe and {"set": recipe, "eflomal": eflomal, "data": data},
             {"real.links": f"{align}/real.links", "distilled.links": f"{align}/distilled.links"},
-            [
-                (
-                    "align_distilled",
-                    _bench("align_distilled", teacher=column.split(".")[0], method=column.split(".", 1)[1]),
-                )
-            ],
+            [_job("align_distilled", teacher=teacher, method=method)],
             f"data/{column}",
         )
     add(
@@ -146,7 +146,7 @@ def share_products():
         "alignment",
         data and {"raw": True, "eflomal": config["metrics"]["eflomal"], "data": data},
         {"train.links": f"{R}/data/align/train.links"},
-        [("align_raw", _bench("align_raw"))],
+        [_job("align_raw")],
         "data/raw",
     )
     return out
@@ -157,36 +157,45 @@ def fetched_record(pid):
 
 
 def _to_fetch(products):
-    """The products to take from the store: those it holds that this grid has not made itself
-    (missing here, or taken from the store before under another recipe), and those this grid took
-    from it before under the same key (their jobs stay the fetch jobs, so Snakemake does not see
-    another rule's code and rerun them, even if the entry is gone since)."""
-    out = set()
+    """{id: key} of the products to take from the store: those it holds that this grid has not made
+    itself (missing here, or taken before under another recipe), and those this grid took from it
+    before under the same recipe, with the key they were taken under (their jobs stay those fetch
+    jobs, with the same parameters, so Snakemake sees no change and reruns nothing; a code change
+    keeps them, as it keeps what a grid made itself). An alignment is taken only with its set (its
+    key names the set's recipe, not its bytes)."""
+    out = {}
     for pid, p in products.items():
         record = Path(fetched_record(pid))
         try:
-            earlier = json.loads(record.read_text()).get("key")
+            earlier = json.loads(record.read_text())
             # a file newer than the record was made here since (Snakemake gives a fetch job's outputs one time)
             if any(Path(f).exists() and Path(f).stat().st_mtime > record.stat().st_mtime for f in p["files"].values()):
                 earlier = None
         except (OSError, ValueError):
             earlier = None
+        if earlier is not None and earlier.get("recipe") == json.loads(json.dumps(p["recipe"])):
+            out[pid] = earlier["key"]
+            continue
         made_here = earlier is None and all(Path(f).exists() for f in p["files"].values())
-        if earlier == p["key"] or (not made_here and kdgrid_store.has(STORE, p["kind"], p["key"])):
-            out.add(pid)
-    return out
+        if not made_here and kdgrid_store.has(STORE, p["kind"], p["key"]):
+            out[pid] = p["key"]
+    return {
+        pid: k
+        for pid, k in out.items()
+        if not pid.startswith("alignment.") or pid == "alignment.raw" or f"distilled.{pid[10:]}" in out
+    }
 
 
 def entry_options(pid):
-    """The store, kind and key options of a product's store_fetch / store_put."""
-    p = SHARED[pid]
-    return f"--store {shlex.quote(STORE)} --kind {p['kind']} --key {p['key']}"
+    """The store, kind and key options of a product's store_fetch (the key it is taken under) or
+    store_put (its key now)."""
+    return f"--store {shlex.quote(STORE)} --kind {SHARED[pid]['kind']} --key {FETCH.get(pid, SHARED[pid]['key'])}"
 
 
 if STORE:
     SHARED = share_products()
     FETCH = _to_fetch(SHARED)
-    PUT = sorted(set(SHARED) - FETCH)
+    PUT = sorted(set(SHARED) - set(FETCH))
     SHARE_TARGETS = [f"{R}/store/put/{pid}.json" for pid in PUT]
     REUSED_RECORDS = [(fetched_record(pid), SHARED[pid]["scope"]) for pid in sorted(FETCH) if SHARED[pid]["scope"]]
     FETCH_TEACHERS = sorted(pid.split(".", 1)[1] for pid in FETCH if pid.startswith("teacher."))
