@@ -97,6 +97,26 @@ def test_every_product_making_verb_logs_its_code(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines()[-1] == store.code_line()
 
 
+def test_a_set_is_taken_only_by_a_grid_with_the_sources_it_was_made_from(tmp_path, capsys):
+    src, other = tmp_path / "train.src", tmp_path / "other.src"
+    src.write_text("a b\n")
+    other.write_text("c d\n")
+    text = tmp_path / "train.tgt"
+    text.write_text("x y\n")
+    k = store.key("distilled", RECIPE, "source:x")
+    store.put(tmp_path / "st", "distilled", k, {"train.tgt": text}, RECIPE, "source:x", [], {},
+              {"train.src": store.file_sha256(src)})
+
+    def fetch(check):
+        return cli.main(["store_fetch", "--store", str(tmp_path / "st"), "--kind", "distilled", "--key", k, "--files",
+                         f"train.tgt={tmp_path / 'out.tgt'}", "--check", f"train.src={check}", "--record",
+                         str(tmp_path / "rec.json")])
+
+    assert fetch(other) == 2 and "differs from the train.src" in capsys.readouterr().err
+    assert not (tmp_path / "out.tgt").exists()
+    assert fetch(src) == 0 and (tmp_path / "out.tgt").read_text() == "x y\n"
+
+
 def test_an_unfinished_entry_is_not_seen_and_a_finished_one_is_kept(tmp_path):
     k = store.key("teacher", RECIPE, "source:x")
     (store.entry_dir(tmp_path / "store", "teacher", k)).mkdir(parents=True)  # no entry.json: a put that died
@@ -113,7 +133,10 @@ def test_an_unfinished_entry_is_not_seen_and_a_finished_one_is_kept(tmp_path):
 
 def test_a_damaged_entry_is_refused(tmp_path):
     k, _ = _put(tmp_path)
-    (store.entry_dir(tmp_path / "store", "teacher", k) / "model.pt").write_text("changed")
+    stored = store.entry_dir(tmp_path / "store", "teacher", k) / "model.pt"
+    assert not os.access(stored, os.W_OK) or os.geteuid() == 0  # entries are read-only
+    stored.chmod(0o644)
+    stored.write_text("changed")
     with pytest.raises(KdgridError, match="sha256 differs"):
         store.fetch(tmp_path / "store", "teacher", k, {"model.pt": tmp_path / "x.pt"})
     assert not (tmp_path / "x.pt").exists()
@@ -203,6 +226,12 @@ def test_a_second_grid_takes_the_first_grids_products(tmp_path, capsys):
     plan = job_counts(snakemake(tmp_path / "c", "-n", "--cores", "1", "results/toyc/teachers/toy/model.pt",
                                 configfile=c).stdout)
     assert plan.get("train_teacher") == 1 and "fetch_teacher" not in plan
+
+    # a new set of grid a is stored only if its teacher's training ran the same code: its put reads that log too
+    a2 = write_config(tmp_path / "a2.yaml", TOY, grid={"methods": ["beam", "greedy"]}, share=cfg["share"])
+    puts = [c for c in rule_commands(snakemake(wa, "-n", "-p", "--cores", "1", configfile=a2).stdout)["store_put"]
+            if "distilled.toy.greedy" in c or "--kind distilled" in c]
+    assert puts and all("--code-logs results/toy/logs/train_teacher/toy.log" in c for c in puts), puts
 
     # the corpus filter's own teacher is a grid teacher's recipe (on the unfiltered pair): fetched too
     f = write_config(tmp_path / "f.yaml", TOY, corpus={"name": "toyf"}, filter=SMALL_FILTER, **cfg)

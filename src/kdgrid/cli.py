@@ -343,13 +343,14 @@ def main(argv=None) -> int:
         code = _place(args, argv)
         if code is not None:
             return code
+        ran = code_line() if args.verb in MAKER_VERBS else None  # the code as the job starts, not as it ends
         args.fn(args)
         if hasattr(args, "gpus"):  # a verb that may run on a GPU names its device (for the cost table)
             from kdgrid.devices import announce
 
             announce()
-        if args.verb in MAKER_VERBS:  # the code that made a product, for the shared store (kdgrid.store)
-            print(code_line(), file=sys.stderr)
+        if ran:  # the code that made a product, for the shared store (kdgrid.store)
+            print(ran, file=sys.stderr)
     except KdgridError as e:
         print(f"kdgrid {args.verb}: error: {e}", file=sys.stderr)
         return 2

@@ -33,28 +33,37 @@ def _producer_jobs(jobs: list[list[str]]) -> list[dict]:
 
 
 def cmd_store_put(a) -> None:
-    """Store the product if the jobs that made it ran the code its key names (their logs say which);
-    else record why not: a product made before a change of code, or before the store was turned
-    on, is not passed off as the current code's."""
+    """Store the product if the jobs that made it, and those that made what it was made from, ran
+    the code its key names (their logs say which); else record why not: a product made by other
+    code, or before kdgrid wrote its code to the logs, is not passed off as the current code's."""
     from kdgrid import store
 
     record = {"kind": a.kind, "key": a.key, "store": str(a.store)}
-    why_not = store.made_by_code([log for _, _, log in a.job], a.code)
+    why_not = store.made_by_code([log for _, _, log in a.job] + a.code_logs, a.code)
     if why_not:
         write_json(a.record, {**record, "stored": False, "why": why_not})
         print(f"kdgrid store_put: not stored: {why_not}", file=sys.stderr)
         return
+    checks = {name: store.file_sha256(path) for name, path in _named(a.check, "--check").items()}
     entry = store.put(a.store, a.kind, a.key, _named(a.files, "--files"), json_option(a.recipe, "--recipe"),
-                      a.code, _producer_jobs(a.job), json_option(a.origin, "--origin"))
+                      a.code, _producer_jobs(a.job), json_option(a.origin, "--origin"), checks)
     write_json(a.record, {**record, "stored": True, **{k: entry[k] for k in ("files", "jobs", "origin")},
                           **({"kept": entry["kept"]} if "kept" in entry else {})})
 
 
 def cmd_store_fetch(a) -> None:
     from kdgrid import store
+    from kdgrid.store import file_sha256
 
     outputs = _named(a.files, "--files")
     entry = store.fetch(a.store, a.kind, a.key, outputs)
+    for name, path in _named(a.check, "--check").items():
+        if entry.get("checks", {}).get(name) not in (None, file_sha256(path)):
+            for out in outputs.values():
+                Path(out).unlink(missing_ok=True)
+            raise KdgridError(f"{path}: differs from the {name} the stored {a.kind} was made from (same recipe, "
+                              "another file: this grid's data made by other code?); set share.store to another "
+                              "folder, or null, so that this grid makes its own")
     if a.vocab:
         _check_vocabulary(outputs, a.vocab)
     write_json(a.record, {k: entry[k] for k in ("kind", "key", "files", "jobs", "origin", "code", "recipe")}
@@ -90,6 +99,9 @@ def add_verbs(verb) -> None:
     p.add_argument("--job", nargs=3, action="append", default=[], metavar=("RULE", "BENCHMARK", "LOG"),
                    help="each job that made it: its cost (benchmark, GPUs in its log) and its code (log)")
     p.add_argument("--origin", default="{}", help="where it was made (results folder, config files)")
+    p.add_argument("--code-logs", nargs="*", default=[],
+                   help="logs of the jobs that made what it was made from (a set's teacher): their code too")
+    p.add_argument("--check", nargs="*", default=[], help="NAME=PATH: files it was made from, their sha256 recorded")
     p.add_argument("--record", required=True, help="JSON: what was stored (or kept, when already there)")
 
     p = verb("store_fetch", cmd_store_fetch, "write a stored product where this grid expects it")
@@ -99,4 +111,6 @@ def add_verbs(verb) -> None:
     p.add_argument("--files", nargs="+", required=True, help="NAME=PATH: each file of the entry to write")
     p.add_argument("--labels", default="{}", help="what this grid calls the product (recorded)")
     p.add_argument("--vocab", help="a teacher's: this grid's vocabulary, checked against the one it was trained with")
+    p.add_argument("--check", nargs="*", default=[],
+                   help="NAME=PATH: this grid's files it was made from, checked against the recorded sha256")
     p.add_argument("--record", required=True, help="JSON: the entry reused, its recorded jobs and cost")

@@ -147,9 +147,11 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def put(store, kind: str, key_: str, files: dict, recipe: dict, code: str, jobs: list[dict], origin: dict) -> dict:
-    """Store `files` ({name: path}) under the key; returns the entry. An entry another grid
-    finished first is kept as it is (same recipe, same code: the same product)."""
+def put(store, kind: str, key_: str, files: dict, recipe: dict, code: str, jobs: list[dict], origin: dict,
+        checks: dict | None = None) -> dict:
+    """Store `files` ({name: path}) under the key; returns the entry. `checks`: {name: sha256} of
+    the files it was made from (a set's training sources), which a grid taking it must have. An
+    entry another grid finished first is kept as it is (same recipe, same code: the same product)."""
     final = entry_dir(store, kind, key_)
     if has(store, kind, key_):
         return {**read_entry(store, kind, key_), "kept": "an entry of this key was already there"}
@@ -167,7 +169,7 @@ def put(store, kind: str, key_: str, files: dict, recipe: dict, code: str, jobs:
     try:
         entry = {"kind": kind, "key": key_, "recipe": recipe, "code": code,
                  "files": {name: file_sha256(path) for name, path in files.items()},
-                 "jobs": jobs, "origin": {**origin, "host": socket.gethostname(),
+                 "checks": checks or {}, "jobs": jobs, "origin": {**origin, "host": socket.gethostname(),
                                           "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
         for name, path in files.items():
             shutil.copy2(path, tmp / name)

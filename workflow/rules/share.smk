@@ -36,6 +36,8 @@ if STORE:
             " --labels {params.labels} --record {output.record} 2> {log}"
 
     rule fetch_distilled:
+        input:
+            src=TRAIN_SRC,  # checked against the sources the set was made from
         output:
             text=f"{R}/distill/{{data}}/train.tgt",
             record=f"{R}/store/fetched/distilled.{{data}}.json",
@@ -49,9 +51,13 @@ if STORE:
             entry=lambda w: entry_options(f"distilled.{w.data}"),
             labels=lambda w: q({"data": w.data}),
         shell:
-            "kdgrid store_fetch {params.entry} --files train.tgt={output.text} --labels {params.labels} --record {output.record} 2> {log}"
+            "kdgrid store_fetch {params.entry} --files train.tgt={output.text} --check train.src={input.src}"
+            " --labels {params.labels} --record {output.record} 2> {log}"
 
     rule fetch_alignment:
+        input:
+            src=TRAIN_SRC,  # checked against the pair it was made from
+            tgt=TRAIN_TGT,
         output:
             real=f"{R}/distill/{{data}}/align/real.links",
             distilled=f"{R}/distill/{{data}}/align/distilled.links",
@@ -66,8 +72,8 @@ if STORE:
             entry=lambda w: entry_options(f"alignment.{w.data}"),
             labels=lambda w: q({"data": w.data}),
         shell:
-            "kdgrid store_fetch {params.entry} --files real.links={output.real} distilled.links={output.distilled} --labels {params.labels}"
-            " --record {output.record} 2> {log}"
+            "kdgrid store_fetch {params.entry} --files real.links={output.real} distilled.links={output.distilled}"
+            " --check train.src={input.src} train.tgt={input.tgt} --labels {params.labels} --record {output.record} 2> {log}"
 
     # Products of no wildcard: their fetch rules exist only when they are fetched (a rule of no
     # wildcard would otherwise always take the file from its maker).
@@ -79,6 +85,9 @@ if STORE:
         ruleorder: fetch_raw_alignment > align_raw
 
         rule fetch_raw_alignment:
+            input:
+                src=TRAIN_SRC,  # checked against the pair it was made from
+                tgt=TRAIN_TGT,
             output:
                 links=f"{R}/data/align/train.links",
                 record=fetched_record("alignment.raw"),
@@ -89,7 +98,8 @@ if STORE:
             params:
                 entry=entry_options("alignment.raw"),
             shell:
-                "kdgrid store_fetch {params.entry} --files train.links={output.links} --record {output.record} 2> {log}"
+                "kdgrid store_fetch {params.entry} --files train.links={output.links}"
+                " --check train.src={input.src} train.tgt={input.tgt} --record {output.record} 2> {log}"
 
     if "filter_teacher" in FETCH:
 
@@ -135,6 +145,14 @@ if STORE:
                 f"--job {rule} {shlex.quote(b)} {shlex.quote(log)}" for rule, b, log in SHARED[w.product]["made_by"]
             ),
             origin=q({"results": R, "configs": CONFIG_SOURCES}),
+            upstream=lambda w: (
+                " ".join(["--code-logs", *map(shlex.quote, logs)]) if (logs := upstream_logs(w.product)) else ""
+            ),
+            checks=lambda w: (
+                " ".join(["--check", *(f"{n}={shlex.quote(f)}" for n, f in SHARED[w.product]["checks"].items())])
+                if SHARED[w.product]["checks"]
+                else ""
+            ),
         shell:
-            "kdgrid store_put {params.entry} --recipe {params.recipe} --code {params.code} --files {params.files} {params.jobs}"
+            "kdgrid store_put {params.entry} --recipe {params.recipe} --code {params.code} --files {params.files} {params.jobs} {params.upstream} {params.checks}"
             " --origin {params.origin} --record {output} 2> {log}"

@@ -63,9 +63,10 @@ def set_recipe(column):
     recipe = teacher_recipe(teacher, data)
     if recipe is None:
         return None
-    # the shards and chunks too: a sampling method seeds each chunk of each shard (kdgrid.distill.chunk_seed)
-    sharding = {"shards": SHARDS, "chunk_sentences": config["distill"]["chunk_sentences"]}
-    return {"teacher": recipe, "method": method_params(col, teacher), "distill": sharding, "data": data}
+    method = method_params(col, teacher)
+    # a sampling method's, the shards and chunks too: it seeds each chunk of each shard (kdgrid.distill.chunk_seed)
+    sharding = {"shards": SHARDS, "chunk_sentences": config["distill"]["chunk_sentences"]} if "seed" in method else {}
+    return {"teacher": recipe, "method": method, **({"distill": sharding} if sharding else {}), "data": data}
 
 
 def _job(rule, **wildcards):
@@ -80,7 +81,7 @@ def share_products():
     code = kdgrid_store.code_fingerprint(config["share"]["code"])
     out = {}
 
-    def add(pid, kind, recipe, files, made_by, scope):
+    def add(pid, kind, recipe, files, made_by, scope, upstream=(), checks=None):
         if recipe is not None:
             key = kdgrid_store.key(kind, recipe, code)
             out[pid] = {
@@ -91,6 +92,8 @@ def share_products():
                 "files": files,
                 "made_by": made_by,
                 "scope": scope,
+                "upstream": list(upstream),  # the products it is made from (their code is its code too)
+                "checks": checks or {},  # this grid's files it is made from, checked when it is taken
             }
 
     data = data_recipe()
@@ -130,6 +133,8 @@ def share_products():
             {"train.tgt": f"{R}/distill/{column}/train.tgt"},
             shards + [_job("gather", teacher=teacher, method=method)],
             f"data/{column}",
+            upstream=[f"teacher.{m}" for m in ENSEMBLES.get(teacher, [teacher])],
+            checks={"train.src": TRAIN_SRC},
         )
         eflomal = config["metrics"]["eflomal"]
         align = f"{R}/distill/{column}/align"
@@ -140,6 +145,8 @@ def share_products():
             {"real.links": f"{align}/real.links", "distilled.links": f"{align}/distilled.links"},
             [_job("align_distilled", teacher=teacher, method=method)],
             f"data/{column}",
+            upstream=[f"distilled.{column}"],
+            checks={"train.src": TRAIN_SRC, "train.tgt": TRAIN_TGT},
         )
     add(
         "alignment.raw",
@@ -148,6 +155,7 @@ def share_products():
         {"train.links": f"{R}/data/align/train.links"},
         [_job("align_raw")],
         "data/raw",
+        checks={"train.src": TRAIN_SRC, "train.tgt": TRAIN_TGT},
     )
     return out
 
@@ -173,17 +181,38 @@ def _to_fetch(products):
                 earlier = None
         except (OSError, ValueError):
             earlier = None
-        if earlier is not None and earlier.get("recipe") == json.loads(json.dumps(p["recipe"])):
-            out[pid] = earlier["key"]
+        present = all(Path(f).exists() for f in p["files"].values())
+        kept = earlier is not None and earlier.get("recipe") == json.loads(json.dumps(p["recipe"]))
+        # (its entry must still be there: Snakemake may rerun the fetch job, -R or a newer input)
+        if kept and kdgrid_store.has(STORE, p["kind"], earlier["key"]):
+            out[pid] = (earlier["key"], earlier.get("code"))
             continue
-        made_here = earlier is None and all(Path(f).exists() for f in p["files"].values())
+        made_here = earlier is None and present
         if not made_here and kdgrid_store.has(STORE, p["kind"], p["key"]):
-            out[pid] = p["key"]
+            out[pid] = (p["key"], p["code"])
+    # an alignment only with its set, taken under the same code (so made from the same bytes)
     return {
-        pid: k
-        for pid, k in out.items()
-        if not pid.startswith("alignment.") or pid == "alignment.raw" or f"distilled.{pid[10:]}" in out
+        pid: key
+        for pid, (key, code) in out.items()
+        if not pid.startswith("alignment.")
+        or pid == "alignment.raw"
+        or out.get(f"distilled.{pid[10:]}", (0, 0))[1] == code
     }
+
+
+def _storable(pid):
+    """Whether the code of what a product was made from is its key's: products it was made from
+    that were taken from the store under another code's key make it unstorable."""
+    return all(u not in FETCH or FETCH[u] == SHARED[u]["key"] for u in SHARED[pid]["upstream"] if u in SHARED)
+
+
+def upstream_logs(pid):
+    """Logs of the jobs that made, here, what a product was made from (and what that was made from)."""
+    logs = []
+    for u in SHARED[pid]["upstream"]:
+        if u in SHARED and u not in FETCH:
+            logs += [log for _, _, log in SHARED[u]["made_by"]] + upstream_logs(u)
+    return logs
 
 
 def entry_options(pid):
@@ -195,7 +224,7 @@ def entry_options(pid):
 if STORE:
     SHARED = share_products()
     FETCH = _to_fetch(SHARED)
-    PUT = sorted(set(SHARED) - set(FETCH))
+    PUT = sorted(pid for pid in SHARED if pid not in FETCH and _storable(pid))
     SHARE_TARGETS = [f"{R}/store/put/{pid}.json" for pid in PUT]
     REUSED_RECORDS = [(fetched_record(pid), SHARED[pid]["scope"]) for pid in sorted(FETCH) if SHARED[pid]["scope"]]
     FETCH_TEACHERS = sorted(pid.split(".", 1)[1] for pid in FETCH if pid.startswith("teacher."))
