@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from kdgrid.errors import KdgridError
+from kdgrid.importers import sha256_of
 
 ENTRY = "entry.json"
 CODE_LINE = "kdgrid code:"  # what the verbs that make products write to their logs (kdgrid.cli)
@@ -97,12 +98,7 @@ def read_entry(store, kind: str, key_: str) -> dict:
         raise KdgridError(f"{path}: cannot read the store entry ({e})") from None
 
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = sha256_of  # (one home: the importers', which pin every file they take by it)
 
 
 def corpus_file_sha256(path, memo_dir=None) -> str:
